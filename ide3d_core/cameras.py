@@ -1,0 +1,495 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The camera convention of the whole project, and the only place it is written down.
+
+Frames
+------
+* **Model world**: right-handed, metres are *not* used; one unit = ``METRES_PER_UNIT`` metres.
+  ``+y`` is up, the face looks toward ``+z``, the head lies inside the box ``[-0.5, 0.5]^3``.
+  The subject's own left is ``+x`` (so a frontal camera sees it on the image's right).
+* **Camera** (OpenCV, as in EG3D ``dataset.json`` labels): ``+x`` right, ``+y`` down, ``+z`` forward.
+  ``cam2world`` is a 4x4 rigid transform taking camera coordinates to model-world coordinates.
+* **Blender world**: ``+Z`` up, the face looks toward ``-Y`` (Blender's front view looks along ``+Y``),
+  one Blender unit = one metre. Model point ``p`` maps to ``METRES_PER_UNIT * R_MODEL_TO_BLENDER @ p``.
+* **Blender camera object**: ``+X`` right, ``+Y`` up, looks along ``-Z``.
+
+Intrinsics and pixels
+---------------------
+Intrinsics are *normalised*: ``K = [[fx/W, 0, cx/W], [0, fy/H, cy/H], [0, 0, 1]]`` with the principal
+point measured from the top-left image *corner*. Pixel ``(i, j)`` (column ``i``, row ``j``) covers
+``[i, i+1) x [j, j+1)``; its centre is ``(i + 0.5, j + 0.5)`` in pixel units, i.e. normalised
+``((i + 0.5) / W, (j + 0.5) / H)``. Rays go through pixel centres. Projections return continuous pixel
+coordinates in the same frame (so a point on the optical axis of an unshifted camera lands at
+``(W/2, H/2)``, the corner between the four central pixels of an even-sized image).
+
+Depth is the distance along the unit ray direction (not camera-space ``z``) everywhere in the project.
+
+Poses
+-----
+``orbit_camera(yaw, pitch)`` puts the camera on the sphere of ``radius`` about the *world origin*, at
+``radius * (cos(pitch) sin(yaw), sin(pitch), cos(pitch) cos(yaw))``, looking at ``pivot``. This is how
+the FFHQ labels of EG3D are made (radius 2.7, pivot (0, 0, 0.2)), so the default neural-rendering
+bounds (near 2.25, far 3.3) enclose the head box from every yaw. Positive yaw moves the camera toward
+``+x`` (it sees more of the subject's left cheek); positive pitch moves it up (it looks down).
+
+The 25-float label
+------------------
+``label = concat(cam2world.flatten() (row-major, 16), K_normalised.flatten() (row-major, 9))``, float32,
+cam2world in OpenCV convention, exactly as in EG3D/IDE-3D ``dataset.json`` files. ``pack_label`` and
+``unpack_label`` are the only functions that build or read it.
+
+This module needs only numpy (the Blender add-on imports it inside Blender's Python); the batched
+torch ray generator imports torch lazily.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+# ----------------------------------------------------------------------------------------------
+# Constants of the convention
+# ----------------------------------------------------------------------------------------------
+
+#: Normalised focal length of the FFHQ labels (2985.29 / 700); horizontal FOV 13.37 degrees.
+CANONICAL_FOCAL = 4.2647
+#: Distance of every training camera from the world origin.
+CANONICAL_RADIUS = 2.7
+#: The point the training cameras look at (model world).
+CANONICAL_PIVOT = (0.0, 0.0, 0.2)
+#: Blender metres per model-world unit: the head box is 0.5 m wide, a head (chin to crown, about
+#: 0.46 units in the procedural heads) about 0.23 m, as an adult's.
+METRES_PER_UNIT = 0.5
+#: Rotation taking model-world directions to Blender-world directions (+90 degrees about x):
+#: y (up) -> Z, +z (face direction) -> -Y.
+R_MODEL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+#: Flip between a Blender camera's axes (x right, y up, -z forward) and OpenCV's (x right, y down, z fwd).
+_BLENDER_TO_CV = np.diag([1.0, -1.0, -1.0])
+
+LABEL_DIM = 25
+
+
+# ----------------------------------------------------------------------------------------------
+# Intrinsics helpers
+# ----------------------------------------------------------------------------------------------
+
+def fov_to_focal(fov_degrees: float) -> float:
+    """Normalised focal length ``f / size`` of a camera whose full field of view (edge to edge of the
+    image, not between edge pixel centres) is ``fov_degrees`` along that size."""
+    if not 0.0 < fov_degrees < 180.0:
+        raise ValueError(f"field of view must be in (0, 180) degrees, got {fov_degrees}")
+    return 0.5 / math.tan(math.radians(fov_degrees) / 2.0)
+
+
+def focal_to_fov(focal: float) -> float:
+    """Inverse of :func:`fov_to_focal`: full field of view in degrees of a normalised focal length."""
+    if focal <= 0:
+        raise ValueError(f"normalised focal length must be positive, got {focal}")
+    return math.degrees(2.0 * math.atan(0.5 / focal))
+
+
+def intrinsics(focal: float = CANONICAL_FOCAL, focal_y: float | None = None,
+               cx: float = 0.5, cy: float = 0.5) -> np.ndarray:
+    """Normalised 3x3 intrinsics ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` (units of image size)."""
+    fy = focal if focal_y is None else focal_y
+    return np.array([[focal, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Rigid-transform helpers
+# ----------------------------------------------------------------------------------------------
+
+def _normalize(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v)
+    if n < 1e-12:
+        raise ValueError("zero-length vector")
+    return v / n
+
+
+def look_at(eye: Sequence[float], target: Sequence[float],
+            up: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
+    """OpenCV cam2world (4x4) of a camera at ``eye`` looking at ``target`` with world ``up`` as the
+    image's upward direction (camera ``-y``)."""
+    eye = np.asarray(eye, dtype=np.float64)
+    forward = _normalize(np.asarray(target, dtype=np.float64) - eye)
+    right = np.cross(forward, np.asarray(up, dtype=np.float64))
+    if np.linalg.norm(right) < 1e-9:
+        raise ValueError("look_at: viewing direction is parallel to the up vector")
+    right = _normalize(right)
+    down = np.cross(forward, right)
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, down, forward, eye
+    return m
+
+
+def _check_rigid(m: np.ndarray, name: str) -> None:
+    if m.shape != (4, 4):
+        raise ValueError(f"{name} must be 4x4, got shape {m.shape}")
+    r = m[:3, :3]
+    if not np.allclose(r.T @ r, np.eye(3), atol=1e-4) or np.linalg.det(r) < 0:
+        raise ValueError(f"{name} rotation is not a proper orthonormal rotation")
+    if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
+        raise ValueError(f"{name} bottom row must be (0, 0, 0, 1)")
+
+
+# ----------------------------------------------------------------------------------------------
+# The typed camera
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Camera:
+    """A pinhole camera in the model world.
+
+    Attributes:
+        cam2world: (4, 4) float64, OpenCV convention (x right, y down, z forward), rigid.
+        intrinsics: (3, 3) float64, normalised by the image size (see the module docstring).
+    """
+
+    cam2world: np.ndarray
+    intrinsics: np.ndarray
+
+    def __post_init__(self) -> None:
+        c2w = np.array(self.cam2world, dtype=np.float64)
+        k = np.array(self.intrinsics, dtype=np.float64)
+        _check_rigid(c2w, "cam2world")
+        if k.shape != (3, 3) or k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], [0, 0, 1]):
+            raise ValueError(f"intrinsics must be a normalised 3x3 matrix with positive focal, got {k}")
+        c2w.setflags(write=False)
+        k.setflags(write=False)
+        object.__setattr__(self, "cam2world", c2w)
+        object.__setattr__(self, "intrinsics", k)
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_label(cls, label: Sequence[float] | np.ndarray) -> "Camera":
+        c2w, k = unpack_label(label)
+        return cls(c2w, k)
+
+    def label(self) -> np.ndarray:
+        """The packed 25-float label (float32), see :func:`pack_label`."""
+        return pack_label(self.cam2world, self.intrinsics)
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def position(self) -> np.ndarray:
+        """Camera centre in model-world coordinates, shape (3,)."""
+        return self.cam2world[:3, 3].copy()
+
+    @property
+    def forward(self) -> np.ndarray:
+        """Unit viewing direction (camera +z) in the model world, shape (3,)."""
+        return self.cam2world[:3, 2].copy()
+
+    def world2cam(self) -> np.ndarray:
+        r = self.cam2world[:3, :3]
+        m = np.eye(4)
+        m[:3, :3] = r.T
+        m[:3, 3] = -r.T @ self.cam2world[:3, 3]
+        return m
+
+    def yaw_pitch(self) -> tuple[float, float]:
+        """Yaw and pitch in radians of the camera centre as seen from the world origin (the inverse of
+        :func:`orbit_camera`'s position; the look-at target is not recovered)."""
+        p = self.cam2world[:3, 3]
+        r = np.linalg.norm(p)
+        return math.atan2(p[0], p[2]), math.asin(np.clip(p[1] / r, -1.0, 1.0))
+
+    # -- geometry ------------------------------------------------------------------------------
+    def project(self, points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Project model-world points to pixels.
+
+        Args:
+            points: (..., 3) model-world points.
+            width, height: image size in pixels.
+        Returns:
+            uv: (..., 2) continuous pixel coordinates (x to the right, y down, pixel centres at +0.5).
+            z: (...,) camera-space depth along the optical axis (positive in front of the camera).
+        """
+        pts = np.asarray(points, dtype=np.float64)
+        w2c = self.world2cam()
+        pc = pts @ w2c[:3, :3].T + w2c[:3, 3]
+        z = pc[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xn, yn = pc[..., 0] / z, pc[..., 1] / z
+        k = self.intrinsics
+        u = (k[0, 0] * xn + k[0, 2]) * width
+        v = (k[1, 1] * yn + k[1, 2]) * height
+        return np.stack([u, v], axis=-1), z
+
+    def rays(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel rays through pixel centres.
+
+        Returns:
+            origins: (height, width, 3) model world, all equal to the camera centre.
+            directions: (height, width, 3) unit vectors in the model world.
+        """
+        dirs = _pixel_directions_np(self.intrinsics, width, height) @ self.cam2world[:3, :3].T
+        origins = np.broadcast_to(self.cam2world[:3, 3], dirs.shape).copy()
+        return origins, dirs
+
+    def mirrored(self) -> "Camera":
+        """The camera mirrored through the face's symmetry plane ``x = 0``.
+
+        A point mirrored in the world (x -> -x) projects, in the mirrored camera, to the horizontally
+        mirrored pixel (u -> W - u). On the label this negates entries [1, 2, 3, 4, 8] (as EG3D's
+        ``flip_yaw``) and maps cx -> 1 - cx.
+        """
+        s = np.diag([-1.0, 1.0, 1.0, 1.0])
+        c2w = s @ self.cam2world @ s
+        k = self.intrinsics.copy()
+        k[0, 2] = 1.0 - k[0, 2]
+        return Camera(c2w, k)
+
+    def with_intrinsics(self, k: np.ndarray) -> "Camera":
+        return Camera(self.cam2world, k)
+
+
+def _pixel_directions_np(k: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Unit camera-space directions through pixel centres, shape (height, width, 3)."""
+    if width < 1 or height < 1:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    u = (np.arange(width) + 0.5) / width
+    v = (np.arange(height) + 0.5) / height
+    uu, vv = np.meshgrid(u, v, indexing="xy")
+    x = (uu - k[0, 2]) / k[0, 0]
+    y = (vv - k[1, 2]) / k[1, 1]
+    d = np.stack([x, y, np.ones_like(x)], axis=-1)
+    return d / np.linalg.norm(d, axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Label packing (the only place the 25-float layout is written)
+# ----------------------------------------------------------------------------------------------
+
+def pack_label(cam2world: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """(16 row-major OpenCV cam2world, 9 row-major normalised intrinsics) -> float32 (25,)."""
+    return np.concatenate([np.asarray(cam2world, dtype=np.float64).reshape(16),
+                           np.asarray(k, dtype=np.float64).reshape(9)]).astype(np.float32)
+
+
+def unpack_label(label: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float (25,) label -> (cam2world (4, 4), intrinsics (3, 3)), both float64.
+
+    The rotation is re-orthonormalised (labels are stored in float32)."""
+    arr = np.asarray(label, dtype=np.float64)
+    if arr.shape != (LABEL_DIM,):
+        raise ValueError(f"a camera label has {LABEL_DIM} numbers, got shape {arr.shape}")
+    c2w = arr[:16].reshape(4, 4).copy()
+    u, _, vt = np.linalg.svd(c2w[:3, :3])
+    c2w[:3, :3] = u @ vt
+    return c2w, arr[16:].reshape(3, 3).copy()
+
+
+def mirror_label(label: np.ndarray) -> np.ndarray:
+    """Label of the mirrored camera (see :meth:`Camera.mirrored`); works on (..., 25) arrays."""
+    out = np.array(label, dtype=np.float32, copy=True)
+    out[..., [1, 2, 3, 4, 8]] *= -1.0
+    out[..., 18] = 1.0 - out[..., 18]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Poses
+# ----------------------------------------------------------------------------------------------
+
+def orbit_camera(yaw: float, pitch: float = 0.0, radius: float = CANONICAL_RADIUS,
+                 pivot: Sequence[float] = CANONICAL_PIVOT, focal: float = CANONICAL_FOCAL) -> Camera:
+    """Camera at ``radius`` from the world origin at ``yaw``/``pitch`` (radians), looking at ``pivot``.
+
+    See the module docstring for the sign conventions."""
+    if not -math.pi / 2 < pitch < math.pi / 2:
+        raise ValueError(f"pitch must be within (-90, 90) degrees, got {math.degrees(pitch):.1f}")
+    eye = radius * np.array([math.cos(pitch) * math.sin(yaw), math.sin(pitch),
+                             math.cos(pitch) * math.cos(yaw)])
+    return Camera(look_at(eye, pivot), intrinsics(focal))
+
+
+def canonical_camera() -> Camera:
+    """The canonical front camera: yaw = pitch = 0, radius 2.7, pivot (0, 0, 0.2), focal 4.2647."""
+    return orbit_camera(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class PoseDistribution:
+    """FFHQ-like camera distribution: Gaussian yaw/pitch (radians) clipped to ``[-clip, clip]`` sigmas
+    and to absolute limits. Defaults: yaw sigma 25 degrees, pitch sigma 10 degrees."""
+
+    yaw_std: float = math.radians(25.0)
+    pitch_std: float = math.radians(10.0)
+    yaw_limit: float = math.radians(60.0)
+    pitch_limit: float = math.radians(30.0)
+    radius: float = CANONICAL_RADIUS
+    focal: float = CANONICAL_FOCAL
+
+    def sample_angles(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, 2) array of (yaw, pitch) in radians."""
+        yaw = np.clip(rng.normal(0.0, self.yaw_std, n), -self.yaw_limit, self.yaw_limit)
+        pitch = np.clip(rng.normal(0.0, self.pitch_std, n), -self.pitch_limit, self.pitch_limit)
+        return np.stack([yaw, pitch], axis=1)
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Camera]:
+        return [orbit_camera(y, p, self.radius, CANONICAL_PIVOT, self.focal)
+                for y, p in self.sample_angles(rng, n)]
+
+
+def stack_labels(cameras: Sequence[Camera]) -> np.ndarray:
+    """(N, 25) float32 labels of a list of cameras."""
+    return np.stack([c.label() for c in cameras]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batched torch rays (the renderer's entry point)
+# ----------------------------------------------------------------------------------------------
+
+def rays_from_labels(labels: "torch.Tensor", height: int, width: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Rays through pixel centres for a batch of cameras, in torch (any device and float dtype).
+
+    Args:
+        labels: (B, 25) packed camera labels.
+        height, width: image size in pixels.
+    Returns:
+        origins: (B, height*width, 3) model world.
+        directions: (B, height*width, 3) unit vectors, model world; pixels in row-major order
+        (row 0 at the top).
+    """
+    import torch
+
+    if labels.ndim != 2 or labels.shape[1] != LABEL_DIM:
+        raise ValueError(f"labels must be (B, {LABEL_DIM}), got {tuple(labels.shape)}")
+    b = labels.shape[0]
+    c2w = labels[:, :16].reshape(b, 4, 4)
+    k = labels[:, 16:].reshape(b, 3, 3)
+    dev, dt = labels.device, labels.dtype
+    u = (torch.arange(width, device=dev, dtype=dt) + 0.5) / width
+    v = (torch.arange(height, device=dev, dtype=dt) + 0.5) / height
+    vv, uu = torch.meshgrid(v, u, indexing="ij")  # (H, W)
+    uu, vv = uu.reshape(1, -1), vv.reshape(1, -1)
+    x = (uu - k[:, 0, 2:3]) / k[:, 0, 0:1]
+    y = (vv - k[:, 1, 2:3]) / k[:, 1, 1:2]
+    d = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # (B, HW, 3)
+    d = d / d.norm(dim=-1, keepdim=True)
+    dirs = d @ c2w[:, :3, :3].transpose(1, 2)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    origins = c2w[:, None, :3, 3].expand(b, height * width, 3)
+    return origins, dirs
+
+
+# ----------------------------------------------------------------------------------------------
+# Model world <-> Blender world, Blender camera <-> typed camera (pure numbers, no bpy)
+# ----------------------------------------------------------------------------------------------
+
+def model_to_blender_matrix() -> np.ndarray:
+    """4x4 similarity taking model-world points to Blender-world points (metres, Z up)."""
+    m = np.eye(4)
+    m[:3, :3] = METRES_PER_UNIT * R_MODEL_TO_BLENDER
+    return m
+
+
+def model_points_to_blender(points: np.ndarray) -> np.ndarray:
+    """(..., 3) model-world points -> (..., 3) Blender-world points in metres."""
+    return METRES_PER_UNIT * np.asarray(points, dtype=np.float64) @ R_MODEL_TO_BLENDER.T
+
+
+def blender_points_to_model(points: np.ndarray) -> np.ndarray:
+    """(..., 3) Blender-world points in metres -> (..., 3) model-world points."""
+    return np.asarray(points, dtype=np.float64) @ R_MODEL_TO_BLENDER / METRES_PER_UNIT
+
+
+@dataclass(frozen=True)
+class BlenderCamera:
+    """The numbers of a Blender camera that decide its projection (all plain floats/strings).
+
+    Attributes:
+        matrix_world: (4, 4) the camera object's world matrix (may carry scale; it is ignored, as
+            Blender's ``world_to_camera_view`` ignores it).
+        lens: focal length in mm. sensor_width, sensor_height: mm. sensor_fit: 'AUTO' | 'HORIZONTAL' |
+            'VERTICAL'. shift_x, shift_y: in units of the larger... as Blender (fraction of the
+            fitted sensor dimension). resolution_x/y, resolution_percentage, pixel_aspect_x/y: the
+            scene's render settings.
+    """
+
+    matrix_world: np.ndarray
+    lens: float = 50.0
+    sensor_width: float = 36.0
+    sensor_height: float = 24.0
+    sensor_fit: str = "AUTO"
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    resolution_x: int = 512
+    resolution_y: int = 512
+    resolution_percentage: int = 100
+    pixel_aspect_x: float = 1.0
+    pixel_aspect_y: float = 1.0
+
+    def pixel_size(self) -> tuple[int, int]:
+        """Rendered image size (width, height) in pixels after the percentage scale."""
+        s = self.resolution_percentage / 100.0
+        return int(self.resolution_x * s), int(self.resolution_y * s)
+
+
+def _effective_fit(bc: BlenderCamera, w: float, h: float) -> str:
+    if bc.sensor_fit not in ("AUTO", "HORIZONTAL", "VERTICAL"):
+        raise ValueError(f"unknown sensor_fit {bc.sensor_fit!r}")
+    if bc.sensor_fit == "AUTO":
+        return "HORIZONTAL" if bc.pixel_aspect_x * w >= bc.pixel_aspect_y * h else "VERTICAL"
+    return bc.sensor_fit
+
+
+def camera_from_blender(bc: BlenderCamera) -> tuple[Camera, int, int]:
+    """Typed model-world camera and image size (width, height) of a Blender camera.
+
+    Formulas from Blender's ``BKE_camera_params_compute_viewplane`` (verified against
+    ``world_to_camera_view`` in ``shared/reference/blender.md`` section 4): the sensor size is
+    ``sensor_height`` only when ``sensor_fit == 'VERTICAL'`` explicitly.
+    """
+    w, h = bc.pixel_size()
+    if w < 1 or h < 1:
+        raise ValueError(f"render size must be positive, got {w}x{h}")
+    fit = _effective_fit(bc, w, h)
+    ycor = bc.pixel_aspect_y / bc.pixel_aspect_x
+    sensor = bc.sensor_height if bc.sensor_fit == "VERTICAL" else bc.sensor_width
+    viewfac = w if fit == "HORIZONTAL" else ycor * h
+    fx = bc.lens * viewfac / sensor
+    fy = fx / ycor
+    cx = w / 2.0 - bc.shift_x * viewfac
+    cy = h / 2.0 + bc.shift_y * viewfac / ycor
+    k = intrinsics(fx / w, fy / h, cx / w, cy / h)
+
+    mw = np.asarray(bc.matrix_world, dtype=np.float64)
+    rot = mw[:3, :3] / np.linalg.norm(mw[:3, :3], axis=0, keepdims=True)
+    c2w_blender = np.eye(4)
+    c2w_blender[:3, :3] = rot @ _BLENDER_TO_CV
+    c2w_blender[:3, 3] = mw[:3, 3]
+    c2w = np.eye(4)
+    c2w[:3, :3] = R_MODEL_TO_BLENDER.T @ c2w_blender[:3, :3]
+    c2w[:3, 3] = blender_points_to_model(c2w_blender[:3, 3])
+    return Camera(c2w, k), w, h
+
+
+def blender_from_camera(camera: Camera, width: int, height: int,
+                        sensor_width: float = 36.0) -> BlenderCamera:
+    """A Blender camera (HORIZONTAL sensor fit, 100 %) reproducing ``camera`` at ``width`` x ``height``.
+
+    Non-square normalised focal lengths become a pixel aspect ratio; an off-centre principal point
+    becomes a lens shift."""
+    k = camera.intrinsics
+    fx, fy = k[0, 0] * width, k[1, 1] * height
+    cx, cy = k[0, 2] * width, k[1, 2] * height
+    ycor = fx / fy
+    pax, pay = (1.0, ycor) if ycor >= 1.0 else (1.0 / ycor, 1.0)
+    viewfac = float(width)
+    lens = fx * sensor_width / viewfac
+    shift_x = (width / 2.0 - cx) / viewfac
+    shift_y = (cy - height / 2.0) * ycor / viewfac
+    mw = np.eye(4)
+    mw[:3, :3] = R_MODEL_TO_BLENDER @ camera.cam2world[:3, :3] @ _BLENDER_TO_CV
+    mw[:3, 3] = model_points_to_blender(camera.cam2world[:3, 3])
+    return BlenderCamera(matrix_world=mw, lens=float(lens), sensor_width=float(sensor_width),
+                         sensor_height=float(sensor_width), sensor_fit="HORIZONTAL",
+                         shift_x=float(shift_x), shift_y=float(shift_y), resolution_x=int(width),
+                         resolution_y=int(height), resolution_percentage=100,
+                         pixel_aspect_x=float(pax), pixel_aspect_y=float(pay))

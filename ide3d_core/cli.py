@@ -1,0 +1,54 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The ``ide3d`` command line: a thin dispatcher over sub-command modules.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``, which adds a parser and
+sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+Modules are imported lazily by name so ``ide3d --help`` stays fast and a broken optional feature
+cannot take the whole tool down.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module path) in the order they appear in --help.
+COMMAND_MODULES: tuple[str, ...] = (
+    "ide3d_core.commands.demo",
+    "training.commands.dataset",
+)
+
+
+class UserError(Exception):
+    """An error caused by user input; printed as one line without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ide3d",
+        description="IDE-3D Portrait Studio: generate, invert, edit and mesh 3D-aware semantic portraits.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"ide3d {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ide3d {args.command}: cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
