@@ -1,0 +1,220 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Encoders of the hybrid inversion and the canonical editor (IDE-3D section 3.3).
+
+* Texture encoder: an RGB image -> texture codes ``w_t`` ([B, num_texture_ws, w_dim]) plus the camera's
+  yaw and pitch (radians, :func:`ide3d_core.cameras.orbit_camera` convention).
+* Semantic encoder: a label map (19-class one-hot) -> shape codes ``w_s`` ([B, num_shape_ws, w_dim]).
+
+Both towers have the same layout (1x1 stem, residual down-sampling blocks to 4 x 4, a 4 x 4 head) and
+predict an offset from the generator's average code ``w_avg`` (held as a buffer, copied from the
+generator's mapping network when the encoder is built), as the original's ``start_from_latent_avg``.
+
+The *canonical editor* is a second :class:`HybridEncoder` with the same architecture whose config has
+``canonical=True``: its training procedure (``training/encoders.py``) only ever shows it images and
+masks rendered from the canonical front camera, so at edit time it maps a front-view label map painted
+by the user straight to ``w_s``.
+
+On disk: ``config.json`` (format tag, version, :class:`EncoderConfig`) beside ``encoder.safetensors``;
+loading is strict.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ide3d_core.labels import NUM_CLASSES
+
+FORMAT = "ide3d-encoder"
+VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "encoder.safetensors"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Size of one encoder pair.
+
+    Attributes:
+        resolution: input size in pixels; images and masks are resized to it (power of two, >= 8).
+        base_channels: channels of the full-resolution stage; doubled at every halving.
+        max_channels: cap on the channel count.
+        w_dim: width of one code (the generator's ``w_dim``).
+        num_shape_ws: number of shape codes ``w_s`` (the generator's ``num_shape_ws``).
+        num_texture_ws: number of texture codes ``w_t`` (the generator's ``num_texture_ws``).
+        canonical: True for the canonical editor (trained on canonical-camera views only).
+    """
+
+    resolution: int = 256
+    base_channels: int = 16
+    max_channels: int = 256
+    w_dim: int = 512
+    num_shape_ws: int = 8
+    num_texture_ws: int = 10
+    canonical: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resolution < 8 or self.resolution & (self.resolution - 1):
+            raise ValueError(f"encoder resolution must be a power of two >= 8, got {self.resolution}")
+        for name in ("base_channels", "max_channels", "w_dim", "num_shape_ws", "num_texture_ws"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def num_ws(self) -> int:
+        return self.num_shape_ws + self.num_texture_ws
+
+
+#: Size presets; the code counts are filled in from the generator by :func:`config_for_generator`.
+PRESETS: dict[str, EncoderConfig] = {
+    "tiny": EncoderConfig(resolution=32, base_channels=8, max_channels=32),
+    "default": EncoderConfig(resolution=256, base_channels=16, max_channels=256),
+    "paper": EncoderConfig(resolution=512, base_channels=32, max_channels=512),
+}
+
+
+def config_for_generator(generator: nn.Module, preset: str = "default",
+                         canonical: bool = False) -> EncoderConfig:
+    """The preset ``preset`` sized for ``generator``'s codes (w_dim, num_shape_ws, num_texture_ws)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown encoder preset {preset!r}; known: {', '.join(PRESETS)}")
+    return replace(PRESETS[preset], w_dim=int(generator.w_dim), num_shape_ws=int(generator.num_shape_ws),
+                   num_texture_ws=int(generator.num_texture_ws), canonical=canonical)
+
+
+# ------------------------------------------------------------------------------------------------
+# Networks
+# ------------------------------------------------------------------------------------------------
+
+class _ResDown(nn.Module):
+    """3x3 conv, 3x3 conv + 2x average-pool down-sampling, plus a pooled 1x1 skip; sum / sqrt(2)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(cin, cin, 3, padding=1)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.leaky_relu(self.conv0(x), 0.2)
+        y = F.avg_pool2d(F.leaky_relu(self.conv1(y), 0.2), 2)
+        return (y + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2.0)
+
+
+class EncoderTower(nn.Module):
+    """[B, in_channels, R, R] -> [B, num_outputs] through residual stages down to 4 x 4."""
+
+    def __init__(self, in_channels: int, num_outputs: int, cfg: EncoderConfig) -> None:
+        super().__init__()
+        res, ch = cfg.resolution, min(cfg.base_channels, cfg.max_channels)
+        self.stem = nn.Conv2d(in_channels, ch, 1)
+        blocks = []
+        while res > 4:
+            nxt = min(ch * 2, cfg.max_channels)
+            blocks.append(_ResDown(ch, nxt))
+            ch, res = nxt, res // 2
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Conv2d(ch, num_outputs, 4)
+        with torch.no_grad():  # start near the average code: small residual outputs
+            self.head.weight.mul_(0.1)
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x))).flatten(1)
+
+
+class HybridEncoder(nn.Module):
+    """The texture and semantic encoders of one pair (standard or canonical editor).
+
+    Buffers: ``w_avg`` [w_dim], the generator's average code the predictions are offsets from.
+    """
+
+    def __init__(self, cfg: EncoderConfig, w_avg: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.texture = EncoderTower(3, cfg.num_texture_ws * cfg.w_dim + 2, cfg)
+        self.semantic = EncoderTower(NUM_CLASSES, cfg.num_shape_ws * cfg.w_dim, cfg)
+        self.register_buffer("w_avg", torch.zeros(cfg.w_dim) if w_avg is None
+                             else w_avg.detach().clone().float().reshape(cfg.w_dim))
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def _resize_image(self, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be [B, 3, H, W], got {tuple(image.shape)}")
+        r = self.config.resolution
+        if image.shape[-2:] != (r, r):
+            image = F.interpolate(image, size=(r, r), mode="bilinear", align_corners=False,
+                                  antialias=image.shape[-1] > r)
+        return image
+
+    def _one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        if labels.ndim != 3:
+            raise ValueError(f"labels must be [B, H, W] class ids, got {tuple(labels.shape)}")
+        r = self.config.resolution
+        ids = labels.long()
+        if ids.shape[-2:] != (r, r):  # nearest on ids: never invents a class at a border
+            ids = F.interpolate(ids[:, None].float(), size=(r, r), mode="nearest").long()[:, 0]
+        one_hot = F.one_hot(ids.clamp(0, NUM_CLASSES - 1), NUM_CLASSES).permute(0, 3, 1, 2)
+        return one_hot.to(self.w_avg.dtype) * 2.0 - 1.0
+
+    # -- heads ------------------------------------------------------------------------------------
+    def encode_texture(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image [B, 3, H, W] in [-1, 1] -> (w_t [B, num_texture_ws, w_dim], yaw_pitch [B, 2] radians)."""
+        cfg = self.config
+        out = self.texture(self._resize_image(image))
+        w_t = out[:, :-2].view(-1, cfg.num_texture_ws, cfg.w_dim) + self.w_avg
+        return w_t, out[:, -2:]
+
+    def encode_shape(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels [B, H, W] int ids 0..18 -> w_s [B, num_shape_ws, w_dim]."""
+        cfg = self.config
+        return self.semantic(self._one_hot(labels)).view(-1, cfg.num_shape_ws, cfg.w_dim) + self.w_avg
+
+    def forward(self, image: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image [B,3,H,W], labels [B,H,W]) -> (ws [B, num_ws, w_dim] = cat(w_s, w_t), yaw_pitch [B, 2])."""
+        w_t, pose = self.encode_texture(image)
+        return torch.cat([self.encode_shape(labels), w_t], 1), pose
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+# ------------------------------------------------------------------------------------------------
+
+def save_encoder(encoder: HybridEncoder, folder: str | Path) -> Path:
+    """Write ``folder/config.json`` and ``folder/encoder.safetensors`` (float32); returns the folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "version": VERSION, "config": asdict(encoder.config)}
+    (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+    state = {k: v.detach().float().contiguous().cpu() for k, v in encoder.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_NAME))
+    return folder
+
+
+def load_encoder(folder: str | Path, device: str | torch.device = "cpu") -> HybridEncoder:
+    """Strict inverse of :func:`save_encoder`; raises ``ValueError`` with one line on a bad folder."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise ValueError(f"{folder} is not an encoder folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    meta = json.loads(cfg_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{cfg_path} is not an IDE-3D encoder config")
+    if int(meta.get("version", -1)) > VERSION:
+        raise ValueError(f"{cfg_path} has version {meta.get('version')}; this build reads up to {VERSION}")
+    known = {f.name for f in fields(EncoderConfig)}
+    unknown = set(meta["config"]) - known
+    if unknown:
+        raise ValueError(f"{cfg_path}: unknown config keys {sorted(unknown)}")
+    encoder = HybridEncoder(EncoderConfig(**meta["config"]))
+    encoder.load_state_dict(load_file(str(w_path)), strict=True)
+    return encoder.to(device).eval()

@@ -1,0 +1,421 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Portrait documents (``.ide3d``): everything one inverted and edited portrait needs, in one file.
+
+A :class:`Portrait` holds the source camera (25-float label), the source image (and mask, if given),
+the base generator's config and fingerprint, the pivotal-tuned generator as a :class:`WeightDelta`
+from the base model, and the edit history: a list of :class:`EditRecord` (kind, JSON parameters and
+the full :class:`PortraitState` after the edit: codes ``ws`` and an optional region restyle) with a
+cursor ``current`` for undo/redo. Record 0 is the inversion result itself.
+
+File layout (version 1): a zip container (never a pickle) with
+
+* ``portrait.json``: ``{"format": "ide3d-portrait", "version": 1, ...}`` -- header, camera, generator
+  identity, history kinds/params, cursor;
+* ``tensors.safetensors``: ``history.{i}.ws`` [1, num_ws, w_dim] float32, ``history.{i}.style_ws``
+  (restyle source codes, when present), ``delta.{name}`` (tuned - base, only for changed tensors);
+* ``source.png`` (RGB uint8) and ``source_mask.png`` (label ids, uint8) when present.
+
+Saving is atomic (a temporary file in the same folder, fsync, ``os.replace``), so a failed save leaves
+the previous file intact. Loading is strict: a truncated or damaged container, a file of another kind,
+a newer version, unknown members or keys, or tensors that do not match the header raise
+:class:`PortraitError` with one line. The round trip is exact (bit for bit).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "ide3d-portrait"
+VERSION = 1
+SUFFIX = ".ide3d"
+_HEADER = "portrait.json"
+_TENSORS = "tensors.safetensors"
+_SOURCE = "source.png"
+_SOURCE_MASK = "source_mask.png"
+_DELTA_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+class PortraitError(ValueError):
+    """A portrait file could not be read or written; the message is one line for the user."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Tuned generator as a difference from the base model
+# ------------------------------------------------------------------------------------------------
+
+def generator_fingerprint(generator: nn.Module) -> str:
+    """SHA-256 (hex, first 32 digits) of a module's state (names, dtypes, shapes and values).
+
+    Identifies the base model a :class:`WeightDelta` applies to."""
+    h = hashlib.sha256()
+    for name, t in sorted(generator.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True, eq=False)
+class WeightDelta:
+    """A tuned generator stored as ``tuned - base`` for the tensors that changed.
+
+    Attributes:
+        base_fingerprint: :func:`generator_fingerprint` of the base model.
+        deltas: state-dict name -> delta tensor (``dtype``), only for tensors that differ.
+        dtype: "float16" (half the size; the delta of a pivotal tuning is small, so its rounding error
+            is ~1e-3 of the change, far below the change itself) or "float32".
+
+    :meth:`apply` is deterministic, so the tuned generator a portrait uses is *defined* as
+    ``apply(base)``: inversion returns exactly that module, and a loaded document reproduces it bit for
+    bit.
+    """
+
+    base_fingerprint: str
+    deltas: dict[str, torch.Tensor]
+    dtype: str = "float16"
+
+    @classmethod
+    def between(cls, base: nn.Module, tuned: nn.Module, dtype: str = "float16") -> "WeightDelta":
+        if dtype not in _DELTA_DTYPES:
+            raise ValueError(f"delta dtype must be one of {sorted(_DELTA_DTYPES)}, got {dtype!r}")
+        bs, ts = base.state_dict(), tuned.state_dict()
+        if bs.keys() != ts.keys():
+            raise ValueError("tuned and base generators have different parameters")
+        deltas = {}
+        for name, b in bs.items():
+            t = ts[name]
+            if t.shape != b.shape:
+                raise ValueError(f"tensor {name} changed shape {tuple(b.shape)} -> {tuple(t.shape)}")
+            if not torch.is_floating_point(b):
+                if not torch.equal(b, t):
+                    raise ValueError(f"non-float tensor {name} differs; cannot store it as a delta")
+                continue
+            d = (t.detach().float() - b.detach().float()).to(_DELTA_DTYPES[dtype]).cpu()
+            if bool(d.any()):
+                deltas[name] = d.contiguous()
+        return cls(generator_fingerprint(base), deltas, dtype)
+
+    def apply(self, base: nn.Module, check: bool = True) -> nn.Module:
+        """A copy of ``base`` with the deltas added (base is left untouched)."""
+        if check and generator_fingerprint(base) != self.base_fingerprint:
+            raise PortraitError("the portrait was tuned from a different base model "
+                                f"(fingerprint {self.base_fingerprint}); load the model it was made with")
+        tuned = copy.deepcopy(base)
+        state = tuned.state_dict()
+        unknown = set(self.deltas) - set(state)
+        if unknown:
+            raise PortraitError(f"weight delta names unknown tensors: {sorted(unknown)[:3]}")
+        with torch.no_grad():
+            for name, d in self.deltas.items():
+                t = state[name]
+                t.copy_((t.float() + d.to(t.device).float()).to(t.dtype))
+        return tuned
+
+    @property
+    def nbytes(self) -> int:
+        return sum(d.numel() * d.element_size() for d in self.deltas.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# Document values
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Restyle:
+    """A region restyle: points whose semantic argmax is in ``classes`` take their texture from the
+    tri-planes of ``style_ws`` ([1, num_ws, w_dim]) (the generator's ``texture_swap``)."""
+
+    style_ws: torch.Tensor
+    classes: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class PortraitState:
+    """What a render needs besides the generator: codes ``ws`` [1, num_ws, w_dim] (float32) and an
+    optional region restyle."""
+
+    ws: torch.Tensor
+    restyle: Restyle | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class EditRecord:
+    """One step of the edit history: its kind ("invert", "mask", "restyle", "style", ...), JSON-able
+    parameters, and the full state after it."""
+
+    kind: str
+    params: dict[str, Any]
+    state: PortraitState
+
+
+@dataclass(frozen=True, eq=False)
+class Portrait:
+    """An inverted (and possibly edited) portrait. See the module docstring.
+
+    Attributes:
+        camera: (25,) float32 packed label of the source view.
+        generator_config: the base generator's config as a JSON-able dict (for display and checks).
+        base_fingerprint: :func:`generator_fingerprint` of the base model.
+        history: edit records, record 0 = inversion; ``current`` indexes the visible one.
+        delta: the pivotal-tuned weights, or None when the base model is used unchanged.
+        source_image: (H, W, 3) uint8 RGB or None. source_mask: (H, W) uint8 label ids or None.
+        model_hint: where the base model was loaded from (informative only).
+    """
+
+    camera: np.ndarray
+    generator_config: dict[str, Any]
+    base_fingerprint: str
+    history: tuple[EditRecord, ...]
+    current: int = 0
+    delta: WeightDelta | None = None
+    source_image: np.ndarray | None = None
+    source_mask: np.ndarray | None = None
+    model_hint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        cam = np.asarray(self.camera, dtype=np.float32).reshape(-1)
+        if cam.shape != (25,):
+            raise ValueError(f"camera must be a 25-float label, got shape {cam.shape}")
+        object.__setattr__(self, "camera", cam)
+        if not self.history:
+            raise ValueError("a portrait needs at least one history record")
+        if not 0 <= self.current < len(self.history):
+            raise ValueError(f"history cursor {self.current} out of range 0..{len(self.history) - 1}")
+
+    @property
+    def state(self) -> PortraitState:
+        return self.history[self.current].state
+
+    @property
+    def ws(self) -> torch.Tensor:
+        return self.state.ws
+
+    def with_record(self, record: EditRecord) -> "Portrait":
+        """A new portrait with ``record`` appended after the cursor (any redo tail is dropped)."""
+        return replace(self, history=self.history[: self.current + 1] + (record,), current=self.current + 1)
+
+    def generator(self, base: nn.Module) -> nn.Module:
+        """The generator this portrait renders with: ``base`` plus the tuned delta (if any)."""
+        if self.delta is None:
+            if generator_fingerprint(base) != self.base_fingerprint:
+                raise PortraitError("the portrait was made with a different base model "
+                                    f"(fingerprint {self.base_fingerprint})")
+            return base
+        return self.delta.apply(base)
+
+
+# ------------------------------------------------------------------------------------------------
+# Encoding
+# ------------------------------------------------------------------------------------------------
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_array(data: bytes, mode: str, name: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as exc:  # PIL raises many types on damaged data
+        raise PortraitError(f"member {name} is not a readable PNG ({exc})") from None
+    if img.mode != mode:
+        raise PortraitError(f"member {name} has mode {img.mode}, expected {mode}")
+    return np.array(img)
+
+
+def encode_portrait(portrait: Portrait) -> bytes:
+    """The ``.ide3d`` bytes of a portrait (see the module docstring)."""
+    from safetensors.torch import save as st_save
+
+    tensors: dict[str, torch.Tensor] = {}
+    history = []
+    for i, rec in enumerate(portrait.history):
+        tensors[f"history.{i}.ws"] = rec.state.ws.detach().float().cpu().clone()
+        restyle = rec.state.restyle
+        if restyle is not None:
+            tensors[f"history.{i}.style_ws"] = restyle.style_ws.detach().float().cpu().clone()
+        history.append({"kind": rec.kind, "params": rec.params,
+                        "restyle_classes": None if restyle is None else [int(c) for c in restyle.classes]})
+    delta = None
+    if portrait.delta is not None:
+        delta = {"dtype": portrait.delta.dtype, "base_fingerprint": portrait.delta.base_fingerprint,
+                 "names": sorted(portrait.delta.deltas)}
+        for name, d in portrait.delta.deltas.items():
+            tensors[f"delta.{name}"] = d.clone()
+    header = {
+        "format": FORMAT, "version": VERSION,
+        "camera": [float(x) for x in portrait.camera],
+        "generator": {"config": portrait.generator_config, "fingerprint": portrait.base_fingerprint,
+                      "model_hint": portrait.model_hint},
+        "delta": delta, "history": history, "current": portrait.current,
+        "source_image": portrait.source_image is not None,
+        "source_mask": portrait.source_mask is not None,
+        "extra": portrait.extra,
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(_HEADER, json.dumps(header, indent=1), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(_TENSORS, st_save(tensors), compress_type=zipfile.ZIP_STORED)
+        if portrait.source_image is not None:
+            img = np.asarray(portrait.source_image)
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise ValueError(f"source_image must be (H, W, 3) uint8, got {img.dtype} {img.shape}")
+            zf.writestr(_SOURCE, _png_bytes(img), compress_type=zipfile.ZIP_STORED)
+        if portrait.source_mask is not None:
+            m = np.asarray(portrait.source_mask)
+            if m.dtype != np.uint8 or m.ndim != 2:
+                raise ValueError(f"source_mask must be (H, W) uint8, got {m.dtype} {m.shape}")
+            zf.writestr(_SOURCE_MASK, _png_bytes(m), compress_type=zipfile.ZIP_STORED)
+    return buf.getvalue()
+
+
+def _require(cond: bool, what: str) -> None:
+    if not cond:
+        raise PortraitError(what)
+
+
+def decode_portrait(data: bytes, name: str = "portrait") -> Portrait:
+    """Strict inverse of :func:`encode_portrait`."""
+    from safetensors.torch import load as st_load
+
+    if not data.startswith(b"PK\x03\x04"):
+        raise PortraitError(f"{name} is not an .ide3d portrait (unknown file type)")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        raise PortraitError(f"{name} is truncated or damaged (its zip directory cannot be read)") from None
+    with zf:
+        members = set(zf.namelist())
+        _require(_HEADER in members, f"{name} is not an .ide3d portrait (no {_HEADER})")
+
+        def read(member: str) -> bytes:
+            try:
+                return zf.read(member)
+            except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+                raise PortraitError(f"{name} is damaged: member {member} ({exc})") from None
+
+        try:
+            header = json.loads(read(_HEADER))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise PortraitError(f"{name}: {_HEADER} is not valid JSON") from None
+        _require(isinstance(header, dict) and header.get("format") == FORMAT,
+                 f"{name} is not an .ide3d portrait (format tag missing)")
+        version = header.get("version")
+        _require(isinstance(version, int) and 1 <= version <= VERSION,
+                 f"{name} has format version {version}; this build reads versions 1..{VERSION}")
+        known = {"format", "version", "camera", "generator", "delta", "history", "current",
+                 "source_image", "source_mask", "extra"}
+        _require(set(header) == known, f"{name}: header keys differ from version {version} "
+                 f"(unknown {sorted(set(header) - known)}, missing {sorted(known - set(header))})")
+        expected = {_HEADER, _TENSORS} | ({_SOURCE} if header["source_image"] else set()) \
+            | ({_SOURCE_MASK} if header["source_mask"] else set())
+        _require(members == expected, f"{name}: unexpected members {sorted(members ^ expected)}")
+        try:
+            tensors = st_load(read(_TENSORS))
+        except Exception as exc:  # safetensors raises its own error type
+            raise PortraitError(f"{name}: tensor block is damaged ({exc})") from None
+
+        hist = header["history"]
+        _require(isinstance(hist, list) and hist, f"{name}: empty edit history")
+        want = set()
+        for i, h in enumerate(hist):
+            _require(isinstance(h, dict) and set(h) == {"kind", "params", "restyle_classes"},
+                     f"{name}: history record {i} is malformed")
+            want.add(f"history.{i}.ws")
+            if h["restyle_classes"] is not None:
+                want.add(f"history.{i}.style_ws")
+        delta_h = header["delta"]
+        if delta_h is not None:
+            _require(set(delta_h) == {"dtype", "base_fingerprint", "names"} and delta_h["dtype"] in _DELTA_DTYPES,
+                     f"{name}: weight-delta header is malformed")
+            want |= {f"delta.{n}" for n in delta_h["names"]}
+        _require(set(tensors) == want, f"{name}: tensors do not match the header "
+                 f"(extra {sorted(set(tensors) - want)[:3]}, missing {sorted(want - set(tensors))[:3]})")
+
+        records = []
+        shape = None
+        for i, h in enumerate(hist):
+            ws = tensors[f"history.{i}.ws"]
+            _require(ws.ndim == 3 and ws.shape[0] == 1 and ws.dtype == torch.float32,
+                     f"{name}: codes of record {i} have shape {tuple(ws.shape)}")
+            shape = shape or ws.shape
+            _require(ws.shape == shape, f"{name}: codes of record {i} differ in shape from record 0")
+            restyle = None
+            if h["restyle_classes"] is not None:
+                sw = tensors[f"history.{i}.style_ws"]
+                _require(sw.shape == shape, f"{name}: restyle codes of record {i} have the wrong shape")
+                restyle = Restyle(sw, tuple(int(c) for c in h["restyle_classes"]))
+            records.append(EditRecord(str(h["kind"]), h["params"], PortraitState(ws, restyle)))
+        delta = None
+        if delta_h is not None:
+            deltas = {n: tensors[f"delta.{n}"] for n in delta_h["names"]}
+            _require(all(d.dtype == _DELTA_DTYPES[delta_h["dtype"]] for d in deltas.values()),
+                     f"{name}: weight deltas do not have dtype {delta_h['dtype']}")
+            delta = WeightDelta(str(delta_h["base_fingerprint"]), deltas, delta_h["dtype"])
+        source = _png_array(read(_SOURCE), "RGB", _SOURCE) if header["source_image"] else None
+        mask = _png_array(read(_SOURCE_MASK), "L", _SOURCE_MASK) if header["source_mask"] else None
+        gen = header["generator"]
+        _require(isinstance(gen, dict) and set(gen) == {"config", "fingerprint", "model_hint"},
+                 f"{name}: generator header is malformed")
+        try:
+            return Portrait(camera=np.asarray(header["camera"], dtype=np.float32),
+                            generator_config=gen["config"], base_fingerprint=str(gen["fingerprint"]),
+                            history=tuple(records), current=int(header["current"]), delta=delta,
+                            source_image=source, source_mask=mask, model_hint=gen["model_hint"],
+                            extra=dict(header["extra"]))
+        except (ValueError, TypeError) as exc:
+            raise PortraitError(f"{name}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+# ------------------------------------------------------------------------------------------------
+
+def save_portrait(portrait: Portrait, path: str | Path) -> Path:
+    """Write ``portrait`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
+    path = Path(path)
+    data = encode_portrait(portrait)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load_portrait(path: str | Path) -> Portrait:
+    """Read a ``.ide3d`` file strictly; raises :class:`PortraitError` with a one-line reason."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PortraitError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_portrait(data, name=str(path))
