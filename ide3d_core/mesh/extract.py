@@ -1,0 +1,34 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Marching cubes on a density grid, with vertices in the model world.
+
+The level is an activated density (``sigma``, 1 / model unit). IDE-3D's own ``render_mesh.py`` uses
+``sigma = 10`` on the same kind of field (EG3D's viewers use ChimeraX at about 30 on raw grids); at
+``sigma = 10`` a ray crossing 1/256 of the head box (4 mm at 0.5 m per unit) loses 1 - exp(-10/256)
+= 4 % of its light per sample, i.e. the surface is where the field becomes opaque within a few
+samples. ``DEFAULT_LEVEL`` is that value.
+"""
+from __future__ import annotations
+
+import mcubes
+import numpy as np
+
+from ide3d_core.mesh.grid import DensityGrid
+from ide3d_core.mesh.types import HeadMesh
+
+DEFAULT_LEVEL = 10.0
+
+
+def marching_cubes(grid: DensityGrid, level: float = DEFAULT_LEVEL) -> HeadMesh:
+    """Iso-surface ``density == level`` of ``grid`` as a :class:`HeadMesh` in the model world.
+
+    Triangles are oriented with normals pointing from high density (inside) to low density (outside).
+    Raises ``ValueError`` if the level is not crossed anywhere (an empty mesh is never a useful result).
+    """
+    d = grid.density
+    if not (float(d.min()) < level < float(d.max())):
+        raise ValueError(f"the density level {level:g} is not crossed inside the grid "
+                         f"(density range {float(d.min()):.3g} .. {float(d.max()):.3g})")
+    verts, faces = mcubes.marching_cubes(d, float(level))
+    # PyMCubes orients triangles so that normals point toward decreasing values: outward for a
+    # density that is high inside (checked by the sphere tests: positive signed volume).
+    return HeadMesh(grid.index_to_world(verts).astype(np.float32), faces.astype(np.int64))

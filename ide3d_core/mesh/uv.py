@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""UV unwrapping (xatlas) and rasterisation of a mesh into its texture space.
+
+UV convention (as OBJ and trimesh): ``u`` to the right, ``v`` up, both in [0, 1]; texel (column ``i``,
+row ``j``) of a ``T x T`` image (row 0 at the top) has its centre at
+``u = (i + 0.5) / T``, ``v = 1 - (j + 0.5) / T``. glTF's ``v`` points down; the exporter flips it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ide3d_core.mesh.types import HeadMesh
+
+_SHIFT = 4  # sub-pixel bits for cv2 polygon filling
+
+
+def unwrap(mesh: HeadMesh, padding: int = 2, resolution: int = 1024) -> tuple[HeadMesh, np.ndarray]:
+    """UV-unwrap with xatlas.
+
+    Returns the unwrapped mesh (vertices split along seams, labels/colours carried over, ``uv`` set,
+    ``texture`` a black placeholder of ``resolution``) and ``vmapping`` [V'] (the original vertex of
+    each new vertex). Charts are packed with ``padding`` texels between them at ``resolution``.
+    """
+    import xatlas
+
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(mesh.vertices, mesh.faces.astype(np.uint32))
+    pack = xatlas.PackOptions()
+    pack.padding = int(padding)
+    pack.resolution = int(resolution)
+    pack.bilinear = True
+    atlas.generate(pack_options=pack)
+    vmapping, indices, uvs = atlas[0]
+    vmapping = vmapping.astype(np.int64)
+
+    def pick(a):
+        return None if a is None else a[vmapping]
+    out = HeadMesh(mesh.vertices[vmapping], indices.astype(np.int64), pick(mesh.labels),
+                   pick(mesh.colors), uvs.astype(np.float32),
+                   np.zeros((resolution, resolution, 3), np.uint8))
+    return out, vmapping
+
+
+@dataclass(frozen=True, eq=False)
+class TexelCover:
+    """Texels covered by triangles. ``rows``, ``cols``, ``face`` are [K] int64, ``bary`` [K, 3] float64
+    barycentric coordinates (non-negative, summing to 1) of each texel centre in its triangle."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    face: np.ndarray
+    bary: np.ndarray
+
+
+def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int) -> TexelCover:
+    """Which triangle covers each texel of a ``size`` x ``size`` texture (see the module docstring).
+
+    Each triangle is filled with OpenCV (conservatively, including texels its edges touch); where
+    triangles overlap the later one wins. Barycentrics are clamped into the triangle, so border texels
+    take the colour of the nearest point of their triangle (which also hides seams under bilinear
+    filtering)."""
+    px = np.empty_like(uv, dtype=np.float64)
+    px[:, 0] = uv[:, 0] * size - 0.5  # cv2 pixel centres are at integer coordinates
+    px[:, 1] = (1.0 - uv[:, 1]) * size - 0.5
+    fixed = np.round(px * (1 << _SHIFT)).astype(np.int32)
+    ids = np.full((size, size), -1, dtype=np.int32)
+    for f, tri in enumerate(faces):
+        cv2.fillConvexPoly(ids, fixed[tri], int(f), lineType=cv2.LINE_8, shift=_SHIFT)
+    rows, cols = np.nonzero(ids >= 0)
+    face = ids[rows, cols].astype(np.int64)
+    tri = px[faces[face]]  # [K, 3, 2]
+    q = np.stack([cols, rows], axis=-1).astype(np.float64)
+    bary = _barycentric(q, tri)
+    return TexelCover(rows.astype(np.int64), cols.astype(np.int64), face, bary)
+
+
+def _barycentric(q: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """Barycentrics [K, 3] of points q [K, 2] in triangles tri [K, 3, 2], clamped into the triangle."""
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    v0, v1, v2 = b - a, c - a, q - a
+    d00 = (v0 * v0).sum(-1)
+    d01 = (v0 * v1).sum(-1)
+    d11 = (v1 * v1).sum(-1)
+    d20 = (v2 * v0).sum(-1)
+    d21 = (v2 * v1).sum(-1)
+    den = d00 * d11 - d01 * d01
+    ok = np.abs(den) > 1e-12
+    den = np.where(ok, den, 1.0)
+    w1 = np.where(ok, (d11 * d20 - d01 * d21) / den, 1.0 / 3.0)
+    w2 = np.where(ok, (d00 * d21 - d01 * d20) / den, 1.0 / 3.0)
+    w = np.stack([1.0 - w1 - w2, w1, w2], axis=-1).clip(min=0.0)
+    return w / np.maximum(w.sum(-1, keepdims=True), 1e-12)
+
+
+def dilate(image: np.ndarray, mask: np.ndarray, iterations: int) -> np.ndarray:
+    """Grow the colours of ``image`` [T, T, C] float where ``mask`` [T, T] bool is set into the empty
+    texels around them (``iterations`` texels), so bilinear filtering and mip-maps do not pull the
+    background into chart borders."""
+    img = image.astype(np.float32) * mask[..., None]
+    m = mask.astype(np.float32)
+    kernel = np.ones((3, 3), np.float32)
+    for _ in range(iterations):
+        s = cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+        n = cv2.filter2D(m, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+        grow = (m == 0) & (n > 0)
+        if s.ndim == 2:
+            s = s[..., None]
+        img[grow] = s[grow] / n[grow][:, None]
+        m[grow] = 1.0
+    return img
