@@ -1,0 +1,381 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Typed, versioned messages between the Blender add-on and the backend worker.
+
+Transport: one JSON object per line over the worker's stdin (client -> worker) and stdout
+(worker -> client). Big arrays never travel in the JSON: they are files (``.npy``, ``.npz``, ``.png``)
+in a folder chosen by the client (``RequestMessage.out_dir``); messages carry absolute paths.
+
+Every line carries ``"v": PROTOCOL_VERSION``; a line with another version, an unknown ``type``/``kind``
+or unknown keys raises :class:`ProtocolError` (strict, so a mismatched add-on and backend fail loudly
+instead of half-working).
+
+Message flow::
+
+    worker  -> HelloMessage                          once, when ready
+    client  -> RequestMessage(id, request, out_dir)  any number, processed in order
+    worker  -> ProgressMessage(id, done, total, msg) zero or more per request
+    worker  -> ResponseMessage(id, ok, result|error) exactly one per request
+    client  -> CancelMessage(id)                     asks the worker to stop (or skip) request id
+    client  -> ShutdownMessage                       the worker exits after the current request
+
+This module needs only the standard library: the add-on ships a verbatim copy of it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message of this protocol version."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Requests (client -> worker) and their results (worker -> client)
+# ----------------------------------------------------------------------------------------------
+# Conventions: ``*_file`` fields are absolute paths. Latent codes ``ws`` are float32 ``.npy`` files of
+# shape (num_ws, w_dim). Colour images are 8-bit sRGB RGB PNGs, top row first; label images are
+# 8-bit single-channel PNGs of class ids 0..18 (ide3d_core.labels). Camera labels are the 25-float
+# packed labels of ide3d_core.cameras.
+
+
+@dataclass(frozen=True)
+class PingRequest:
+    """Reports the backend's environment and whether its model loads."""
+
+    KIND: ClassVar[str] = "ping"
+    check_model: bool = True
+
+
+@dataclass(frozen=True)
+class PingResult:
+    protocol: int
+    python: str
+    torch_version: str
+    device: str
+    cuda_available: bool
+    networks_available: bool
+    model: str
+    model_status: str
+
+
+@dataclass(frozen=True)
+class NewPortraitRequest:
+    """A new portrait from a random seed with truncation ``psi`` (1 = none, 0 = the average face)."""
+
+    KIND: ClassVar[str] = "new_portrait"
+    seed: int
+    truncation: float = 0.7
+
+
+@dataclass(frozen=True)
+class PortraitResult:
+    """A portrait's codes plus its canonical-view preview (``resolution`` x ``resolution``)."""
+
+    ws_file: str
+    num_ws: int
+    w_dim: int
+    num_shape_ws: int
+    image_file: str
+    labels_file: str
+    resolution: int
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """Neural render of a portrait from a camera, at ``width`` x ``height`` pixels.
+
+    ``label`` is the 25-float camera label for that image size (non-square images and shifted
+    principal points are allowed; the backend renders a square view that covers the frame and crops).
+    """
+
+    KIND: ClassVar[str] = "render"
+    ws_file: str
+    label: tuple[float, ...]
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ViewResult:
+    image_file: str
+    labels_file: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class MaskEditRequest:
+    """Edit a portrait so its canonical-view semantics follow ``labels_file`` (canonical editor)."""
+
+    KIND: ClassVar[str] = "mask_edit"
+    ws_file: str
+    labels_file: str
+
+
+@dataclass(frozen=True)
+class RestyleRequest:
+    """Give the regions ``classes`` the texture of ``style_seed`` (or of the codes in ``style_ws_file``)."""
+
+    KIND: ClassVar[str] = "restyle"
+    ws_file: str
+    classes: tuple[int, ...]
+    style_seed: int = 0
+    style_ws_file: str = ""
+    truncation: float = 0.7
+
+
+@dataclass(frozen=True)
+class InvertRequest:
+    """Fit a portrait to a photo (hybrid inversion)."""
+
+    KIND: ClassVar[str] = "invert"
+    photo_file: str
+    steps: int = 200
+
+
+@dataclass(frozen=True)
+class MeshRequest:
+    """Extract a head mesh at ``resolution`` voxels per side."""
+
+    KIND: ClassVar[str] = "mesh"
+    ws_file: str
+    resolution: int = 128
+
+
+@dataclass(frozen=True)
+class MeshResult:
+    """``mesh_file`` is an ``.npz`` with ``vertices`` (V, 3) float32 model world, ``faces`` (F, 3)
+    int32, ``colors`` (V, 3) float32 linear RGB in [0, 1] and ``labels`` (V,) uint8 class ids."""
+
+    mesh_file: str
+    num_vertices: int
+    num_faces: int
+
+
+@dataclass(frozen=True)
+class SaveDocumentRequest:
+    """Save a portrait document (``.ide3d``)."""
+
+    KIND: ClassVar[str] = "save_document"
+    path: str
+    ws_file: str
+    labels_file: str = ""
+
+
+@dataclass(frozen=True)
+class OpenDocumentRequest:
+    KIND: ClassVar[str] = "open_document"
+    path: str
+
+
+@dataclass(frozen=True)
+class SavedResult:
+    path: str
+
+
+@dataclass(frozen=True)
+class SleepRequest:
+    """Diagnostics: sleeps ``seconds`` in ``steps`` steps with progress, honouring cancel; ``exit_code``
+    >= 0 makes the worker process exit with that code half-way (tests of crash recovery)."""
+
+    KIND: ClassVar[str] = "sleep"
+    seconds: float
+    steps: int = 10
+    exit_code: int = -1
+
+
+@dataclass(frozen=True)
+class SleepResult:
+    steps_done: int
+
+
+REQUEST_TYPES: dict[str, type] = {cls.KIND: cls for cls in (
+    PingRequest, NewPortraitRequest, RenderRequest, MaskEditRequest, RestyleRequest, InvertRequest,
+    MeshRequest, SaveDocumentRequest, OpenDocumentRequest, SleepRequest)}
+
+#: The result type each request kind answers with.
+RESULT_TYPES: dict[str, type] = {
+    "ping": PingResult, "new_portrait": PortraitResult, "render": ViewResult,
+    "mask_edit": PortraitResult, "restyle": PortraitResult, "invert": PortraitResult,
+    "mesh": MeshResult, "save_document": SavedResult, "open_document": PortraitResult,
+    "sleep": SleepResult,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors are values
+# ----------------------------------------------------------------------------------------------
+
+#: Error kinds: the request was wrong; the feature is not in this backend yet; it was cancelled;
+#: anything else raised in the backend; the worker process died (set by the client).
+ERROR_KINDS = ("bad_request", "not_available", "cancelled", "backend_error", "worker_died")
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    kind: str
+    message: str
+    traceback: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ERROR_KINDS:
+            raise ProtocolError(f"unknown error kind {self.kind!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Envelopes
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HelloMessage:
+    TYPE: ClassVar[str] = "hello"
+    protocol: int
+    pid: int
+    python: str
+
+
+@dataclass(frozen=True)
+class RequestMessage:
+    TYPE: ClassVar[str] = "request"
+    id: int
+    request: Any
+    out_dir: str
+
+
+@dataclass(frozen=True)
+class CancelMessage:
+    TYPE: ClassVar[str] = "cancel"
+    id: int
+
+
+@dataclass(frozen=True)
+class ShutdownMessage:
+    TYPE: ClassVar[str] = "shutdown"
+
+
+@dataclass(frozen=True)
+class ProgressMessage:
+    TYPE: ClassVar[str] = "progress"
+    id: int
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ResponseMessage:
+    """``result`` is set when ``error`` is None, and the other way round."""
+
+    TYPE: ClassVar[str] = "response"
+    id: int
+    kind: str
+    result: Any = None
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+_MESSAGE_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (
+    HelloMessage, RequestMessage, CancelMessage, ShutdownMessage, ProgressMessage, ResponseMessage)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding
+# ----------------------------------------------------------------------------------------------
+
+def _plain(obj: Any) -> dict:
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _build(cls: type, data: Any, what: str) -> Any:
+    """Strictly construct dataclass ``cls`` from a JSON dict (unknown or missing keys raise)."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{what}: expected an object, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ProtocolError(f"{what}: unknown field(s) {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ProtocolError(f"{what}: {exc}") from None
+
+
+def encode(message: Any) -> str:
+    """One message -> one JSON line (no trailing newline)."""
+    cls = type(message)
+    if cls not in _MESSAGE_TYPES.values():
+        raise ProtocolError(f"not a protocol message: {cls.__name__}")
+    body: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": cls.TYPE}
+    if isinstance(message, RequestMessage):
+        req = message.request
+        if type(req) not in REQUEST_TYPES.values():
+            raise ProtocolError(f"not a request: {type(req).__name__}")
+        body.update(id=message.id, kind=req.KIND, params=_plain(req), out_dir=message.out_dir)
+    elif isinstance(message, ResponseMessage):
+        body.update(id=message.id, kind=message.kind,
+                    result=None if message.result is None else _plain(message.result),
+                    error=None if message.error is None else _plain(message.error))
+    else:
+        body.update(_plain(message))
+    return json.dumps(body, separators=(",", ":"))
+
+
+def decode(line: str) -> Any:
+    """One JSON line -> a message dataclass; raises :class:`ProtocolError` on anything unexpected."""
+    try:
+        body = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {exc.msg} in {line[:80]!r}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("a message must be a JSON object")
+    if body.pop("v", None) != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version mismatch: expected {PROTOCOL_VERSION}; "
+                            "the add-on and the backend come from different releases")
+    mtype = body.pop("type", None)
+    cls = _MESSAGE_TYPES.get(mtype)
+    if cls is None:
+        raise ProtocolError(f"unknown message type {mtype!r}")
+    if cls is RequestMessage:
+        kind = body.get("kind")
+        rcls = REQUEST_TYPES.get(kind)
+        if rcls is None:
+            raise ProtocolError(f"unknown request kind {kind!r}")
+        if set(body) != {"id", "kind", "params", "out_dir"}:
+            raise ProtocolError(f"request: unexpected fields {sorted(body)}")
+        return RequestMessage(id=int(body["id"]), request=_build(rcls, body["params"], kind),
+                              out_dir=str(body["out_dir"]))
+    if cls is ResponseMessage:
+        kind = body.get("kind")
+        if kind not in RESULT_TYPES:
+            raise ProtocolError(f"unknown response kind {kind!r}")
+        if set(body) != {"id", "kind", "result", "error"}:
+            raise ProtocolError(f"response: unexpected fields {sorted(body)}")
+        err = None if body["error"] is None else _build(ErrorInfo, body["error"], "error")
+        res = None if body["result"] is None else _build(RESULT_TYPES[kind], body["result"], kind)
+        if (err is None) == (res is None):
+            raise ProtocolError("a response carries exactly one of result and error")
+        return ResponseMessage(id=int(body["id"]), kind=kind, result=res, error=err)
+    return _build(cls, body, mtype)
+
+
+def error_response(request_id: int, kind: str, error_kind: str, message: str,
+                   traceback: str = "") -> ResponseMessage:
+    return ResponseMessage(id=request_id, kind=kind, error=ErrorInfo(error_kind, message, traceback))
+

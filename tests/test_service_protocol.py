@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Service messages (strict, versioned, stdlib-only), request handling as error values, the square
+view used for non-square cameras, and the render path on a stand-in generator (an analytic sphere)."""
+from __future__ import annotations
+
+import ast
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blender_helpers import SPHERE_RADIUS, install_sphere_networks
+from ide3d_core import cameras as C
+from ide3d_core.progress import CancelToken
+from ide3d_core.service import protocol as P
+from ide3d_core.service.handlers import Backend, run_request, square_view
+from ide3d_core.service.inprocess import InProcessService
+
+EXAMPLES = [
+    P.PingRequest(), P.NewPortraitRequest(seed=3, truncation=0.5),
+    P.RenderRequest(ws_file="/t/ws.npy", label=tuple(float(x) for x in range(25)), width=64, height=48),
+    P.MaskEditRequest(ws_file="/a", labels_file="/b"), P.RestyleRequest(ws_file="/a", classes=(1, 13)),
+    P.InvertRequest(photo_file="/p.png"), P.MeshRequest(ws_file="/a", resolution=64),
+    P.SaveDocumentRequest(path="/x.ide3d", ws_file="/a"), P.OpenDocumentRequest(path="/x.ide3d"),
+    P.SleepRequest(seconds=0.1),
+]
+
+
+def test_every_request_kind_round_trips_and_has_a_result_type():
+    assert {type(r) for r in EXAMPLES} == set(P.REQUEST_TYPES.values())
+    assert set(P.RESULT_TYPES) == set(P.REQUEST_TYPES)
+    for i, req in enumerate(EXAMPLES):
+        line = P.encode(P.RequestMessage(id=i, request=req, out_dir="/tmp/o"))
+        assert "\n" not in line and json.loads(line)["v"] == P.PROTOCOL_VERSION
+        assert P.decode(line) == P.RequestMessage(id=i, request=req, out_dir="/tmp/o")
+    resp = P.ResponseMessage(id=4, kind="render", result=P.ViewResult("/i.png", "/l.png", 3, 2))
+    assert P.decode(P.encode(resp)) == resp and resp.ok
+    err = P.error_response(5, "mesh", "not_available", "no mesh yet")
+    assert P.decode(P.encode(err)) == err and not err.ok
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: d.update(v=99), "version mismatch"),
+    (lambda d: d.update(kind="teleport"), "unknown request kind"),
+    (lambda d: d["params"].update(colour="red"), "unknown field"),
+    (lambda d: d.update(extra=1), "unexpected fields"),
+    (lambda d: d.update(type="gossip"), "unknown message type"),
+])
+def test_decode_is_strict(mutate, match):
+    body = json.loads(P.encode(P.RequestMessage(id=1, request=P.NewPortraitRequest(seed=1), out_dir="/o")))
+    mutate(body)
+    with pytest.raises(P.ProtocolError, match=match):
+        P.decode(json.dumps(body))
+    bad = {"v": 1, "type": "response", "id": 1, "kind": "sleep", "result": {"steps_done": 1},
+           "error": {"kind": "cancelled", "message": "x", "traceback": ""}}
+    with pytest.raises(P.ProtocolError, match="exactly one"):
+        P.decode(json.dumps(bad))
+
+
+def test_protocol_module_needs_only_the_standard_library():
+    # The add-on ships a verbatim copy of it into Blender's Python.
+    tree = ast.parse(open(P.__file__).read())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert names <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_square_view_projects_like_the_original_frame_plus_the_crop_offset():
+    rng = np.random.default_rng(1)
+    for w, h in [(160, 90), (90, 160), (64, 64), (101, 40)]:
+        cam = C.Camera(C.orbit_camera(0.3, 0.1).cam2world, C.intrinsics(3.0, 3.0 * w / h * 0.8, 0.45, 0.55))
+        label, n, x0, y0 = square_view(cam.label(), w, h)
+        assert n == max(w, h)
+        pts = rng.uniform(-0.3, 0.3, size=(50, 3))
+        uv, _ = cam.project(pts, w, h)
+        uv_sq, _ = C.Camera.from_label(label).project(pts, n, n)
+        np.testing.assert_allclose(uv_sq - [x0, y0], uv, atol=1e-3)
+
+
+def test_errors_come_back_as_values(tmp_path):
+    backend, seen = Backend(model="", device="cpu"), []
+    r = run_request(backend, P.RequestMessage(1, P.MeshRequest(ws_file="/x"), str(tmp_path)), seen.append)
+    assert r.error.kind == "not_available" and "not available yet" in r.error.message
+    token = CancelToken()
+
+    def emit(msg):
+        seen.append(msg)
+        if isinstance(msg, P.ProgressMessage) and msg.done == 2:
+            token.cancel()
+
+    r = run_request(backend, P.RequestMessage(2, P.SleepRequest(seconds=5, steps=100), str(tmp_path)), emit, token)
+    assert r.error.kind == "cancelled"
+    assert max(m.done for m in seen if isinstance(m, P.ProgressMessage)) == 2  # stopped right at that step
+    r = run_request(Backend(model=str(tmp_path / "missing"), device="cpu"),
+                    P.RequestMessage(3, P.NewPortraitRequest(seed=0), str(tmp_path)), seen.append)
+    assert r.error.kind in ("bad_request", "not_available")
+
+
+def test_inprocess_render_of_stand_in_sphere_matches_analytic_silhouette(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ide3d_core.networks", None)  # undone after the test
+    install_sphere_networks(resolution=60)  # = max(w, h): no resampling
+    service = InProcessService(model="config:tiny", device="cpu")
+    lines = service.call(P.encode(P.RequestMessage(1, P.NewPortraitRequest(seed=7), str(tmp_path / "a"))))
+    res = P.decode(lines[-1]).result
+    assert res is not None, P.decode(lines[-1]).error
+    assert isinstance(res, P.PortraitResult) and np.load(res.ws_file).shape == (res.num_ws, res.w_dim)
+    # A non-square, shifted camera: the sphere's silhouette is exactly the pixels whose centre ray hits it.
+    w, h = 60, 36
+    cam = C.Camera(C.orbit_camera(0.5, 0.2).cam2world, C.intrinsics(2.2, 2.2 * w / h, 0.47, 0.52))
+    lines = service.call(P.encode(P.RequestMessage(2, P.RenderRequest(res.ws_file, tuple(map(float, cam.label())), w, h),
+                                                   str(tmp_path / "b"))))
+    view = P.decode(lines[-1]).result
+    ids = np.asarray(Image.open(view.labels_file))
+    assert ids.shape == (h, w) and np.asarray(Image.open(view.image_file)).shape == (h, w, 3)
+    o, d = cam.rays(w, h)
+    b = (o * d).sum(-1)
+    hit = b * b - ((o * o).sum(-1) - SPHERE_RADIUS ** 2) > 0
+    assert 0.05 < hit.mean() < 0.9
+    assert ((ids != 0) == hit).mean() > 0.998
