@@ -73,12 +73,12 @@ class BakeConfig:
         return cams
 
 
-def _sample(image: torch.Tensor, uv_px: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of image [C, H, W] at continuous pixel coordinates uv_px [K, 2] (pixel centres
-    at +0.5, as :meth:`Camera.project` returns): [K, C]; zero outside the image."""
+def _sample(image: torch.Tensor, uv_px: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Samples of image [C, H, W] at continuous pixel coordinates uv_px [K, 2] (pixel centres at +0.5,
+    as :meth:`Camera.project` returns): [K, C]; zero outside the image."""
     _, h, w = image.shape
     g = torch.stack([uv_px[:, 0] * (2.0 / w) - 1.0, uv_px[:, 1] * (2.0 / h) - 1.0], dim=-1)
-    out = F.grid_sample(image[None].float(), g[None, None].float(), mode="bilinear",
+    out = F.grid_sample(image[None].float(), g[None, None].float(), mode=mode,
                         padding_mode="zeros", align_corners=False)
     return out[0, :, 0].T
 
@@ -102,16 +102,20 @@ def accumulate_views(points: torch.Tensor, normals: torch.Tensor, cams: list[Cam
     wsum = torch.zeros(points.shape[0], dtype=torch.float32, device=points.device)
     _, _, h, w = views.rgb.shape
     _, _, hd, wd = views.depth.shape
+    assert points.shape[-1] == 3 and normals.shape == points.shape and views.rgb.shape[0] == len(cams)
     for b, cam in enumerate(cams):
         eye = torch.as_tensor(cam.position, dtype=points.dtype, device=points.device)
         to_cam = eye - points
         dist = to_cam.norm(dim=-1)
         cos = (normals * to_cam).sum(-1) / dist.clamp(min=1e-9)
         rgb = _sample(views.rgb[b].to(points.device), _project(cam, points, w, h))
-        dep_op = _sample(torch.cat([views.depth[b], views.opacity[b]]).to(points.device),
-                         _project(cam, points, wd, hd))
-        visible = ((dep_op[:, 0] - dist).abs() < config.depth_tolerance) & (cos > config.min_cos)
-        wgt = torch.where(visible, dep_op[:, 1].clamp(0, 1) * cos.clamp(min=0) ** config.angle_power,
+        # depth by nearest pixel: bilinear depth across a silhouette blends foreground and background
+        # into values that can pass the test by accident
+        px = _project(cam, points, wd, hd)
+        depth = _sample(views.depth[b].to(points.device), px, "nearest")[:, 0]
+        opacity = _sample(views.opacity[b].to(points.device), px)[:, 0]
+        visible = ((depth - dist).abs() < config.depth_tolerance) & (cos > config.min_cos)
+        wgt = torch.where(visible, opacity.clamp(0, 1) * cos.clamp(min=0) ** config.angle_power,
                           torch.zeros_like(cos))
         acc += wgt[:, None] * rgb.clamp(0, 1)
         wsum += wgt

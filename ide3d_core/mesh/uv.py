@@ -35,6 +35,7 @@ def unwrap(mesh: HeadMesh, padding: int = 2, resolution: int = 1024) -> tuple[He
     atlas.generate(pack_options=pack)
     vmapping, indices, uvs = atlas[0]
     vmapping = vmapping.astype(np.int64)
+    uvs = _snap_unchartered(mesh.vertices[vmapping], indices.astype(np.int64), uvs.astype(np.float32))
 
     def pick(a):
         return None if a is None else a[vmapping]
@@ -42,6 +43,26 @@ def unwrap(mesh: HeadMesh, padding: int = 2, resolution: int = 1024) -> tuple[He
                    pick(mesh.colors), uvs.astype(np.float32),
                    np.zeros((resolution, resolution, 3), np.uint8))
     return out, vmapping
+
+
+def _snap_unchartered(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """xatlas leaves slivers it cannot chart (area ~1e-8) with all three UVs at (0, 0). Give every
+    vertex used only by such faces the UV of the nearest (in 3D) charted vertex, so it takes the
+    colour of the surface next to it instead of the atlas corner."""
+    t = uv[faces]
+    area = np.abs(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]))
+    charted = np.zeros(len(verts), bool)
+    charted[faces[area > 0].reshape(-1)] = True
+    lost = np.nonzero(~charted)[0]
+    if len(lost) == 0 or not charted.any():
+        return uv
+    from scipy.spatial import cKDTree
+
+    good = np.nonzero(charted)[0]
+    _, nearest = cKDTree(verts[good]).query(verts[lost])
+    uv = uv.copy()
+    uv[lost] = uv[good[nearest]]
+    return uv
 
 
 @dataclass(frozen=True, eq=False)
