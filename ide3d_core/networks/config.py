@@ -1,0 +1,221 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The generator configuration: a frozen dataclass saved as JSON, with the three named presets.
+
+Code layout in W+ (``num_ws`` codes; the split follows the paper's 8 shallow + 10 deep layers):
+
+====================  ==============================================================================
+``ws[:, :S]``         ``w_s`` (``S = num_shape_ws``): two modulated convs per shape block
+                      (resolutions ``8 .. shared_resolution``), each conv its own code. The shape
+                      branch's to-semantic-plane layers reuse the code of the conv before them.
+``ws[:, S:S+H]``      texture-head codes (``H = num_head_ws``): one conv at the shared resolution, then
+                      two per doubling up to ``plane_resolution``. The three heads read the *same*
+                      codes with their own weights.
+``ws[:, S+H:]``       super-resolution codes: two per SR block, plus one for the final to-RGB and
+                      to-semantic layers.
+====================  ==============================================================================
+
+``paper``: S = 8 (blocks 8, 16, 32, 64), H = 5 (64, 128, 256), SR = 5 (256, 512): 8 + 10 = 18 codes,
+as in the released IDE-3D checkpoint (``ws[:, :8]`` geometry and semantics, ``ws[:, 8:]`` texture).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ide3d_core.triplane import AGGREGATIONS, PLANE_AXES
+
+
+def _is_pow2(n: int) -> bool:
+    return n >= 4 and (n & (n - 1)) == 0
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Every architecture and rendering number of the generator. See the module docstring for the
+    code layout; sizes are in pixels, depths in model units along unit rays."""
+
+    #: Latent ``z`` size (paper: 512).
+    z_dim: int = 512
+    #: Intermediate ``w`` size (paper: 512).
+    w_dim: int = 512
+    #: Camera label size (always 25, see :mod:`ide3d_core.cameras`).
+    c_dim: int = 25
+    #: Fully connected layers after the (z, embed(c)) concatenation (EG3D: 2).
+    mapping_layers: int = 2
+    #: Learning-rate multiplier of the mapping layers (StyleGAN: 0.01).
+    mapping_lr_mult: float = 0.01
+
+    #: Width of the shape branch at resolution r: ``min(channel_base // r, channel_max)``.
+    channel_base: int = 32768
+    channel_max: int = 512
+    #: Resolution and width of the shape branch's last feature map, shared by the three texture heads
+    #: (paper: 64 x 64 x 64).
+    shared_resolution: int = 64
+    shared_channels: int = 64
+    #: Width of a texture head at resolution r: ``min(head_channel_base // r, head_channel_max)``.
+    head_channel_base: int = 16384
+    head_channel_max: int = 256
+    #: Tri-plane resolution P (both plane sets; paper: 256).
+    plane_resolution: int = 256
+    #: Channels per semantic plane (Cs) and per texture plane (Ct; paper: 32).
+    semantic_plane_channels: int = 32
+    texture_plane_channels: int = 32
+    #: The three projection planes, each named by the two world axes it sees as (width, height)
+    #: coordinates. Default xy, yz, xz (not EG3D's accidental (z, x) third plane).
+    plane_axes: tuple[str, ...] = ("xy", "yz", "xz")
+    #: How the three plane features of a point are combined: "mean", "sum" or "concat".
+    aggregation: str = "mean"
+    #: Edge length of the cube the planes cover, centred at the origin (model units).
+    box_size: float = 1.0
+
+    #: Hidden width of both decoder MLPs (paper: 64).
+    decoder_hidden: int = 64
+    #: Colour-feature channels (first 3 = low-resolution RGB; paper: 32).
+    feature_channels: int = 32
+    #: Number of semantic classes (19, :mod:`ide3d_core.labels`).
+    num_classes: int = 19
+    #: Added to the raw density before softplus (EG3D: -1; starts the field half transparent).
+    density_bias: float = -1.0
+
+    #: Neural-rendering resolution h (paper: 64 or 128) and output resolution H (paper: 512).
+    neural_resolution: int = 64
+    img_resolution: int = 512
+    #: Ray interval and samples per ray (stratified + importance).
+    ray_near: float = 2.25
+    ray_far: float = 3.3
+    coarse_samples: int = 48
+    fine_samples: int = 48
+    #: Widths of the two super-resolution blocks (at H/2 and H).
+    sr_channels: tuple[int, int] = (256, 128)
+
+    # -- derived numbers -----------------------------------------------------------------------
+    @property
+    def shape_resolutions(self) -> tuple[int, ...]:
+        """Resolutions of the shape blocks: 8, 16, ..., shared_resolution (input constant at 4)."""
+        out, r = [], 8
+        while r <= self.shared_resolution:
+            out.append(r)
+            r *= 2
+        return tuple(out)
+
+    @property
+    def head_resolutions(self) -> tuple[int, ...]:
+        """Resolutions of the texture-head up-blocks: 2 * shared, ..., plane_resolution."""
+        out, r = [], self.shared_resolution * 2
+        while r <= self.plane_resolution:
+            out.append(r)
+            r *= 2
+        return tuple(out)
+
+    @property
+    def sr_input_resolution(self) -> int:
+        """The neural render is resized to this (H / 4) before the two SR blocks."""
+        return self.img_resolution // 4
+
+    @property
+    def num_shape_ws(self) -> int:
+        return 2 * len(self.shape_resolutions)
+
+    @property
+    def num_head_ws(self) -> int:
+        return 1 + 2 * len(self.head_resolutions)
+
+    @property
+    def num_sr_ws(self) -> int:
+        return 2 * 2 + 1
+
+    @property
+    def num_texture_ws(self) -> int:
+        return self.num_head_ws + self.num_sr_ws
+
+    @property
+    def num_ws(self) -> int:
+        return self.num_shape_ws + self.num_texture_ws
+
+    def channels(self, resolution: int) -> int:
+        """Width of the shape branch at ``resolution`` (the last block has ``shared_channels``)."""
+        if resolution == self.shared_resolution:
+            return self.shared_channels
+        return min(self.channel_base // resolution, self.channel_max)
+
+    def head_channels(self, resolution: int) -> int:
+        return min(self.head_channel_base // resolution, self.head_channel_max)
+
+    def plane_feature_dim(self, plane_channels: int) -> int:
+        """Decoder input size after aggregating the three planes."""
+        return plane_channels * (len(self.plane_axes) if self.aggregation == "concat" else 1)
+
+    # -- validation ----------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        for name in ("shared_resolution", "plane_resolution", "neural_resolution", "img_resolution"):
+            if not _is_pow2(getattr(self, name)):
+                raise ValueError(f"{name} must be a power of two >= 4, got {getattr(self, name)}")
+        if not 8 <= self.shared_resolution < self.plane_resolution:
+            raise ValueError("need 8 <= shared_resolution < plane_resolution")
+        if self.img_resolution < 16:
+            raise ValueError("img_resolution must be at least 16")
+        if self.neural_resolution > self.img_resolution:
+            raise ValueError("neural_resolution must not exceed img_resolution")
+        if self.c_dim != 25:
+            raise ValueError("c_dim must be 25 (the packed camera label)")
+        if len(self.plane_axes) != 3 or any(p not in PLANE_AXES for p in self.plane_axes):
+            raise ValueError(f"plane_axes must be three of {sorted(PLANE_AXES)}, got {self.plane_axes}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.feature_channels < 3:
+            raise ValueError("feature_channels must be >= 3 (the first three are RGB)")
+        if not 0 < self.ray_near < self.ray_far:
+            raise ValueError("need 0 < ray_near < ray_far")
+        if self.coarse_samples < 2 or self.fine_samples < 0:
+            raise ValueError("need coarse_samples >= 2 and fine_samples >= 0")
+        if len(self.sr_channels) != 2:
+            raise ValueError("sr_channels holds the widths of exactly two SR blocks")
+
+    # -- JSON ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
+        """Strict: unknown or missing keys raise ``ValueError``; lists become tuples."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        missing = sorted(set(names) - set(data))
+        if unknown or missing:
+            raise ValueError(f"generator config: unknown keys {unknown}, missing keys {missing}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GeneratorConfig":
+        return cls.from_dict(json.loads(text))
+
+
+#: ``paper``: 512 px output, 64 px neural rendering (128 via ``neural_resolution``), 256 px planes,
+#: 64 x 64 x 64 shared map, 48 + 48 samples, 18 codes (8 shape + 10 texture).
+PAPER = GeneratorConfig()
+
+#: ``default``: the shipped CPU model: 256 px output from 64 px rendering, 128 px planes.
+DEFAULT = GeneratorConfig(
+    channel_base=8192, channel_max=256, shared_resolution=32, shared_channels=64,
+    head_channel_base=4096, head_channel_max=128, plane_resolution=128,
+    semantic_plane_channels=16, texture_plane_channels=16,
+    neural_resolution=64, img_resolution=256, coarse_samples=32, fine_samples=32,
+    sr_channels=(64, 32),
+)
+
+#: ``tiny``: unit tests (forward well under a second on 2 CPU cores).
+TINY = GeneratorConfig(
+    z_dim=32, w_dim=32, channel_base=256, channel_max=32, shared_resolution=8, shared_channels=16,
+    head_channel_base=128, head_channel_max=16, plane_resolution=16,
+    semantic_plane_channels=8, texture_plane_channels=8, decoder_hidden=16,
+    neural_resolution=16, img_resolution=32, coarse_samples=8, fine_samples=8,
+    sr_channels=(16, 8),
+)
+
+CONFIGS: dict[str, GeneratorConfig] = {"tiny": TINY, "default": DEFAULT, "paper": PAPER}

@@ -1,0 +1,229 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The IDE-3D generator: mapping, tri-plane synthesis, dual decoders, volume rendering, super-resolution.
+
+Public API (others code against it; see docs/generator.md)::
+
+    G = Generator(cfg)                        # plain nn.Module, deterministic initialisation (seed 0)
+    ws = G.mapping(z, c, truncation_psi, truncation_cutoff)      # [B, num_ws, w_dim]
+    ws = G.codes_from_seeds([0, 1], truncation_psi=0.7)          # canonical-camera conditioning
+    planes = G.planes(ws)                     # TriPlanes
+    out = G.render(planes, c, ws)             # RenderResult
+    f = G.query(planes, points)               # FieldSample (camera independent)
+    out = G(ws, c)                            # == G.render(G.planes(ws), c, ws)
+
+Semantics are composited as **probabilities** (softmax of the per-point logits) and returned as
+log-probabilities, ``semantic_raw = log(sum_i w_i softmax(l_i) + (1 - opacity) e_background + 1e-6)``.
+*Decision (reference: unknown):* the pixel's class distribution is then the mixture of its points'
+class distributions weighted by where the ray ends, so a point with extreme logits but little weight
+cannot flip the pixel label (linear compositing of logits is not invariant to logit scale), rays that
+hit nothing are background, and ``softmax(semantic_raw)`` sums to one. Consumers take argmax or
+softmax as for any logits.
+
+Inference is CUDA-graph capturable and bf16-autocast safe: no host synchronisation, no data-dependent
+shapes or Python branches on tensor values, random draws only from an explicit ``generator``
+(``generator=None`` renders deterministically), compositing in float32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ide3d_core import triplane
+from ide3d_core.cameras import canonical_camera, rays_from_labels
+from ide3d_core.networks.config import CONFIGS, GeneratorConfig
+from ide3d_core.networks.decoders import SemanticDecoder, TextureDecoder
+from ide3d_core.networks.layers import init_parameters
+from ide3d_core.networks.mapping import MappingNetwork
+from ide3d_core.networks.superres import SuperResolution
+from ide3d_core.networks.synthesis import SynthesisNetwork
+from ide3d_core.rendering import render_rays
+
+#: Added to composited class probabilities before the log (floor of the semantic log-probabilities).
+SEMANTIC_LOG_EPS = 1e-6
+BACKGROUND_CLASS = 0
+
+
+@dataclass(frozen=True)
+class TriPlanes:
+    """Cached tri-planes of a batch of codes; planes ``plane_axes`` (xy, yz, xz) of ``[-0.5, 0.5]^3``."""
+
+    #: [B, 3, Cs, P, P] semantic/geometry planes (a function of w_s only).
+    semantic: torch.Tensor
+    #: [B, 3, Ct, P, P] texture planes.
+    texture: torch.Tensor
+
+
+@dataclass(frozen=True)
+class FieldSample:
+    """The field at a batch of points (camera independent)."""
+
+    #: [B, N, 1] activated density (>= 0, per model unit).
+    sigma: torch.Tensor
+    #: [B, N, 19] semantic logits.
+    semantic: torch.Tensor
+    #: [B, N, F] colour features in (-1, 1); the first 3 are RGB.
+    features: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """Output of :meth:`Generator.render` (H = img_resolution, h = neural rendering resolution)."""
+
+    #: [B, 3, H, W] final image, nominal range [-1, 1].
+    image: torch.Tensor
+    #: [B, 3, h, w] low-resolution RGB (first 3 composited feature channels).
+    image_raw: torch.Tensor
+    #: [B, 19, H, W] semantic logits after super-resolution.
+    semantic: torch.Tensor
+    #: [B, 19, h, w] composited semantic log-probabilities (see module docstring).
+    semantic_raw: torch.Tensor
+    #: [B, 1, h, w] expected distance along the ray (model units; background at ``ray_far``).
+    depth: torch.Tensor
+    #: [B, 1, h, w] accumulated opacity in [0, 1].
+    opacity: torch.Tensor
+    #: [B, F, h, w] composited colour features.
+    features_raw: torch.Tensor
+
+
+TextureSwap = tuple[torch.Tensor, tuple[int, ...]]
+
+
+class Generator(nn.Module):
+    """The 3D semantic-aware generator (see the module docstring). ``seed`` fixes the initial weights."""
+
+    def __init__(self, config: GeneratorConfig | str = "default", seed: int = 0) -> None:
+        super().__init__()
+        if isinstance(config, str):
+            if config not in CONFIGS:
+                raise ValueError(f"unknown generator config {config!r}; known: {', '.join(CONFIGS)}")
+            config = CONFIGS[config]
+        cfg = self.config = config
+        self.z_dim, self.w_dim, self.c_dim = cfg.z_dim, cfg.w_dim, cfg.c_dim
+        self.num_ws, self.num_shape_ws, self.num_texture_ws = cfg.num_ws, cfg.num_shape_ws, cfg.num_texture_ws
+        self.img_resolution, self.neural_resolution = cfg.img_resolution, cfg.neural_resolution
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, cfg.num_ws, cfg.mapping_layers,
+                                      cfg.mapping_lr_mult)
+        self.synthesis = SynthesisNetwork(cfg)
+        self.semantic_decoder = SemanticDecoder(cfg.plane_feature_dim(cfg.semantic_plane_channels),
+                                                cfg.decoder_hidden, cfg.num_classes, cfg.density_bias)
+        self.texture_decoder = TextureDecoder(cfg.plane_feature_dim(cfg.texture_plane_channels),
+                                              cfg.decoder_hidden, cfg.feature_channels)
+        self.superresolution = SuperResolution(cfg)
+        init_parameters(self, torch.Generator().manual_seed(seed))
+
+    # -- codes ---------------------------------------------------------------------------------
+    def canonical_labels(self, batch: int) -> torch.Tensor:
+        """[batch, 25] labels of the canonical front camera (the mapping's default conditioning)."""
+        label = torch.from_numpy(canonical_camera().label()).to(self.mapping.w_avg.device)
+        return label.unsqueeze(0).expand(batch, -1).contiguous()
+
+    def codes_from_seeds(self, seeds: list[int], truncation_psi: float = 1.0,
+                         c: torch.Tensor | None = None) -> torch.Tensor:
+        """[len(seeds), num_ws, w_dim] codes; z of seed s is ``randn(z_dim)`` from ``Generator().manual_seed(s)``
+        (CPU, so the same on every device)."""
+        if len(seeds) == 0:
+            raise ValueError("no seeds given")
+        z = torch.stack([torch.randn(self.z_dim, generator=torch.Generator().manual_seed(int(s)))
+                         for s in seeds]).to(self.mapping.w_avg.device)
+        if c is None:
+            c = self.canonical_labels(len(seeds))
+        return self.mapping(z, c, truncation_psi=truncation_psi)
+
+    def split_codes(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w_s [B, num_shape_ws, w_dim], w_t [B, num_texture_ws, w_dim])``."""
+        return ws[:, :self.num_shape_ws], ws[:, self.num_shape_ws:]
+
+    def _check_ws(self, ws: torch.Tensor) -> None:
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must be [B, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
+
+    # -- tri-planes and field ------------------------------------------------------------------
+    def planes(self, ws: torch.Tensor) -> TriPlanes:
+        """Tri-planes of the codes (the expensive 2D part; cache them for camera changes)."""
+        self._check_ws(ws)
+        semantic, texture = self.synthesis(ws)
+        return TriPlanes(semantic=semantic, texture=texture)
+
+    def _sample(self, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        return triplane.sample_triplane(planes, points, cfg.plane_axes, cfg.aggregation, cfg.box_size)
+
+    def query(self, planes: TriPlanes, points: torch.Tensor,
+              texture_swap: TextureSwap | None = None) -> FieldSample:
+        """The field at ``points [B, N, 3]`` (model world). With ``texture_swap = (texture planes
+        [B, 3, Ct, P, P], class ids)``, points whose semantic argmax is one of the ids take their colour
+        features from the other texture planes; all other points keep theirs exactly."""
+        if points.ndim != 3 or points.shape[-1] != 3 or points.shape[0] != planes.semantic.shape[0]:
+            raise ValueError(f"points must be [B={planes.semantic.shape[0]}, N, 3], got {tuple(points.shape)}")
+        sigma, logits = self.semantic_decoder(self._sample(planes.semantic, points))
+        features = self.texture_decoder(self._sample(planes.texture, points))
+        if texture_swap is not None:
+            other, class_ids = texture_swap
+            if other.shape != planes.texture.shape:
+                raise ValueError(f"swap texture planes must be {tuple(planes.texture.shape)}, "
+                                 f"got {tuple(other.shape)}")
+            bad = [i for i in class_ids if not 0 <= int(i) < self.config.num_classes]
+            if not class_ids or bad:
+                raise ValueError(f"texture_swap needs class ids in 0..{self.config.num_classes - 1}, "
+                                 f"got {tuple(class_ids)}")
+            label = logits.argmax(dim=-1, keepdim=True)
+            mask = torch.zeros_like(label, dtype=torch.bool)
+            for i in sorted(set(int(i) for i in class_ids)):
+                mask = mask | (label == i)
+            other_features = self.texture_decoder(self._sample(other, points))
+            features = torch.where(mask, other_features.to(features.dtype), features)
+        return FieldSample(sigma=sigma, semantic=logits, features=features)
+
+    def mirror_planes(self, planes: TriPlanes) -> TriPlanes:
+        """Tri-planes of the field mirrored through x = 0 (the semantic classes are not swapped)."""
+        axes = self.config.plane_axes
+        return TriPlanes(triplane.mirror_planes(planes.semantic, axes),
+                         triplane.mirror_planes(planes.texture, axes))
+
+    # -- rendering -----------------------------------------------------------------------------
+    def render(self, planes: TriPlanes, c: torch.Tensor, ws: torch.Tensor,
+               neural_resolution: int | None = None, generator: torch.Generator | None = None,
+               texture_swap: TextureSwap | None = None) -> RenderResult:
+        """Render cached tri-planes from cameras ``c [B, 25]``; ``ws`` supplies the super-resolution codes.
+
+        ``generator`` jitters the ray samples (training); None renders deterministically."""
+        cfg = self.config
+        self._check_ws(ws)
+        b = planes.semantic.shape[0]
+        if c.ndim != 2 or c.shape != (b, cfg.c_dim) or ws.shape[0] != b:
+            raise ValueError(f"c must be [B={b}, 25] and ws [B={b}, ...], got {tuple(c.shape)}, "
+                             f"{tuple(ws.shape)}")
+        h = cfg.neural_resolution if neural_resolution is None else int(neural_resolution)
+        if h < 4:
+            raise ValueError(f"neural_resolution must be >= 4, got {h}")
+        origins, dirs = rays_from_labels(c.to(torch.float32), h, h)
+        n_feat = cfg.feature_channels
+
+        def field(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            f = self.query(planes, points, texture_swap)
+            probs = f.semantic.float().softmax(dim=-1)
+            return f.sigma, torch.cat([f.features.float(), probs], dim=-1)
+
+        rays = render_rays(field, origins, dirs, cfg.ray_near, cfg.ray_far, cfg.coarse_samples,
+                           cfg.fine_samples, generator)
+        comp = rays.composite
+
+        def to_image(x: torch.Tensor) -> torch.Tensor:  # [B, h*w, C] -> [B, C, h, w]
+            return x.permute(0, 2, 1).reshape(b, x.shape[-1], h, h)
+
+        features_raw = to_image(comp.values[..., :n_feat])
+        probs = comp.values[..., n_feat:]
+        background = torch.zeros_like(probs)
+        background[..., BACKGROUND_CLASS] = 1.0
+        probs = probs + (1.0 - comp.opacity) * background
+        semantic_raw = to_image(torch.log(probs + SEMANTIC_LOG_EPS))
+        image, semantic = self.superresolution(features_raw, semantic_raw, ws[:, cfg.num_shape_ws + cfg.num_head_ws:])
+        return RenderResult(image=image, image_raw=features_raw[:, :3], semantic=semantic,
+                            semantic_raw=semantic_raw, depth=to_image(comp.depth),
+                            opacity=to_image(comp.opacity), features_raw=features_raw)
+
+    def forward(self, ws: torch.Tensor, c: torch.Tensor, neural_resolution: int | None = None,
+                generator: torch.Generator | None = None) -> RenderResult:
+        return self.render(self.planes(ws), c, ws, neural_resolution=neural_resolution, generator=generator)
