@@ -1,0 +1,233 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``prepare(photo)``: load -> detect -> align + pose -> warp -> segment -> mask, with warnings and timings.
+
+Every failure caused by the photo raises :class:`~ide3d_core.photo.errors.PhotoError` (one line naming the
+file and what to do); everything that merely degrades the result is a warning on the returned
+:class:`PreparedPhoto`. Nothing is downloaded; nothing global is changed.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from ide3d_core.cameras import Camera, canonical_camera
+from ide3d_core.progress import CancelToken, ProgressFn, report
+
+from .align import Alignment, align_face, apply_matrix, box_alignment, warp
+from .detect import Face, detect_faces, mediapipe_available
+from .errors import PhotoError
+from .load import MAX_SIDE, LoadedImage, load_image
+from .mask import box_mask, landmark_mask, person_probability, user_mask
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+#: Beyond these |yaw| / |pitch| (degrees) the model has seen few training views (yaw sigma 25 degrees,
+#: pitch sigma 10 degrees in :class:`ide3d_core.cameras.PoseDistribution`): a warning is given.
+YAW_WARN = 45.0
+PITCH_WARN = 25.0
+#: Faces narrower than this (pixels of the original photo) are warned about (upscaled, blurry).
+SMALL_FACE = 100
+STEPS = ("load", "detect", "align", "warp", "segment", "mask")
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedPhoto:
+    """A photo ready for inversion.
+
+    Attributes:
+        image: (S, S, 3) uint8 sRGB, aligned to ``framing``.
+        camera: the camera of ``image`` (orbit camera, ``CANONICAL_FOCAL``; see :mod:`.pose`).
+        mask: (S, S) uint8 label ids (:mod:`ide3d_core.labels`).
+        yaw, pitch, roll: estimated pose in degrees (roll was removed by the crop).
+        landmarks: (468, 2) aligned landmark pixels, or None when the face had none.
+        matrix: (2, 3) loaded-photo pixels -> aligned pixels.
+        photo: the loaded photo (:class:`.load.LoadedImage`).
+        faces: every face found, largest first (boxes/landmarks in loaded-photo pixels).
+        face_index: index in ``faces`` of the prepared face.
+        framing: ``"model"`` or ``"ffhq"``.
+        mask_source: ``"landmarks"``, ``"box"`` or ``"user"``.
+        warnings: one-line notes about anything that degrades the result.
+        timings: milliseconds per step (keys of :data:`STEPS` that ran).
+    """
+
+    image: np.ndarray
+    camera: Camera
+    mask: np.ndarray
+    yaw: float
+    pitch: float
+    roll: float
+    landmarks: np.ndarray | None
+    matrix: np.ndarray
+    photo: LoadedImage
+    faces: tuple[Face, ...]
+    face_index: int
+    framing: str
+    mask_source: str
+    warnings: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.photo.name
+
+    def label(self) -> np.ndarray:
+        """The packed 25-float camera label (float32)."""
+        return self.camera.label()
+
+    def image_tensor(self, device: "torch.device | str" = "cpu") -> "torch.Tensor":
+        """(1, 3, S, S) float32 in [-1, 1] on ``device`` (the generator's image range)."""
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(self.image)).to(device=device, dtype=torch.float32)
+        return (t.permute(2, 0, 1)[None] / 127.5 - 1.0).contiguous()
+
+
+def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing: str = "model",
+            face_index: Optional[int] = None, mask: Optional[str | Path | np.ndarray] = None,
+            max_side: int = MAX_SIDE, use_mediapipe: bool = True, progress: Optional[ProgressFn] = None,
+            cancel: Optional[CancelToken] = None) -> PreparedPhoto:
+    """Turn any photo into an aligned image, a camera and a label mask.
+
+    Args:
+        photo: a path, the bytes of an image file, or an (H, W[, C]) array.
+        size: side of the aligned output in pixels.
+        framing: ``"model"`` (the project cameras' framing) or ``"ffhq"`` (:mod:`.align`).
+        face_index: which face when there are several (0 = largest); None = largest, with a warning.
+        mask: optional user mask (path or array, ids or palette colours) of the photo's size or of
+            ``size`` x ``size``; replaces the automatic mask.
+        max_side: photos are downscaled to this longest side before detection.
+        use_mediapipe: False forces the OpenCV-only path (Haar box, frontal pose, box mask).
+        progress, cancel: see :mod:`ide3d_core.progress`.
+    Raises:
+        PhotoError: unreadable photo or mask, no face, face index out of range.
+    """
+    timings: dict[str, float] = {}
+    total = len(STEPS)
+
+    def tick(step: str, t0: float) -> None:
+        timings[step] = (time.perf_counter() - t0) * 1e3
+        report(progress, len(timings), total, step, cancel)
+
+    t0 = time.perf_counter()
+    loaded = load_image(photo, max_side=max_side)
+    notes = list(loaded.warnings)
+    tick("load", t0)
+
+    t0 = time.perf_counter()
+    if use_mediapipe and not mediapipe_available():
+        notes.append("MediaPipe is not installed: OpenCV face box only (pose assumed frontal, rough mask); "
+                     "run scripts/setup_env.sh to install it")
+    faces = tuple(detect_faces(loaded.rgb, use_mediapipe=use_mediapipe))
+    tick("detect", t0)
+    if not faces:
+        raise PhotoError(loaded.name, "no face found", "use a photo with a clearly visible face at least "
+                         f"{SMALL_FACE} pixels wide")
+    if face_index is None:
+        idx = 0
+        if len(faces) > 1:
+            notes.append(f"found {len(faces)} faces; using the largest (choose another with --face 0..{len(faces) - 1})")
+    else:
+        if not 0 <= face_index < len(faces):
+            raise PhotoError(loaded.name, f"face {face_index} requested but {len(faces)} found",
+                             f"choose --face between 0 and {len(faces) - 1} (0 = largest)")
+        idx = face_index
+    face = faces[idx]
+    width_orig = (face.box[2] - face.box[0]) / loaded.scale
+    if width_orig < SMALL_FACE:
+        notes.append(f"the face is only {width_orig:.0f} pixels wide in the photo; the result will be blurry")
+
+    t0 = time.perf_counter()
+    if face.landmarks is not None:
+        try:
+            al: Alignment | None = align_face(face.landmarks, size, framing)
+        except ValueError as exc:
+            if "framing" in str(exc) or "size" in str(exc):
+                raise
+            al = None
+            notes.append(f"the landmark fit failed ({exc}); using the face box")
+    else:
+        al = None
+        notes.append("no landmarks on this face: pose assumed frontal, mask is a rough ellipse")
+    if al is not None:
+        matrix, cam = al.matrix, al.pose.camera
+        yaw, pitch, roll = al.pose.yaw, al.pose.pitch, al.pose.roll
+        if al.pose.rms_px > 0.03 * size:
+            notes.append(f"landmarks fit the face template poorly ({al.pose.rms_px:.1f} px rms); pose is uncertain")
+    else:
+        if framing not in ("model", "ffhq"):
+            raise ValueError(f"unknown framing {framing!r}")
+        matrix, cam, yaw, pitch, roll = box_alignment(face.box, size), canonical_camera(), 0.0, 0.0, 0.0
+    if abs(yaw) > YAW_WARN or abs(pitch) > PITCH_WARN:
+        notes.append(f"estimated yaw {yaw:+.0f} deg, pitch {pitch:+.0f} deg is beyond the model's range "
+                     f"(|yaw| <= {YAW_WARN:.0f}, |pitch| <= {PITCH_WARN:.0f}); expect a poor result")
+    tick("align", t0)
+
+    t0 = time.perf_counter()
+    image = warp(loaded.rgb, matrix, size)
+    if _outside_fraction(matrix, loaded.rgb.shape, size) > 0.2:
+        notes.append("the crop reaches well beyond the photo; the missing border is filled by reflection")
+    tick("warp", t0)
+
+    t0 = time.perf_counter()
+    person = None if mask is not None or not use_mediapipe else person_probability(image)
+    tick("segment", t0)
+
+    t0 = time.perf_counter()
+    landmarks = None if face.landmarks is None else apply_matrix(matrix, face.landmarks[:, :2])
+    if mask is not None:
+        name, arr = _read_mask(mask)
+        ids = user_mask(arr, name, loaded.original_size, (loaded.rgb.shape[1], loaded.rgb.shape[0]),
+                        lambda m: warp(m, matrix, size, nearest=True, border="replicate"), size)
+        source = "user"
+    elif landmarks is not None:
+        ids, source = landmark_mask(image, landmarks, person), "landmarks"
+    else:
+        box = np.concatenate([apply_matrix(matrix, face.box[:2][None])[0], apply_matrix(matrix, face.box[2:][None])[0]])
+        ids, source = box_mask(image, box, person), "box"
+    tick("mask", t0)
+    return PreparedPhoto(image=image, camera=cam, mask=ids, yaw=yaw, pitch=pitch, roll=roll, landmarks=landmarks,
+                         matrix=matrix, photo=loaded, faces=faces, face_index=idx, framing=framing,
+                         mask_source=source, warnings=tuple(notes), timings=timings)
+
+
+def _outside_fraction(matrix: np.ndarray, shape: tuple[int, ...], size: int) -> float:
+    """Fraction of the aligned square whose source lies outside the photo (sampled on a 16x16 grid)."""
+    g = (np.arange(16) + 0.5) * size / 16
+    pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    a, t = matrix[:, :2], matrix[:, 2]
+    src = (pts - t) @ np.linalg.inv(a).T
+    h, w = shape[:2]
+    inside = (src[:, 0] >= 0) & (src[:, 0] <= w) & (src[:, 1] >= 0) & (src[:, 1] <= h)
+    return float(1.0 - inside.mean())
+
+
+def _read_mask(mask: str | Path | np.ndarray) -> tuple[str, np.ndarray]:
+    """A user mask from a path (any image format, palette or ids) or an array."""
+    if isinstance(mask, np.ndarray):
+        return "<mask array>", mask
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(mask)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise PhotoError(str(path), "mask file missing or empty", "give the path of a label mask image")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "P", "RGB", "RGBA") else
+                             (im.convert("RGB") if im.mode == "P" else im))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise PhotoError(str(path), f"cannot read the mask ({str(exc)[:80]})",
+                         "save it as a PNG of ids 0..18 or palette colours") from None
+    return str(path), arr
+
+
+def yaw_pitch_degrees(camera: Camera) -> tuple[float, float]:
+    """(yaw, pitch) in degrees of a camera, as :meth:`ide3d_core.cameras.Camera.yaw_pitch`."""
+    y, p = camera.yaw_pitch()
+    return math.degrees(y), math.degrees(p)
