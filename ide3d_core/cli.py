@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "ide3d_core.commands.demo",
     "ide3d_core.commands.prepare",
+    "ide3d_core.commands.addon",
     "training.commands.dataset",
 )
 

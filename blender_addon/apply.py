@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Backend results -> Blender data. Called only on the main thread, from a job's ``on_done``.
+
+Each function takes the scene and a result dataclass of the protocol and returns a one-line summary.
+"""
+import shutil
+
+import bpy
+import numpy as np
+
+from . import conversions, properties
+from ._shared import labels
+from .properties import IMAGE_NAMES, MESH_NAME
+
+
+def portrait(scene, result) -> str:
+    """Store the codes on the scene and refresh the canonical preview and the mask image."""
+    ws = np.load(result.ws_file)
+    properties.set_ws(scene, ws, result.num_shape_ws)
+    conversions.image_from_array(IMAGE_NAMES["canonical"], conversions.load_png(result.image_file)[..., :3])
+    ids = conversions.load_label_png(result.labels_file)
+    conversions.image_from_array(IMAGE_NAMES["mask"], labels.colorize(ids))
+    return f"portrait ready ({result.resolution} x {result.resolution} canonical view)"
+
+
+def view_image_names(camera_name: str) -> tuple[str, str]:
+    return f"IDE-3D View {camera_name}", f"IDE-3D View {camera_name} Labels"
+
+
+def view(scene, camera_name: str, set_background: bool, result) -> str:
+    """Neural render (and colourised semantic map) from a camera into images; optionally the camera's
+    background image."""
+    rgb_name, labels_name = view_image_names(camera_name)
+    img = conversions.image_from_array(rgb_name, conversions.load_png(result.image_file)[..., :3])
+    conversions.image_from_array(labels_name, labels.colorize(conversions.load_label_png(result.labels_file)))
+    cam_obj = bpy.data.objects.get(camera_name)
+    if set_background and cam_obj is not None and cam_obj.type == "CAMERA":
+        cam = cam_obj.data
+        cam.show_background_images = True
+        bg = next((b for b in cam.background_images if b.image == img), None) or cam.background_images.new()
+        bg.image = img
+        bg.alpha = 1.0
+    return f"rendered {result.width} x {result.height} from {camera_name}"
+
+
+def frame_file(path: str, result) -> str:
+    shutil.copyfile(result.image_file, path)
+    return path
+
+
+def mesh(scene, parts_by_label: bool, result) -> str:
+    data = np.load(result.mesh_file)
+    obj = conversions.mesh_object(MESH_NAME, data["vertices"], data["faces"], data.get("colors"),
+                                  data.get("labels"), scene.collection, parts_by_label=parts_by_label)
+    return f"imported {obj.name}: {len(data['vertices'])} vertices, {len(data['faces'])} faces"

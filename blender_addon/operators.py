@@ -1,0 +1,313 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Operators of the "IDE-3D" sidebar tab. Backend work goes through :class:`jobs.BackendOperator`
+(modal with Esc to cancel in the UI, synchronous in scripts); the rest is local Blender work."""
+import os
+
+import bpy
+from bpy.props import BoolProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper, ImportHelper
+
+from . import apply, conversions, jobs, runtime
+from ._shared import labels, protocol as P
+from .jobs import BackendOperator, UserError
+from .properties import IMAGE_NAMES, MESH_NAME
+
+PALETTE_NAME = "IDE-3D Labels"
+
+
+# ----------------------------------------------------------------------------------------------
+# Backend
+# ----------------------------------------------------------------------------------------------
+
+class IDE3D_OT_check_backend(BackendOperator, bpy.types.Operator):
+    """Start the backend and show its Python, torch version, device and model status"""
+    bl_idname = "ide3d.check_backend"
+    bl_label = "Check Backend"
+
+    def plan(self, context, client):
+        def show(scene, r):
+            text = (f"torch {r.torch_version} on {r.device} (CUDA available: {'yes' if r.cuda_available else 'no'})\n"
+                    f"Python {r.python}\nModel: {r.model}: {r.model_status}")
+            prefs = runtime.preferences(bpy.context)
+            if prefs is not None:
+                prefs.backend_status = text
+            return text.split("\n")[0] + f"; model: {r.model_status}"
+        return [(P.PingRequest(), show)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Portrait
+# ----------------------------------------------------------------------------------------------
+
+class IDE3D_OT_new_portrait(BackendOperator, bpy.types.Operator):
+    """Generate a new portrait from the seed and truncation"""
+    bl_idname = "ide3d.new_portrait"
+    bl_label = "New Portrait"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def plan(self, context, client):
+        state = context.scene.ide3d
+        return [(P.NewPortraitRequest(seed=state.seed, truncation=state.truncation), apply.portrait)]
+
+
+class IDE3D_OT_open_portrait(ImportHelper, BackendOperator, bpy.types.Operator):
+    """Open a portrait document (.ide3d)"""
+    bl_idname = "ide3d.open_portrait"
+    bl_label = "Open Portrait"
+    bl_options = {"REGISTER", "UNDO"}
+    filename_ext = ".ide3d"
+    filter_glob: StringProperty(default="*.ide3d", options={"HIDDEN"})
+
+    def plan(self, context, client):
+        if not os.path.isfile(self.filepath):
+            raise UserError(f"no such file: {self.filepath}")
+        return [(P.OpenDocumentRequest(path=bpy.path.abspath(self.filepath)), apply.portrait)]
+
+
+class IDE3D_OT_save_portrait(ExportHelper, BackendOperator, bpy.types.Operator):
+    """Save the portrait as a document (.ide3d)"""
+    bl_idname = "ide3d.save_portrait"
+    bl_label = "Save Portrait"
+    filename_ext = ".ide3d"
+    filter_glob: StringProperty(default="*.ide3d", options={"HIDDEN"})
+
+    def plan(self, context, client):
+        mask = bpy.data.images.get(IMAGE_NAMES["mask"])
+        labels_file = jobs.write_labels(client, conversions.snap_mask_image(mask)) if mask else ""
+        req = P.SaveDocumentRequest(path=bpy.path.abspath(self.filepath), ws_file=jobs.write_ws(context, client),
+                                    labels_file=labels_file)
+        return [(req, lambda scene, r: f"saved {r.path}")]
+
+
+class IDE3D_OT_import_photo(ImportHelper, BackendOperator, bpy.types.Operator):
+    """Make a portrait from a photo (inversion; Esc cancels)"""
+    bl_idname = "ide3d.import_photo"
+    bl_label = "Import Photo"
+    bl_options = {"REGISTER", "UNDO"}
+    filter_glob: StringProperty(default="*.png;*.jpg;*.jpeg;*.webp", options={"HIDDEN"})
+
+    def execute(self, context):
+        # Called after the file browser: inversion is long, so run modally with a progress bar.
+        if context.window is not None and not bpy.app.background:
+            return BackendOperator.invoke(self, context, None)
+        return BackendOperator.execute(self, context)
+
+    def plan(self, context, client):
+        if not os.path.isfile(self.filepath):
+            raise UserError(f"no such file: {self.filepath}")
+        return [(P.InvertRequest(photo_file=bpy.path.abspath(self.filepath)), apply.portrait)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Mask painting
+# ----------------------------------------------------------------------------------------------
+
+def label_palette():
+    """The palette datablock of the 19 labels (sRGB display colours), created once."""
+    pal = bpy.data.palettes.get(PALETTE_NAME)
+    if pal is None or len(pal.colors) != labels.NUM_CLASSES:
+        if pal is not None:
+            bpy.data.palettes.remove(pal)
+        pal = bpy.data.palettes.new(PALETTE_NAME)
+        for rgb in labels.PALETTE:
+            pal.colors.new().color = [c / 255.0 for c in rgb]
+    return pal
+
+
+def _set_if_present(obj, settings: dict) -> list[str]:
+    done = []
+    for name, value in settings.items():
+        if obj is not None and hasattr(obj, name):
+            try:
+                setattr(obj, name, value)
+                done.append(name)
+            except (TypeError, AttributeError, ValueError):
+                pass
+    return done
+
+
+def apply_label_brush(tool_settings) -> list[str]:
+    """Settings that keep painted labels exact (no anti-aliasing, constant falloff, full strength, no
+    dithering, nearest sampling), set defensively: property names differ between Blender 4.5 and 5.0
+    and the active brush may be missing. Returns the names that were set."""
+    ip = tool_settings.image_paint
+    done = _set_if_present(ip, {"dither": 0.0, "interpolation": "CLOSEST", "use_normal_falloff": False})
+    ip.palette = label_palette()
+    done.append("palette")
+    brush = getattr(ip, "brush", None)
+    done += _set_if_present(brush, {"use_paint_antialiasing": False, "strength": 1.0, "blend": "MIX",
+                                    "use_pressure_strength": False, "use_pressure_size": False,
+                                    "curve_distance_falloff_preset": "CONSTANT", "curve_preset": "CONSTANT"})
+    return done
+
+
+class IDE3D_OT_paint_mask(bpy.types.Operator):
+    """Open the canonical-view label mask for painting, with the label palette and a label brush"""
+    bl_idname = "ide3d.paint_mask"
+    bl_label = "Paint Canonical Mask"
+
+    def execute(self, context):
+        img = bpy.data.images.get(IMAGE_NAMES["mask"])
+        if img is None:
+            self.report({"ERROR"}, "no mask yet: make a portrait first")
+            return {"CANCELLED"}
+        applied = apply_label_brush(context.scene.tool_settings)
+        opened = False
+        if not bpy.app.background and context.window is not None:
+            area = next((a for a in context.screen.areas if a.type == "IMAGE_EDITOR"), None)
+            if area is None:
+                bpy.ops.wm.window_new()
+                area = bpy.context.window_manager.windows[-1].screen.areas[0]
+                area.type = "IMAGE_EDITOR"
+            space = area.spaces.active
+            space.image = img
+            space.ui_mode = "PAINT"
+            opened = True
+        self.report({"INFO"}, f"label brush: {len(applied)} settings; paint with the palette, then Apply Mask Edit"
+                    + ("" if opened else " (no window: nothing opened)"))
+        return {"FINISHED"}
+
+
+class IDE3D_OT_apply_mask_edit(BackendOperator, bpy.types.Operator):
+    """Snap the painted mask to the label colours and edit the portrait to follow it"""
+    bl_idname = "ide3d.apply_mask_edit"
+    bl_label = "Apply Mask Edit"
+    bl_options = {"REGISTER", "UNDO"}
+    coalesce_key = "mask_edit"
+
+    def plan(self, context, client):
+        img = bpy.data.images.get(IMAGE_NAMES["mask"])
+        if img is None:
+            raise UserError("no mask yet: make a portrait first")
+        ws_file = jobs.write_ws(context, client)
+        ids = conversions.snap_mask_image(img)
+        return [(P.MaskEditRequest(ws_file=ws_file, labels_file=jobs.write_labels(client, ids)), apply.portrait)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Regions
+# ----------------------------------------------------------------------------------------------
+
+class IDE3D_OT_apply_restyle(BackendOperator, bpy.types.Operator):
+    """Give the selected regions the style of the style seed"""
+    bl_idname = "ide3d.apply_restyle"
+    bl_label = "Apply Restyle"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def plan(self, context, client):
+        state = context.scene.ide3d
+        classes = tuple(i for i, on in enumerate(state.regions) if on)
+        if not classes:
+            raise UserError("select at least one region to restyle")
+        req = P.RestyleRequest(ws_file=jobs.write_ws(context, client), classes=classes,
+                               style_seed=state.style_seed, truncation=state.truncation)
+        return [(req, apply.portrait)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Views
+# ----------------------------------------------------------------------------------------------
+
+def _active_camera(context):
+    cam = context.scene.camera
+    if cam is None:
+        raise UserError("the scene has no active camera")
+    return cam
+
+
+class IDE3D_OT_render_view(BackendOperator, bpy.types.Operator):
+    """Neural render (and semantic map) of the portrait from the scene's active camera"""
+    bl_idname = "ide3d.render_view"
+    bl_label = "Render From Active Camera"
+
+    def plan(self, context, client):
+        cam = _active_camera(context)
+        label, w, h = conversions.camera_label(cam, context.scene)
+        req = P.RenderRequest(ws_file=jobs.write_ws(context, client), label=tuple(float(x) for x in label),
+                              width=w, height=h)
+        name, bg = cam.name, context.scene.ide3d.set_background
+        return [(req, lambda scene, r: apply.view(scene, name, bg, r))]
+
+
+class IDE3D_OT_render_animation(BackendOperator, bpy.types.Operator):
+    """Neural renders of every frame of the active camera's animation to the output folder"""
+    bl_idname = "ide3d.render_animation"
+    bl_label = "Render Animation"
+
+    def plan(self, context, client):
+        scene = context.scene
+        cam = _active_camera(context)
+        ws_file = jobs.write_ws(context, client)
+        os.makedirs(os.path.dirname(jobs.frame_path(scene, scene.frame_start)) or ".", exist_ok=True)
+        plan, current = [], scene.frame_current
+        try:
+            for frame in range(scene.frame_start, scene.frame_end + 1, scene.frame_step):
+                scene.frame_set(frame)
+                label, w, h = conversions.camera_label(cam, scene)
+                path = jobs.frame_path(scene, frame)
+                plan.append((P.RenderRequest(ws_file=ws_file, label=tuple(float(x) for x in label), width=w, height=h),
+                             lambda s, r, path=path: apply.frame_file(path, r)))
+        finally:
+            scene.frame_set(current)
+        return plan
+
+
+# ----------------------------------------------------------------------------------------------
+# Mesh
+# ----------------------------------------------------------------------------------------------
+
+class IDE3D_OT_import_mesh(BackendOperator, bpy.types.Operator):
+    """Extract the portrait's head mesh with colours and labels, aligned with the neural renders"""
+    bl_idname = "ide3d.import_mesh"
+    bl_label = "Import Head Mesh"
+    bl_options = {"REGISTER", "UNDO"}
+
+    parts_by_label: BoolProperty(name="Parts by Label", default=True,
+                                 description="One material slot per semantic label")
+
+    def plan(self, context, client):
+        req = P.MeshRequest(ws_file=jobs.write_ws(context, client), resolution=context.scene.ide3d.mesh_resolution)
+        parts = self.parts_by_label
+        return [(req, lambda scene, r: apply.mesh(scene, parts, r))]
+
+
+class IDE3D_OT_export_gltf(bpy.types.Operator, ExportHelper):
+    """Export the imported head mesh as glTF binary (.glb) for game engines"""
+    bl_idname = "ide3d.export_gltf"
+    bl_label = "Export glTF"
+    filename_ext = ".glb"
+    filter_glob: StringProperty(default="*.glb", options={"HIDDEN"})
+
+    def execute(self, context):
+        obj = bpy.data.objects.get(MESH_NAME)
+        if obj is None:
+            self.report({"ERROR"}, "no head mesh yet: use Import Head Mesh first")
+            return {"CANCELLED"}
+        for other in context.view_layer.objects:
+            other.select_set(False)
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+        path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".glb")
+        result = bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=True,
+                                           export_vertex_color="ACTIVE", export_all_vertex_colors=False,
+                                           export_yup=True)
+        if "FINISHED" not in result:
+            self.report({"ERROR"}, f"glTF export failed: {result}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"exported {path}")
+        return {"FINISHED"}
+
+
+CLASSES = (IDE3D_OT_check_backend, IDE3D_OT_new_portrait, IDE3D_OT_open_portrait, IDE3D_OT_save_portrait,
+           IDE3D_OT_import_photo, IDE3D_OT_paint_mask, IDE3D_OT_apply_mask_edit, IDE3D_OT_apply_restyle,
+           IDE3D_OT_render_view, IDE3D_OT_render_animation, IDE3D_OT_import_mesh, IDE3D_OT_export_gltf)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The "IDE-3D" tab of the 3D viewport's sidebar: Portrait, Mask, Regions, Views, Mesh."""
+import bpy
+
+from ._shared import labels
+from .properties import IMAGE_NAMES
+
+
+class _Panel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "IDE-3D"
+
+
+class IDE3D_PT_portrait(_Panel, bpy.types.Panel):
+    bl_label = "Portrait"
+
+    def draw(self, context):
+        state, layout = context.scene.ide3d, self.layout
+        col = layout.column(align=True)
+        col.prop(state, "seed")
+        col.prop(state, "truncation", slider=True)
+        col.operator("ide3d.new_portrait", icon="USER")
+        layout.operator("ide3d.import_photo", icon="IMAGE_DATA")
+        row = layout.row(align=True)
+        row.operator("ide3d.open_portrait", icon="FILE_FOLDER", text="Open")
+        row.operator("ide3d.save_portrait", icon="FILE_TICK", text="Save")
+        img = bpy.data.images.get(IMAGE_NAMES["canonical"])
+        if img is not None and state.has_portrait:
+            img.preview_ensure()
+            layout.template_icon(icon_value=img.preview.icon_id, scale=8.0)
+        if state.status:
+            layout.label(text=state.status, icon="INFO")
+
+
+class IDE3D_PT_mask(_Panel, bpy.types.Panel):
+    bl_label = "Mask"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        layout.operator("ide3d.paint_mask", icon="BRUSH_DATA")
+        layout.operator("ide3d.apply_mask_edit", icon="CHECKMARK")
+        pal = context.scene.tool_settings.image_paint.palette
+        if pal is not None:
+            layout.template_palette(context.scene.tool_settings.image_paint, "palette", color=True)
+        grid = layout.grid_flow(columns=2, even_columns=True, align=True)
+        for i, name in enumerate(labels.DISPLAY_NAMES):
+            grid.label(text=f"{i + 1:2d}. {name}")
+
+
+class IDE3D_PT_regions(_Panel, bpy.types.Panel):
+    bl_label = "Regions"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        state, layout = context.scene.ide3d, self.layout
+        grid = layout.grid_flow(columns=2, even_columns=True, align=True)
+        for i, name in enumerate(labels.DISPLAY_NAMES):
+            grid.prop(state, "regions", index=i, text=name, toggle=True)
+        layout.prop(state, "style_seed")
+        layout.operator("ide3d.apply_restyle", icon="BRUSHES_ALL")
+
+
+class IDE3D_PT_views(_Panel, bpy.types.Panel):
+    bl_label = "Views"
+
+    def draw(self, context):
+        state, layout = context.scene.ide3d, self.layout
+        layout.prop(state, "set_background")
+        layout.operator("ide3d.render_view", icon="CAMERA_DATA")
+        layout.operator("ide3d.render_animation", icon="RENDER_ANIMATION")
+
+
+class IDE3D_PT_mesh(_Panel, bpy.types.Panel):
+    bl_label = "Mesh"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        state, layout = context.scene.ide3d, self.layout
+        layout.prop(state, "mesh_resolution")
+        layout.operator("ide3d.import_mesh", icon="MESH_MONKEY")
+        layout.operator("ide3d.export_gltf", icon="EXPORT")
+
+
+CLASSES = (IDE3D_PT_portrait, IDE3D_PT_mask, IDE3D_PT_regions, IDE3D_PT_views, IDE3D_PT_mesh)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

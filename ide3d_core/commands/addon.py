@@ -1,0 +1,66 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``ide3d addon build --out DIR``: builds the installable Blender extension zip.
+
+The zip holds ``blender_addon/`` (manifest at the root), verbatim copies of the numpy-only convention
+modules and the stdlib-only protocol in ``_vendor/`` (the add-on imports them through ``_shared.py``;
+it never re-derives a flip or a palette), and ``_build_info.json`` recording the repository and its
+``.venv`` interpreter, the default backend Python of the add-on's preferences.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+ADDON_DIR = REPO / "blender_addon"
+VENDORED = {"cameras.py": REPO / "ide3d_core" / "cameras.py", "labels.py": REPO / "ide3d_core" / "labels.py",
+            "protocol.py": REPO / "ide3d_core" / "service" / "protocol.py"}
+
+
+def _venv_python(repo: Path) -> str:
+    for rel in (".venv/bin/python", ".venv/Scripts/python.exe"):
+        if (repo / rel).is_file():
+            return str(repo / rel)
+    return ""
+
+
+def build_zip(out_dir: Path, repo: Path = REPO) -> Path:
+    """Write ``<id>-<version>.zip`` into ``out_dir`` (created) and return its path."""
+    manifest = tomllib.loads((ADDON_DIR / "blender_manifest.toml").read_text(encoding="utf-8"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{manifest['id']}-{manifest['version']}.zip"
+    files = sorted(p for p in ADDON_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                   and p.suffix not in (".pyc", ".zip") and "_vendor" not in p.relative_to(ADDON_DIR).parts
+                   and p.name != "_build_info.json")
+    info = {"version": manifest["version"], "repo": str(repo), "python": _venv_python(repo)}
+    tmp = path.with_suffix(".zip.part")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in files:
+            zf.write(p, p.relative_to(ADDON_DIR).as_posix())
+        zf.writestr("_vendor/__init__.py", "# SPDX-License-Identifier: GPL-3.0-or-later\n"
+                    '"""Verbatim copies of ide3d_core modules, written by `ide3d addon build`."""\n')
+        for name, src in VENDORED.items():
+            zf.write(src, f"_vendor/{name}")
+        zf.writestr("_build_info.json", json.dumps(info, indent=2) + "\n")
+    shutil.move(tmp, path)
+    return path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("addon", help="Blender add-on tools", description=__doc__)
+    asub = p.add_subparsers(dest="addon_command", metavar="ACTION", required=True)
+    b = asub.add_parser("build", help="build the installable extension zip")
+    b.add_argument("--out", type=Path, default=Path("dist"), help="output folder (default dist)")
+    b.set_defaults(func=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    path = build_zip(args.out)
+    print(f"built {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    print("install: Blender > Edit > Preferences > Get Extensions > (menu) Install from Disk...", file=sys.stderr)
+    return 0
