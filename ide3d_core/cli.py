@@ -17,7 +17,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ide3d_core.commands.demo",
     "ide3d_core.commands.prepare",
     "ide3d_core.commands.addon",
+    "ide3d_core.commands.mesh",
     "training.commands.dataset",
+    "training.commands.train",
 )
 
 

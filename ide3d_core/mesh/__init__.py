@@ -14,10 +14,11 @@ from ide3d_core.mesh.cleanup import CleanupConfig, clean
 from ide3d_core.mesh.attributes import attach_field_attributes, split_by_label
 from ide3d_core.mesh.bake import BakeConfig, bake_texture
 from ide3d_core.mesh.export import export_glb, export_mesh, export_obj, export_ply
+from ide3d_core.mesh.pipeline import MeshConfig, MeshResult, extract_head_mesh
 
 __all__ = [
     "Field", "Renderer", "RenderedViews", "query_chunked", "HeadMesh", "DensityGrid", "GridConfig",
     "sample_density_grid", "DEFAULT_LEVEL", "marching_cubes", "CleanupConfig", "clean",
     "attach_field_attributes", "split_by_label", "BakeConfig", "bake_texture", "export_glb",
-    "export_mesh", "export_obj", "export_ply",
+    "export_mesh", "export_obj", "export_ply", "MeshConfig", "MeshResult", "extract_head_mesh",
 ]
