@@ -61,6 +61,14 @@ def _new_generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
+def _randn_(param: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> None:
+    """Fill ``param`` with ``N(0, scale^2)`` drawn on the CPU from ``generator`` (device independent);
+    parameters on the meta device (shape-only models) are left alone."""
+    if param.is_meta:
+        return
+    param.copy_(torch.randn(param.shape, generator=generator) * scale)
+
+
 class FullyConnected(nn.Module):
     """Equalised-lr linear layer ``[..., in] -> [..., out]`` with bias and activation."""
 
@@ -76,7 +84,7 @@ class FullyConnected(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        self.weight.copy_(torch.randn(self.weight.shape, generator=generator) / self.lr_mult)
+        _randn_(self.weight, generator, 1.0 / self.lr_mult)
         if self.bias is not None:
             self.bias.fill_(self.bias_init / self.lr_mult)
 
@@ -108,7 +116,7 @@ class Conv2dLayer(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        self.weight.copy_(torch.randn(self.weight.shape, generator=generator))
+        _randn_(self.weight, generator)
         if self.bias is not None:
             self.bias.zero_()
 
@@ -157,7 +165,7 @@ class ModulatedConv2d(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        self.weight.copy_(torch.randn(self.weight.shape, generator=generator))
+        _randn_(self.weight, generator)
         self.bias.zero_()
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -197,7 +205,7 @@ class ConstantInput(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        self.const.copy_(torch.randn(self.const.shape, generator=generator))
+        _randn_(self.const, generator)
 
     def forward(self, batch: int, dtype: torch.dtype) -> torch.Tensor:
         return self.const.to(dtype).unsqueeze(0).expand(batch, -1, -1, -1)

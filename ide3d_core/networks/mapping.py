@@ -57,6 +57,8 @@ class MappingNetwork(nn.Module):
 def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float,
              cutoff: int | None = None) -> torch.Tensor:
     """``w_avg + psi * (ws - w_avg)`` for the codes ``[:cutoff]`` (all when None); others unchanged."""
+    if psi == 1.0:
+        return ws
     out = w_avg.to(ws.dtype) + psi * (ws - w_avg.to(ws.dtype))
     if cutoff is None:
         return out

@@ -38,11 +38,13 @@ class SuperResolution(nn.Module):
                 ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.cfg.sr_input_resolution
         if features.shape[-1] != r or features.shape[-2] != r:
+            # float32: the anti-aliased kernel has no bf16 version on CPU (and the inputs are the
+            # float32 composites anyway).
             shrink = features.shape[-1] > r
-            features = F.interpolate(features, size=(r, r), mode="bilinear", align_corners=False,
-                                     antialias=shrink)
-            semantic = F.interpolate(semantic, size=(r, r), mode="bilinear", align_corners=False,
-                                     antialias=shrink)
+            features = F.interpolate(features.float(), size=(r, r), mode="bilinear",
+                                     align_corners=False, antialias=shrink)
+            semantic = F.interpolate(semantic.float(), size=(r, r), mode="bilinear",
+                                     align_corners=False, antialias=shrink)
         x = torch.cat([features, semantic.to(features.dtype)], dim=1)
         rgb, seg = features[:, :3], semantic
         x = self.conv01(self.conv00(x, ws[:, 0]), ws[:, 1])
