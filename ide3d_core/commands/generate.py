@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``ide3d generate``: portraits, label maps and codes for a list of seeds and views.
+
+    ide3d generate --seeds 0-7 [--trunc 0.7] [--yaw DEG ...] [--pitch DEG] [--model PATH]
+                   [--config tiny|default|paper] --out DIR
+
+Per seed: ``seed0003_ws.npy`` (the [num_ws, w_dim] float32 codes). Per seed and view
+(``seed0003_yaw+30_pitch+0``): ``<name>.png`` (RGB), ``<name>_labels.png`` (single-channel label ids
+0..18, :mod:`ide3d_core.labels`) and ``<name>_seg.png`` (the ids in the label palette). The default view
+is the canonical front camera; yaw and pitch are degrees of :func:`ide3d_core.cameras.orbit_camera`.
+The default model is the bundled one (``ide3d_core/models/default``); without it, an untrained
+``--config`` generator (default ``default``, weights seeded with 0) is used and a warning printed.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from ide3d_core.cli import UserError
+
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """``"0-3,7"`` -> ``[0, 1, 2, 3, 7]`` (order kept, duplicates dropped)."""
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            first = int(lo)
+            last = int(hi) if sep else first
+        except ValueError:
+            raise UserError(f"bad seed list {spec!r}: use e.g. 0-7 or 1,5,9") from None
+        if last < first:
+            raise UserError(f"bad seed range {part.strip()!r}: the end is below the start")
+        out.extend(range(first, last + 1))
+    if not out or any(s < 0 for s in out):
+        raise UserError(f"bad seed list {spec!r}: seeds are non-negative integers")
+    return list(dict.fromkeys(out))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate portraits, label maps and codes from seeds",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0", help="seeds, e.g. 0-7 or 1,5,9 (default 0)")
+    p.add_argument("--trunc", type=float, default=0.7, help="truncation psi (default 0.7)")
+    p.add_argument("--yaw", type=float, nargs="+", default=[0.0], metavar="DEG",
+                   help="one or more camera yaws in degrees (default 0: front)")
+    p.add_argument("--pitch", type=float, default=0.0, metavar="DEG", help="camera pitch in degrees")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model folder (config.json + generator.safetensors); default: the bundled model")
+    p.add_argument("--config", choices=("tiny", "default", "paper"), default=None,
+                   help="untrained generator of this preset (only without --model and bundled model)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _generator(args: argparse.Namespace, device):
+    from ide3d_core.networks import CONFIGS, Generator, load_generator
+
+    if args.model is not None and args.config is not None:
+        raise UserError("--config chooses an untrained generator; do not combine it with --model")
+    folder = args.model
+    if folder is None and args.config is None and (BUNDLED_MODEL_DIR / "config.json").is_file():
+        folder = BUNDLED_MODEL_DIR
+    if folder is not None:
+        folder = folder.expanduser()
+        if not (folder / "config.json").is_file():
+            raise UserError(f"no model at {folder} (expected config.json and generator.safetensors)")
+        try:
+            return load_generator(folder, device=device)
+        except ValueError as exc:
+            raise UserError(f"could not load the model from {folder}: {exc}") from None
+    name = args.config or "default"
+    print(f"ide3d generate: warning: no trained model found; using an UNTRAINED '{name}' generator "
+          "(random weights, seed 0) - the pictures are noise", file=sys.stderr)
+    return Generator(CONFIGS[name], seed=0).to(device).eval()
+
+
+def _to_uint8(image) -> "object":
+    """[3, H, W] in [-1, 1] -> (H, W, 3) uint8."""
+    import numpy as np
+
+    arr = ((image.clamp(-1, 1) + 1) * 127.5).round().to("cpu").numpy().astype(np.uint8)
+    return arr.transpose(1, 2, 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ide3d_core import labels as labelmap
+    from ide3d_core.cameras import orbit_camera
+    from ide3d_core.progress import TqdmProgress
+
+    seeds = parse_seeds(args.seeds)
+    if not -89.0 < args.pitch < 89.0:
+        raise UserError(f"--pitch must be within (-89, 89) degrees, got {args.pitch}")
+    if not math.isfinite(args.trunc):
+        raise UserError("--trunc must be a number")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"unknown device {args.device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but CUDA is not available")
+    G = _generator(args, device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    views = [(yaw, orbit_camera(math.radians(yaw), math.radians(args.pitch))) for yaw in args.yaw]
+    written: list[Path] = []
+    total = len(seeds) * len(views)
+    with TqdmProgress("generate", disable=args.quiet) as progress, torch.no_grad():
+        for k, seed in enumerate(seeds):
+            ws = G.codes_from_seeds([seed], truncation_psi=args.trunc)
+            planes = G.planes(ws)
+            path = args.out / f"seed{seed:04d}_ws.npy"
+            np.save(path, ws[0].float().cpu().numpy())
+            written.append(path)
+            for j, (yaw, cam) in enumerate(views):
+                c = torch.from_numpy(cam.label()).to(device)[None]
+                out = G.render(planes, c, ws)
+                name = f"seed{seed:04d}_yaw{round(yaw):+d}_pitch{round(args.pitch):+d}"
+                ids = out.semantic[0].argmax(0).to(torch.uint8).cpu().numpy()
+                files = {f"{name}.png": Image.fromarray(_to_uint8(out.image[0].float()), "RGB"),
+                         f"{name}_labels.png": Image.fromarray(ids, "L"),
+                         f"{name}_seg.png": Image.fromarray(labelmap.colorize(ids), "RGB")}
+                for fname, img in files.items():
+                    img.save(args.out / fname)
+                    written.append(args.out / fname)
+                progress(k * len(views) + j + 1, total, name)
+    print(f"wrote {len(written)} files for {len(seeds)} seed(s) x {len(views)} view(s) to {args.out}/")
+    return 0
