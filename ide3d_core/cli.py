@@ -15,6 +15,7 @@ import sys
 # (module path) in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "ide3d_core.commands.demo",
+    "ide3d_core.commands.generate",
     "ide3d_core.commands.prepare",
     "ide3d_core.commands.addon",
     "ide3d_core.commands.mesh",
