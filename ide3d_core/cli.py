@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ide3d_core.commands.mesh",
     "training.commands.dataset",
     "training.commands.train",
+    "training.commands.train",
 )
 
 

@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The training loop on the real ``tiny`` generator: smoke run, exact resume, kill and resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_training_fixtures import tiny_config, write_dataset
+from training import checkpoint as ckpt
+from training.data import open_source
+from training.loop import TrainingError, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny networks on a shared 2-core machine: one thread avoids contention (and is faster).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "ds", n=6, res=32)
+
+
+def _source(dataset: Path, cfg):
+    return open_source(str(dataset), 32, cfg.seed, torch.device("cpu"))
+
+
+def test_smoke_run_writes_finite_losses_a_checkpoint_and_a_loadable_generator(dataset, tmp_path):
+    from ide3d_core.networks import load_generator
+
+    cfg = tiny_config(kimg=0.006)  # 3 steps of 2 images: R1, density and both main phases run
+    res = train(cfg, _source(dataset, cfg), tmp_path / "run")
+    assert res.finished and res.step == 3 and res.images_seen == 6
+    for key in ("loss/G", "loss/D", "D/real_rgb", "D/fake_semantic"):
+        assert math.isfinite(res.losses[key]), key
+    lines = [json.loads(s) for s in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in lines] == [1, 2, 3]
+    assert any("reg/r1_semantic" in d for d in lines) and any("reg/density" in d for d in lines)
+    # The checkpoint reloads into fresh models and holds exactly the trained EMA weights.
+    tensors, state = ckpt.load_checkpoint(res.checkpoint)
+    assert state["step"] == 3 and state["images_seen"] == 6
+    G = load_generator(res.generator_dir)
+    for k, v in G.state_dict().items():
+        torch.testing.assert_close(v, tensors[f"G_ema/{k}"].to(v.dtype), rtol=1e-3, atol=1e-3)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = ckpt.load_checkpoint(path)
+    return {k: v for k, v in tensors.items() if not k.startswith("rng/")}
+
+
+def test_stopped_and_resumed_run_equals_the_uninterrupted_run(dataset, tmp_path):
+    cfg = tiny_config(kimg=0.008, checkpoint_steps=100)  # 4 steps; R1 at 0 and 4, density at 0, 2
+    straight = train(cfg, _source(dataset, cfg), tmp_path / "a")
+    first = train(cfg, _source(dataset, cfg), tmp_path / "b", stop_at_step=2)
+    assert not first.finished and first.step == 2 and first.checkpoint.name == ckpt.checkpoint_name(2)
+    second = train(cfg, _source(dataset, cfg), tmp_path / "b", resume=True)
+    assert second.finished and second.step == 4
+    a, b = _weights(straight.checkpoint), _weights(second.checkpoint)
+    assert a.keys() == b.keys()
+    for k in a:  # weights, EMA and both optimisers' moments: bit-identical
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_a_new_run_refuses_a_used_folder_and_resume_refuses_other_settings(dataset, tmp_path):
+    cfg = tiny_config(kimg=0.002)
+    train(cfg, _source(dataset, cfg), tmp_path / "run")
+    with pytest.raises(TrainingError, match="--resume"):
+        train(cfg, _source(dataset, cfg), tmp_path / "run")
+    with pytest.raises(TrainingError, match="gamma_rgb"):
+        train(cfg.replace(gamma_rgb=5.0), _source(dataset, cfg), tmp_path / "run", resume=True)
+
+
+def _command(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "training.commands.train", "--data", str(dataset), "--out", str(out),
+            "--quiet", *extra]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = _command(dataset, out, "--config", "tiny", "--batch", "2", "--kimg", "1", "--checkpoint-steps", "1")
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    folder = out / "checkpoints"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and len(ckpt.list_checkpoints(folder)) < 2:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no chance to clean up: possibly mid-write
+        proc.wait()
+    latest = ckpt.latest_checkpoint(folder)
+    assert latest is not None
+    _, state = ckpt.load_checkpoint(latest)  # the newest complete checkpoint is never broken
+    saved = state["step"]
+    assert saved >= 2
+    done = subprocess.run(_command(dataset, out, "--resume", "--stop-at-step", str(saved + 1)),
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"stopped at step {saved + 1} " in done.stdout
+    steps = [json.loads(s)["step"] for s in (out / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == saved + 1
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint(dataset, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = _command(dataset, out, "--config", "tiny", "--batch", "2", "--kimg", "1", "--checkpoint-steps", "1000")
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = out / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, text
+    assert "stopped at step" in text
+    _, state = ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"))
+    assert state["step"] >= 1

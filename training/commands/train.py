@@ -1,0 +1,144 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``ide3d train``: train a generator on procedural heads or a dataset folder; resumable, multi-process.
+
+    ide3d train --config tiny|default|paper --data procedural|DIR --out RUN_DIR [--batch N] [--kimg K] [--resume]
+    torchrun --nproc_per_node=N -m training.commands.train --config default --data procedural --out RUN_DIR
+
+Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint and exits; ``--resume``
+continues from the newest checkpoint exactly. A hard kill loses only the steps since the last
+checkpoint (checkpoints are written atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from ide3d_core.cli import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a generator (procedural heads or a dataset folder)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", choices=("tiny", "default", "paper"), default=None,
+                   help="training preset (required for a new run; a resumed run keeps its own)")
+    p.add_argument("--data", required=True, help="'procedural' (heads drawn on the fly) or a dataset folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder (config, checkpoints, logs, generator)")
+    p.add_argument("--batch", type=int, default=None, help="images per step over all processes")
+    p.add_argument("--kimg", type=float, default=None, help="length of the run in thousands of images")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--seed", type=int, default=None, help="random seed of a new run (default 0)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--no-xflip", action="store_true", help="do not mirror dataset-folder samples")
+    p.add_argument("--checkpoint-steps", type=int, default=None, help="checkpoint period in steps")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="stop (with a checkpoint) once this many steps are done, e.g. to train in sittings")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _config(args: argparse.Namespace):
+    from training.config import TRAIN_CONFIGS, TrainConfig
+
+    saved = args.out / "train_config.json"
+    if args.resume and saved.exists():
+        try:
+            cfg = TrainConfig.load(saved)
+        except ValueError as exc:
+            raise UserError(f"{saved}: {exc}") from None
+        if args.config is not None and TRAIN_CONFIGS[args.config].generator != cfg.generator:
+            raise UserError(f"{args.out} trains generator {cfg.generator!r}, not {args.config!r}")
+        if args.batch is not None and args.batch != cfg.batch_size:
+            raise UserError(f"{args.out} was trained with batch {cfg.batch_size}; a resumed run keeps it")
+        if args.seed is not None and args.seed != cfg.seed:
+            raise UserError(f"{args.out} was trained with seed {cfg.seed}; a resumed run keeps it")
+    else:
+        if args.config is None:
+            raise UserError("--config is required for a new run")
+        cfg = TRAIN_CONFIGS[args.config]
+        changes = {}
+        if args.batch is not None:
+            changes["batch_size"] = args.batch
+        if args.seed is not None:
+            changes["seed"] = args.seed
+        if args.no_xflip:
+            changes["xflip"] = False
+        if args.checkpoint_steps is not None:
+            changes["checkpoint_steps"] = args.checkpoint_steps
+        try:
+            cfg = cfg.replace(**changes)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    if args.kimg is not None:
+        try:
+            cfg = cfg.replace(kimg=args.kimg)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ide3d_core.networks import CONFIGS
+    from ide3d_core.progress import CancelToken, TqdmProgress
+    from training.data import DatasetError, open_source
+    from training.distributed import init_distributed, shutdown
+    from training.loop import TrainingError, train
+
+    cfg = _config(args)
+    try:
+        ctx = init_distributed(args.device)
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        if ctx.device.type == "cpu":
+            torch.set_num_threads(max(1, torch.get_num_threads() // max(ctx.world_size, 1)))
+        try:
+            source = open_source(args.data, CONFIGS[cfg.generator].img_resolution, cfg.seed, ctx.device,
+                                 xflip=cfg.xflip)
+        except DatasetError as exc:
+            raise UserError(str(exc)) from None
+        cancel = CancelToken()
+        handler = lambda signum, frame: cancel.cancel()  # noqa: E731
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with TqdmProgress(f"train {cfg.generator}", disable=args.quiet or not ctx.is_main) as bar:
+                result = train(cfg, source, args.out, ctx=ctx, resume=args.resume, progress=bar,
+                               cancel=cancel, stop_at_step=args.stop_at_step)
+        except (TrainingError, DatasetError) as exc:
+            raise UserError(str(exc)) from None
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        if ctx.is_main:
+            state = "finished" if result.finished else "stopped"
+            print(f"[train] {state} at step {result.step} ({result.images_seen / 1000:.1f} kimg); "
+                  f"checkpoint {result.checkpoint}")
+            if result.generator_dir is not None:
+                print(f"[train] EMA generator: {result.generator_dir}")
+    finally:
+        shutdown(ctx)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m training.commands.train`` (what torchrun launches)."""
+    parser = argparse.ArgumentParser(prog="training.commands.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
