@@ -21,7 +21,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ide3d_core.commands.mesh",
     "training.commands.dataset",
     "training.commands.train",
-    "training.commands.train",
 )
 
 
