@@ -35,8 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:  # one broken feature must not take the whole tool down
+            _register_unavailable(sub, name, exc)
+            continue
+        module.register(sub)
     return parser
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, module: str, exc: ImportError) -> None:
+    command = module.rsplit(".", 1)[-1].replace("_", "-")
+    reason = f"{type(exc).__name__}: {exc}"
+
+    def fail(_args: argparse.Namespace) -> int:
+        raise UserError(f"this command is unavailable in this installation ({reason})")
+
+    p = sub.add_parser(command, help=f"(unavailable: {reason})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=fail)
 
 
 def main(argv: list[str] | None = None) -> int:
