@@ -16,7 +16,6 @@ from test_portrait_fixtures import label, make_generator
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.set_num_threads(2)
     g = make_generator()
     ws_true = g.codes_from_seeds([3]).detach()
     cam = label(20.0, -5.0)

@@ -1,0 +1,160 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Training of the inversion encoders and the canonical editor on the generator's own samples.
+
+Each step draws ``batch_codes`` codes from the frozen generator (canonical-camera conditioning,
+truncation ``truncation_psi``), renders every code from ``views`` cameras (multi-view augmentation;
+poses from :class:`~ide3d_core.cameras.PoseDistribution`), takes the argmax of the rendered semantic map
+as the mask, and trains the encoder pair ``E(image, mask) -> (ws, yaw/pitch)`` with
+
+* a latent loss: smooth-L1 between predicted and true codes, times ``latent_weight`` (50 as the original);
+* a pose loss: MSE of the predicted yaw/pitch (radians);
+* a view-consistency loss: the codes predicted from the k views of one code are pulled to their mean
+  (the same codes rendered from k views must encode to the same codes);
+* a re-render consistency loss: the predicted codes rendered from the same camera must reproduce the
+  image (MSE) and the mask (cross-entropy); the gradient flows through the frozen generator.
+
+The canonical editor (``encoder.config.canonical``) is trained the same way but every view is the
+canonical front camera (``views`` is forced to 1); the procedure checks every camera label it renders
+with and raises if one is not canonical.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ide3d_core.cameras import PoseDistribution, canonical_camera, orbit_camera
+from ide3d_core.progress import CancelToken, ProgressFn, report
+
+
+@dataclass(frozen=True)
+class EncoderTrainingPolicy:
+    """Schedule and loss weights of :func:`train_encoders`."""
+
+    steps: int = 20000
+    batch_codes: int = 4  #: distinct codes per step
+    views: int = 2  #: cameras per code (multi-view augmentation); 1 for the canonical editor
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    truncation_psi: float = 0.8
+    latent_weight: float = 50.0
+    pose_weight: float = 1.0
+    view_consistency_weight: float = 10.0
+    rerender_weight: float = 1.0
+    semantic_weight: float = 0.1
+    poses: PoseDistribution = PoseDistribution()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_codes < 1 or self.views < 1:
+            raise ValueError("steps >= 0, batch_codes >= 1 and views >= 1 are required")
+
+
+@dataclass
+class EncoderTrainingResult:
+    """Per-step loss terms (``history[i]`` is a dict of floats) and the wall time."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _canonical_label() -> np.ndarray:
+    return canonical_camera().label()
+
+
+def sample_views(policy: EncoderTrainingPolicy, rng: np.random.Generator, n: int, canonical: bool
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (n, 25) float32, yaw_pitch (n, 2) radians) of the training cameras."""
+    if canonical:
+        return np.repeat(_canonical_label()[None], n, 0), np.zeros((n, 2), np.float32)
+    angles = policy.poses.sample_angles(rng, n)
+    labels = np.stack([orbit_camera(float(y), float(p), policy.poses.radius, focal=policy.poses.focal).label()
+                       for y, p in angles])
+    return labels.astype(np.float32), angles.astype(np.float32)
+
+
+def check_canonical(labels: torch.Tensor) -> None:
+    """Raise ``RuntimeError`` unless every row of labels [N, 25] is the canonical camera's label."""
+    ref = torch.from_numpy(_canonical_label()).to(labels.device, labels.dtype)
+    if not bool(torch.all(torch.abs(labels - ref) <= 1e-6)):
+        raise RuntimeError("the canonical editor may only be trained on canonical-camera views")
+
+
+def encoder_losses(generator: nn.Module, encoder: nn.Module, ws: torch.Tensor, labels: torch.Tensor,
+                   yaw_pitch: torch.Tensor, views: int, policy: EncoderTrainingPolicy) -> dict[str, torch.Tensor]:
+    """The loss terms of one batch: ``ws`` [B*views, num_ws, w_dim] (each code repeated ``views`` times,
+    consecutively), ``labels`` [B*views, 25], ``yaw_pitch`` [B*views, 2]."""
+    with torch.no_grad():
+        out = generator(ws, labels)
+        image = out.image
+        mask = out.semantic.argmax(1)
+    rec_ws, pose = encoder(image, mask)
+    terms = {"latent": policy.latent_weight * F.smooth_l1_loss(rec_ws, ws),
+             "pose": policy.pose_weight * F.mse_loss(pose, yaw_pitch)}
+    if views > 1 and policy.view_consistency_weight:
+        grouped = rec_ws.view(-1, views, *rec_ws.shape[1:])
+        terms["views"] = policy.view_consistency_weight * F.mse_loss(grouped, grouped.mean(1, keepdim=True).expand_as(grouped))
+    if policy.rerender_weight or policy.semantic_weight:
+        rec = generator(rec_ws, labels)
+        if policy.rerender_weight:
+            terms["rerender"] = policy.rerender_weight * F.mse_loss(rec.image, image)
+        if policy.semantic_weight:
+            terms["semantic"] = policy.semantic_weight * F.cross_entropy(rec.semantic, mask)
+    return terms
+
+
+def train_encoders(generator: nn.Module, encoder: nn.Module, policy: EncoderTrainingPolicy = EncoderTrainingPolicy(),
+                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> EncoderTrainingResult:
+    """Train ``encoder`` (in place) against the frozen ``generator``; both on the same device."""
+    dev = next(encoder.parameters()).device
+    canonical = bool(getattr(encoder.config, "canonical", False))
+    views = 1 if canonical else policy.views
+    generator.eval().requires_grad_(False)
+    encoder.train()
+    rng = np.random.default_rng(policy.seed)
+    zgen = torch.Generator(device="cpu").manual_seed(policy.seed)
+    opt = torch.optim.Adam(encoder.parameters(), lr=policy.lr, betas=policy.betas)
+    c_map = torch.from_numpy(_canonical_label()).to(dev)[None].expand(policy.batch_codes, -1)
+    result = EncoderTrainingResult()
+    t0 = time.perf_counter()
+    for step in range(policy.steps):
+        z = torch.randn(policy.batch_codes, generator.z_dim, generator=zgen).to(dev)
+        with torch.no_grad():
+            ws = generator.mapping(z, c_map, truncation_psi=policy.truncation_psi)
+        labels_np, yp_np = sample_views(policy, rng, policy.batch_codes * views, canonical)
+        labels = torch.from_numpy(labels_np).to(dev)
+        if canonical:
+            check_canonical(labels)
+        terms = encoder_losses(generator, encoder, ws.repeat_interleave(views, 0), labels,
+                               torch.from_numpy(yp_np).to(dev), views, policy)
+        loss = sum(terms.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        result.history.append({k: float(v.detach()) for k, v in terms.items()} | {"total": float(loss.detach())})
+        report(progress, step + 1, policy.steps, f"loss {result.history[-1]['total']:.4f}", cancel)
+    encoder.eval()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def evaluate_latent_loss(generator: nn.Module, encoder: nn.Module, seeds: list[int], canonical: bool,
+                         truncation_psi: float = 0.8) -> float:
+    """Mean smooth-L1 code error of the encoder on held-out seeds rendered from yaw 0 or +-30 degrees
+    (canonical: the front view only)."""
+    dev = next(encoder.parameters()).device
+    ws = generator.codes_from_seeds(seeds, truncation_psi=truncation_psi).to(dev)
+    yaws = [0.0] if canonical else [-math.radians(30), 0.0, math.radians(30)]
+    errs = []
+    with torch.no_grad():
+        for yaw in yaws:
+            c = torch.from_numpy(orbit_camera(yaw, 0.0).label()).to(dev)[None].expand(len(seeds), -1)
+            out = generator(ws, c)
+            rec, _ = encoder(out.image, out.semantic.argmax(1))
+            errs.append(float(F.smooth_l1_loss(rec, ws)))
+    return float(np.mean(errs))
