@@ -16,6 +16,7 @@ returned array's (``x_loaded = scale * x_original``), after the EXIF rotation.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,9 @@ def _decode_pillow(data: bytes, name: str, max_side: int, max_pixels: int) -> Lo
 
     notes: list[str] = []
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # the size is checked below, against our own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise PhotoError(name, "the header declares an image too large to decode safely",
                          "downscale it in an image editor first") from None
