@@ -137,7 +137,9 @@ def downsample2x(x: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, W] -> [B, C, H/2, W/2]``: low-pass with the separable [1, 3, 3, 1] / 8 filter
     (border replicated), then keep every second pixel. H and W must be even."""
     c = x.shape[1]
-    f = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype, device=x.device) / 8.0
+    # [1, 3, 3, 1] / 8 built on the device by arithmetic (no host-to-device copy: graph capturable).
+    i = torch.arange(4, dtype=x.dtype, device=x.device)
+    f = torch.where((2.0 * i - 3.0).abs() == 1.0, 3.0, 1.0).to(x.dtype) / 8.0
     k = (f[:, None] * f[None, :]).expand(c, 1, 4, 4)
     x = F.pad(x, (1, 1, 1, 1), mode="replicate")
     return F.conv2d(x, k, stride=2, groups=c)
