@@ -44,7 +44,8 @@ def test_smoke_run_writes_finite_losses_a_checkpoint_and_a_loadable_generator(da
     from ide3d_core.networks import load_generator
 
     cfg = tiny_config(kimg=0.006)  # 3 steps of 2 images: R1, density and both main phases run
-    res = train(cfg, _source(dataset, cfg), tmp_path / "run")
+    source = open_source("procedural", 32, cfg.seed, torch.device("cpu"))  # heads drawn on the fly
+    res = train(cfg, source, tmp_path / "run")
     assert res.finished and res.step == 3 and res.images_seen == 6
     for key in ("loss/G", "loss/D", "D/real_rgb", "D/fake_semantic"):
         assert math.isfinite(res.losses[key]), key

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ide3d_core.cameras import LABEL_DIM, PoseDistribution, mirror_label, orbit_camera, CANONICAL_PIVOT
+from ide3d_core.cameras import LABEL_DIM, PoseDistribution, mirror_label
 from ide3d_core.labels import NUM_CLASSES, mirror_labels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -203,7 +203,7 @@ class FolderSource:
             images.append(img)
             labels.append(lab)
             cams.append(cam)
-        image = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        image = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
         return DataBatch(image.to(self.device), torch.from_numpy(np.stack(labels).astype(np.int64)).to(self.device),
                          torch.from_numpy(np.stack(cams)).to(self.device))
 
@@ -214,17 +214,21 @@ class FolderSource:
 
 def random_cameras(rng: np.random.Generator, n: int, poses: PoseDistribution,
                    device: torch.device) -> torch.Tensor:
-    """[n, 25] labels of cameras drawn from the pose prior ``poses`` (host draw, copied to ``device``)."""
-    labels = np.stack([orbit_camera(y, p, poses.radius, CANONICAL_PIVOT, poses.focal).label()
-                       for y, p in poses.sample_angles(rng, n)])
-    return torch.from_numpy(labels.astype(np.float32)).to(device)
+    """[n, 25] labels of cameras drawn from the pose prior ``poses`` (host draw, copied to ``device``).
+
+    Uses the procedural heads' vectorised ``orbit_labels`` (tested there against
+    :func:`ide3d_core.cameras.orbit_camera`, which stays the definition)."""
+    from training.procedural import orbit_labels
+
+    labels = orbit_labels(poses.sample_angles(rng, n), poses.radius, poses.focal)
+    return torch.from_numpy(labels).to(device)
 
 
 class ProceduralSource:
     """Fresh procedural heads and cameras every batch, rendered on ``device`` (GPU when training there).
 
-    Batch ``(step, rank)`` uses heads drawn with a torch generator and cameras drawn with a numpy
-    generator both seeded from ``(seed, step, rank)``."""
+    Batch ``(step, rank)`` uses heads drawn with a CPU torch generator and cameras drawn with a numpy
+    generator, both seeded from ``(seed, step, rank)``, so the data do not depend on the device."""
 
     def __init__(self, resolution: int, seed: int, device: torch.device,
                  poses: PoseDistribution = PoseDistribution(), antialias: int = 2) -> None:
@@ -235,7 +239,7 @@ class ProceduralSource:
         from training.procedural import render_heads, sample_heads
 
         rng = step_rng(self.seed, step, rank)
-        gen = torch.Generator(device=self.device).manual_seed(int(rng.integers(0, 2**62)))
+        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))  # CPU: same heads on any device
         heads = sample_heads(batch_size, gen, self.device)
         cams = random_cameras(rng, batch_size, self.poses, self.device)
         r = render_heads(heads, cams, self.resolution, antialias=self.antialias)

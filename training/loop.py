@@ -64,6 +64,7 @@ class TrainResult:
         finished: the run reached ``config.total_steps``.
         losses: the last logged scalars.
         generator_dir: the exported EMA generator (``save_generator`` folder) when finished.
+        G, G_ema, D: this process's networks after the last step.
     """
 
     step: int
@@ -72,6 +73,9 @@ class TrainResult:
     finished: bool
     losses: dict[str, float] = field(default_factory=dict)
     generator_dir: Optional[Path] = None
+    G: Optional[nn.Module] = None
+    G_ema: Optional[nn.Module] = None
+    D: Optional[nn.Module] = None
 
 
 @dataclass
@@ -384,7 +388,7 @@ def train(cfg: TrainConfig, source: DataSource, run_dir: str | Path, *, ctx: Dis
     finally:
         if log is not None:
             log.close()
-    return TrainResult(step, images_seen, last_ckpt, step >= total, losses, gen_dir)
+    return TrainResult(step, images_seen, last_ckpt, step >= total, losses, gen_dir, m.G, m.G_ema, m.D)
 
 
 def _stopping(cancel: Optional[CancelToken], stop_at_step: Optional[int], step: int) -> bool:
