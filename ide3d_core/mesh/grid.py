@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Sampling a field's density on a regular grid, in bounded chunks.
+"""Sampling a field's density on a regular grid, in bounded chunks, densely or near the surface only.
 
 Grid layout: ``density[i, j, k]`` is the density at the model-world point
 ``(x_i, y_j, z_k)`` with ``x_i = -bound + i * spacing``, ``spacing = 2 * bound / (resolution - 1)``
@@ -7,8 +7,18 @@ Grid layout: ``density[i, j, k]`` is the density at the model-world point
 layer of samples is set to 0 (empty) so that every iso-surface is closed even where the head touches
 the box (the neck), which makes the extracted mesh watertight.
 
-The field is queried slab by slab (whole x-slices, at most ``chunk`` points per query) and the result
-is written into one preallocated tensor on the field's device, so memory is the grid itself plus one
+Dense sampling queries every sample. Block-sparse sampling (``GridConfig.block > 0``) first samples
+a coarse grid every ``block`` samples, marks the blocks (cubes of ``block`` cells, sharing their face
+samples) whose coarse corners are not all inside (``>= level``) while some corner exceeds
+``band * level``, grows that set by one block in every direction, and queries only the samples of the
+marked blocks; unmarked blocks are filled with 0 (outside) or ``2 * level`` (inside). Marching cubes
+then gives the same surface as dense sampling wherever the surface passes through a marked block: every
+marching-cubes cell lies inside one block. A head fills a small part of its box, so this queries about
+a tenth of a 256^3 grid. Structures thinner than a block that no coarse sample touches (and that are
+more than a block away from the rest of the surface) can be missed; ``block = 0`` samples densely.
+
+The field is queried slab by slab (x-slices, at most ``chunk`` points per query) and the result is
+written into one preallocated tensor on the field's device, so memory is the grid itself plus one
 chunk, and there is a single host transfer at the end.
 """
 from __future__ import annotations
@@ -18,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ide3d_core.mesh.field import Field
 from ide3d_core.progress import CancelToken, ProgressFn, report
@@ -31,11 +42,15 @@ class GridConfig:
         resolution: samples per axis (128 to 512 for heads; at least 8).
         bound: half size of the sampled cube in model units (the head box is 0.5).
         chunk: most points per field query (bounds memory: about chunk * 1 KiB for the generator).
+        block: block size in cells of block-sparse sampling (see the module docstring); 0 = dense.
+        band: fraction of the level a coarse corner must exceed to mark a non-inside block.
     """
 
     resolution: int = 256
     bound: float = 0.5
     chunk: int = 1 << 18
+    block: int = 8
+    band: float = 0.25
 
     def __post_init__(self) -> None:
         if not 8 <= self.resolution <= 1024:
@@ -44,6 +59,8 @@ class GridConfig:
             raise ValueError(f"grid bound must be positive, got {self.bound}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be positive, got {self.chunk}")
+        if self.block < 0 or self.block == 1 or not 0.0 <= self.band < 1.0:
+            raise ValueError(f"block must be 0 (dense) or >= 2 and band in [0, 1), got {self.block}, {self.band}")
 
     @property
     def spacing(self) -> float:
@@ -57,40 +74,119 @@ class GridConfig:
 
 @dataclass(frozen=True, eq=False)
 class DensityGrid:
-    """Sampled density. ``density`` is [R, R, R] float32 (axes x, y, z; see the module docstring)."""
+    """Sampled density. ``density`` is [R, R, R] float32 (axes x, y, z; see the module docstring);
+    ``queried`` is the number of field queries it took."""
 
     density: np.ndarray
     config: GridConfig
+    queried: int = 0
 
     def index_to_world(self, index_coords: np.ndarray) -> np.ndarray:
         """[..., 3] continuous grid indices (i, j, k) -> [..., 3] model-world points."""
         return -self.config.bound + self.config.spacing * np.asarray(index_coords, dtype=np.float64)
 
 
-def sample_density_grid(field: Field, config: GridConfig = GridConfig(),
+def _dense(field: Field, config: GridConfig, axis: torch.Tensor, out: torch.Tensor,
+           progress: Optional[ProgressFn], cancel: Optional[CancelToken], done0: int, total: int) -> None:
+    r = config.resolution
+    yy, zz = torch.meshgrid(axis, axis, indexing="ij")
+    plane = torch.stack([yy.reshape(-1), zz.reshape(-1)], dim=-1)  # [R*R, 2] (y, z)
+    slabs = max(1, config.chunk // (r * r))
+    for i0 in range(0, r, slabs):
+        i1 = min(r, i0 + slabs)
+        if r * r > config.chunk:  # one slice is bigger than a chunk: split the slice itself
+            for i in range(i0, i1):
+                pts = torch.cat([axis[i].expand(r * r, 1), plane], dim=1)
+                flat = out[i].view(-1)
+                for s in range(0, r * r, config.chunk):
+                    flat[s:s + config.chunk] = field.density(pts[s:s + config.chunk]).reshape(-1)
+        else:
+            xs = axis[i0:i1].repeat_interleave(r * r)[:, None]
+            pts = torch.cat([xs, plane.repeat(i1 - i0, 1)], dim=1)
+            out[i0:i1] = field.density(pts).reshape(i1 - i0, r, r)
+        report(progress, done0 + i1, total, "density grid", cancel)
+
+
+def _query_indices(field: Field, idx: torch.Tensor, axis: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Density [M] at integer sample indices idx [M, 3], in chunks."""
+    vals = [field.density(axis[idx[s:s + chunk]]).reshape(-1) for s in range(0, idx.shape[0], chunk)]
+    return torch.cat(vals) if vals else torch.zeros(0, device=axis.device)
+
+
+def _block_of_sample(r: int, block: int, device: torch.device) -> torch.Tensor:
+    """[r] int64: the block each sample index lies in (block k spans samples k*block .. (k+1)*block,
+    sharing its far face with block k+1; the last block may be shorter and owns the last sample)."""
+    nb = (r - 2) // block + 1
+    return (torch.arange(r, device=device) // block).clamp(max=nb - 1)
+
+
+def sample_density_grid(field: Field, config: GridConfig = GridConfig(), level: Optional[float] = None,
                         progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> DensityGrid:
-    """Evaluate ``field.density`` on the grid of ``config`` (see the module docstring)."""
+    """Evaluate ``field.density`` on the grid of ``config`` (see the module docstring).
+
+    ``level`` (the surface density) is needed for block-sparse sampling; without it, or with
+    ``config.block == 0``, the grid is sampled densely.
+    """
     r = config.resolution
     device = field.device
     axis = torch.as_tensor(config.axis(), dtype=torch.float32, device=device)
     out = torch.zeros((r, r, r), dtype=torch.float32, device=device)
-    yy, zz = torch.meshgrid(axis, axis, indexing="ij")
-    plane = torch.stack([yy.reshape(-1), zz.reshape(-1)], dim=-1)  # [R*R, 2] (y, z)
-    slabs = max(1, config.chunk // (r * r))
     with torch.no_grad():
-        for i0 in range(0, r, slabs):
-            i1 = min(r, i0 + slabs)
-            if r * r > config.chunk:  # one slice is bigger than a chunk: split the slice itself
-                for i in range(i0, i1):
-                    pts = torch.cat([axis[i].expand(r * r, 1), plane], dim=1)
-                    flat = out[i].view(-1)
-                    for s in range(0, r * r, config.chunk):
-                        flat[s:s + config.chunk] = field.density(pts[s:s + config.chunk]).reshape(-1)
-            else:
-                xs = axis[i0:i1].repeat_interleave(r * r)[:, None]
-                pts = torch.cat([xs, plane.repeat(i1 - i0, 1)], dim=1)
-                out[i0:i1] = field.density(pts).reshape(i1 - i0, r, r)
-            report(progress, i1, r, "density grid", cancel)
+        if level is None or config.block == 0 or config.block >= r - 1:
+            _dense(field, config, axis, out, progress, cancel, 0, r)
+            queried = r ** 3
+        else:
+            queried = _sparse(field, config, float(level), axis, out, progress, cancel)
     out[0], out[-1], out[:, 0], out[:, -1], out[:, :, 0], out[:, :, -1] = 0, 0, 0, 0, 0, 0
-    return DensityGrid(out.cpu().numpy(), config)
+    return DensityGrid(out.cpu().numpy(), config, int(queried))
+
+
+def _sparse(field: Field, config: GridConfig, level: float, axis: torch.Tensor, out: torch.Tensor,
+            progress: Optional[ProgressFn], cancel: Optional[CancelToken]) -> int:
+    r, b = config.resolution, config.block
+    device = axis.device
+    edges = torch.arange(0, r - 1, b, device=device)
+    edges = torch.cat([edges, torch.tensor([r - 1], device=device)])  # coarse sample indices [nb + 1]
+    nc = edges.shape[0]
+    ci = torch.stack(torch.meshgrid(edges, edges, edges, indexing="ij"), dim=-1).reshape(-1, 3)
+    coarse = _query_indices(field, ci, axis, config.chunk).reshape(nc, nc, nc)
+    report(progress, 1, r + 1, "density grid (coarse)", cancel)
+    # corner min / max of every block: [nb, nb, nb]
+    cmin = -F.max_pool3d(-coarse[None, None], 2, stride=1)[0, 0]
+    cmax = F.max_pool3d(coarse[None, None], 2, stride=1)[0, 0]
+    inside = cmin >= level
+    active = (~inside) & (cmax > config.band * level)
+    active = F.max_pool3d(active[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    inside = inside & ~active
+    own = _block_of_sample(r, b, device)
+    active_f = active.float()
+    inside_f = inside.float()
+    queried = coarse.numel()
+    slabs = max(1, config.chunk // (r * r))
+    for i0 in range(0, r, slabs):
+        i1 = min(r, i0 + slabs)
+        # A sample belongs to its own block and, when it lies on a block face, to the block before it
+        # along that axis (the sample index just below it is in that block). So "in an active block"
+        # is the max of "own block active" over {i-1, i} x {j-1, j} x {k-1, k}: a 2x2x2 max-pool of the
+        # own-block map, padded by one empty sample at the low side.
+        lo = max(i0 - 1, 0)
+        up = _upsample(active_f, own, lo, i1)
+        if i0 == 0:
+            up = F.pad(up, (0, 0, 0, 0, 1, 0))
+        mask = F.max_pool3d(F.pad(up, (1, 0, 1, 0))[None, None], 2, stride=1)[0, 0] > 0
+        fill = _upsample(inside_f, own, i0, i1) > 0
+        out[i0:i1].masked_fill_(fill, 2.0 * level)
+        idx = torch.nonzero(mask)
+        if idx.shape[0]:
+            idx[:, 0] += i0
+            out[idx[:, 0], idx[:, 1], idx[:, 2]] = _query_indices(field, idx, axis, config.chunk)
+            queried += idx.shape[0]
+        report(progress, i1 + 1, r + 1, "density grid", cancel)
+    return queried
+
+
+def _upsample(blocks: torch.Tensor, own: torch.Tensor, i0: int, i1: int) -> torch.Tensor:
+    """Block values [nb, nb, nb] -> per-sample values of samples [i0:i1] x all x all (own block)."""
+    x = blocks.index_select(0, own[i0:i1])
+    return x.index_select(1, own).index_select(2, own)

@@ -40,11 +40,12 @@ class MeshConfig:
 
 @dataclass(frozen=True, eq=False)
 class MeshResult:
-    """The mesh and the seconds each stage took (keys: grid, marching_cubes, cleanup, attributes,
-    bake)."""
+    """The mesh, the seconds each stage took (keys: grid, marching_cubes, cleanup, attributes, bake)
+    and the number of density queries the grid took."""
 
     mesh: HeadMesh
     seconds: dict[str, float]
+    queried: int = 0
 
 
 def extract_head_mesh(field: Field, config: MeshConfig = MeshConfig(), renderer: Optional[Renderer] = None,
@@ -61,9 +62,10 @@ def extract_head_mesh(field: Field, config: MeshConfig = MeshConfig(), renderer:
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    grid = sample_density_grid(field, config.grid, progress=None if progress is None else
+    grid = sample_density_grid(field, config.grid, config.level, progress=None if progress is None else
                                (lambda d, _t, m: progress(d, total, m)), cancel=cancel)
     seconds["grid"] = time.perf_counter() - t
+    queried = grid.queried
 
     t = time.perf_counter()
     mesh = marching_cubes(grid, config.level)
@@ -87,4 +89,4 @@ def extract_head_mesh(field: Field, config: MeshConfig = MeshConfig(), renderer:
                             progress=None if progress is None else
                             (lambda d, _t, m: progress(r + 3 + d, total, m)))
         seconds["bake"] = time.perf_counter() - t
-    return MeshResult(mesh, seconds)
+    return MeshResult(mesh, seconds, queried)
