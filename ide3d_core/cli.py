@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ide3d_core.commands.prepare",
     "ide3d_core.commands.addon",
     "ide3d_core.commands.mesh",
+    "ide3d_core.commands.portrait_cli",
+    "ide3d_core.commands.encoders_cli",
     "training.commands.dataset",
     "training.commands.train",
 )

@@ -1,0 +1,381 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``ide3d invert | edit | restyle | render``: portrait documents on the command line.
+
+    ide3d invert PHOTO [--mask M] [--steps N] [--tune-steps N] --out P.ide3d
+    ide3d edit P.ide3d (--mask painted.png [--mode residual|direct] | --undo | --redo) --out Q.ide3d
+    ide3d restyle P.ide3d --regions hair,cloth (--style-seed 7 | --style-portrait R.ide3d) --out Q.ide3d
+    ide3d render P.ide3d [--yaw 30 --pitch -5 | --canonical] [--orbit N] --out view.png
+
+Models: ``--model`` takes a folder written by ``save_generator``, ``config:NAME`` for an untrained
+generator (tests, demos), or nothing for the bundled model (``ide3d_core/models/default``); edit,
+restyle and render default to the model the portrait was made with. Encoders: ``--encoders DIR`` with
+``standard/`` and ``canonical/`` sub-folders (written by ``ide3d train-encoders``); default
+``<model>/encoders``. Inversion without encoders starts from the average code (a warning says so); a
+mask edit needs the canonical editor.
+
+Masks are read through :func:`ide3d_core.labels.decode_mask` (label ids, or palette colours with
+anti-aliased fringes snapped). ``render`` writes, beside every image, ``<name>_labels.png`` (label ids)
+and ``<name>_seg.png`` (palette colours); without a pose it renders from the portrait's source camera.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from ide3d_core.cli import UserError
+
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared helpers
+# ------------------------------------------------------------------------------------------------
+
+def _device(name: str):
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but CUDA is not available")
+    return dev
+
+
+def _model_folder(spec: str) -> Path | None:
+    if spec.startswith("config:"):
+        return None
+    folder = Path(spec).expanduser() if spec else BUNDLED_MODEL_DIR
+    return folder.parent if folder.is_file() else folder
+
+
+def load_base(spec: str, device):
+    """The base generator of a model spec ("" bundled, "config:NAME", or a folder)."""
+    from ide3d_core.networks import CONFIGS, Generator, load_generator
+
+    if spec.startswith("config:"):
+        name = spec.split(":", 1)[1]
+        if name not in CONFIGS:
+            raise UserError(f"unknown generator config {name!r}; known: {', '.join(CONFIGS)}")
+        print(f"ide3d: warning: using an UNTRAINED '{name}' generator (random weights, seed 0)", file=sys.stderr)
+        return Generator(CONFIGS[name], seed=0).to(device).eval().requires_grad_(False)
+    folder = _model_folder(spec)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"no model at {folder} (expected config.json and generator.safetensors); pass --model")
+    try:
+        return load_generator(folder, device=device).eval().requires_grad_(False)
+    except ValueError as exc:
+        raise UserError(f"could not load the model from {folder}: {exc}") from None
+
+
+def load_encoders(encoders: Path | None, model_spec: str, which: str, device):
+    """The ``which`` ("standard" | "canonical") encoder, or None when there is none."""
+    from ide3d_core.encoders import load_encoder
+
+    if encoders is None:
+        folder = _model_folder(model_spec)
+        if folder is None:
+            return None
+        encoders = folder / "encoders"
+    sub = encoders.expanduser() / which
+    if not (sub / "config.json").is_file():
+        return None
+    try:
+        return load_encoder(sub, device=device)
+    except ValueError as exc:
+        raise UserError(f"could not load the {which} encoder: {exc}") from None
+
+
+def read_rgb(path: Path):
+    """(H, W, 3) uint8 RGB of an image file."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"))
+    except FileNotFoundError:
+        raise UserError(f"no such file {path}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"cannot read the image {path}: {exc}") from None
+
+
+def read_mask(path: Path, size: tuple[int, int] | None):
+    """(H, W) uint8 label ids of a painted/label mask; ``size`` (H, W) must match when given."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from ide3d_core.labels import decode_mask
+
+    try:
+        with Image.open(path) as img:
+            arr = np.array(img if img.mode == "L" else img.convert("RGB"))  # L: label ids
+    except FileNotFoundError:
+        raise UserError(f"no such mask {path}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"cannot read the mask {path}: {exc}") from None
+    if size is not None and arr.shape[:2] != tuple(size):
+        raise UserError(f"the mask {path.name} is {arr.shape[1]}x{arr.shape[0]} pixels; "
+                        f"it must be {size[1]}x{size[0]}")
+    try:
+        ids = decode_mask(arr)
+    except ValueError as exc:
+        raise UserError(f"{path.name}: no recognisable labels ({exc})") from None
+    if not (ids > 0).any():
+        raise UserError(f"{path.name}: no recognisable labels (everything is background)")
+    return ids
+
+
+def _load(path: Path):
+    from ide3d_core.portrait import PortraitError, load_portrait
+
+    try:
+        return load_portrait(path)
+    except PortraitError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _generator_for(portrait, args, device):
+    from ide3d_core.portrait import PortraitError
+
+    spec = args.model if args.model is not None else (portrait.model_hint or "")
+    base = load_base(spec, device)
+    try:
+        return base, portrait.generator(base), spec
+    except PortraitError as exc:
+        raise UserError(f"{exc} (pass --model)") from None
+
+
+def _save(portrait, out: Path) -> None:
+    from ide3d_core.portrait import SUFFIX, save_portrait
+
+    if out.suffix != SUFFIX:
+        raise UserError(f"--out must end in {SUFFIX}, got {out.name!r}")
+    save_portrait(portrait, out)
+    print(f"wrote {out}")
+
+
+def _common(p: argparse.ArgumentParser, model_help: str) -> None:
+    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# ------------------------------------------------------------------------------------------------
+# Sub-commands
+# ------------------------------------------------------------------------------------------------
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("invert", help="invert a portrait photo into an .ide3d document",
+                       description=__doc__, formatter_class=fmt)
+    p.add_argument("photo", type=Path, help="square portrait image (RGB)")
+    p.add_argument("--mask", type=Path, help="its label mask (ids or palette colours), same size")
+    p.add_argument("--yaw", type=float, default=None, help="camera yaw in degrees (default: predicted)")
+    p.add_argument("--pitch", type=float, default=0.0, help="camera pitch in degrees (with --yaw)")
+    p.add_argument("--steps", type=int, default=None, help="code optimisation steps (default 200)")
+    p.add_argument("--tune-steps", type=int, default=None, help="pivotal tuning steps (default 100)")
+    p.add_argument("--code-space", choices=("w", "w+"), default="w+")
+    p.add_argument("--encoders", type=Path, default=None, help="encoder folder (default <model>/encoders)")
+    p.add_argument("--out", type=Path, required=True, help="output .ide3d file")
+    _common(p, "model folder, config:NAME (untrained) or nothing for the bundled model")
+    p.set_defaults(func=run_invert)
+
+    p = sub.add_parser("edit", help="mask edit (canonical editor), undo or redo of an .ide3d portrait",
+                       description=__doc__, formatter_class=fmt)
+    p.add_argument("portrait", type=Path)
+    act = p.add_mutually_exclusive_group(required=True)
+    act.add_argument("--mask", type=Path, help="painted canonical-view label map (from render --canonical)")
+    act.add_argument("--undo", action="store_true", help="step back one edit")
+    act.add_argument("--redo", action="store_true", help="step forward one edit")
+    p.add_argument("--mode", choices=("residual", "direct"), default="residual",
+                   help="residual: move w_s by E(painted) - E(current map) (default); direct: w_s = E(painted)")
+    p.add_argument("--encoders", type=Path, default=None, help="encoder folder (default <model>/encoders)")
+    p.add_argument("--out", type=Path, required=True)
+    _common(p, "base model (default: the one the portrait was made with)")
+    p.set_defaults(func=run_edit)
+
+    p = sub.add_parser("restyle", help="give chosen regions the texture of another seed or portrait",
+                       description=__doc__, formatter_class=fmt)
+    p.add_argument("portrait", type=Path)
+    p.add_argument("--regions", required=True, help="classes or groups, e.g. hair,cloth")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--style-seed", type=int, help="seed of the texture source")
+    src.add_argument("--style-portrait", type=Path, help=".ide3d portrait giving the texture")
+    p.add_argument("--trunc", type=float, default=0.7, help="truncation psi of --style-seed (default 0.7)")
+    p.add_argument("--out", type=Path, required=True)
+    _common(p, "base model (default: the one the portrait was made with)")
+    p.set_defaults(func=run_restyle)
+
+    p = sub.add_parser("render", help="render an .ide3d portrait with its label maps",
+                       description=__doc__, formatter_class=fmt)
+    p.add_argument("portrait", type=Path)
+    pose = p.add_mutually_exclusive_group()
+    pose.add_argument("--yaw", type=float, default=None, help="yaw in degrees")
+    pose.add_argument("--canonical", action="store_true", help="the canonical front camera")
+    p.add_argument("--pitch", type=float, default=None, help="pitch in degrees (default 0 with --yaw)")
+    p.add_argument("--orbit", type=int, default=0, metavar="N", help="a turntable of N frames (yaw 0..360)")
+    p.add_argument("--out", type=Path, required=True, help="output .png (frames get _000, _001, ...)")
+    _common(p, "base model (default: the one the portrait was made with)")
+    p.set_defaults(func=run_render)
+
+
+def run_invert(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ide3d_core.cameras import orbit_camera
+    from ide3d_core.inversion import InversionPolicy, invert
+    from ide3d_core.progress import TqdmProgress
+
+    if args.out.suffix != ".ide3d":
+        raise UserError(f"--out must end in .ide3d, got {args.out.name!r}")
+    device = _device(args.device)
+    photo = read_rgb(args.photo)
+    h, w = photo.shape[:2]
+    if abs(h - w) > 1:
+        raise UserError(f"the photo is {w}x{h}; it must be square (crop it with `ide3d prepare`)")
+    mask = read_mask(args.mask, (h, w)) if args.mask else None
+    camera = None
+    if args.yaw is not None:
+        if not -89 < args.pitch < 89:
+            raise UserError("--pitch must be within (-89, 89) degrees")
+        camera = orbit_camera(math.radians(args.yaw), math.radians(args.pitch)).label()
+    spec = args.model or ""
+    base = load_base(spec, device)
+    encoder = load_encoders(args.encoders, spec, "standard", device)
+    if encoder is None:
+        print("ide3d invert: warning: no encoders found; codes start at the average code "
+              "(train them with `ide3d train-encoders`)", file=sys.stderr)
+    kw = {"code_space": args.code_space}
+    for name, value in (("optimise_steps", args.steps), ("tune_steps", args.tune_steps)):
+        if value is not None:
+            if value < 0:
+                raise UserError("step counts must be >= 0")
+            kw[name] = value
+    policy = InversionPolicy(**kw)
+    with TqdmProgress("invert", disable=args.quiet) as progress:
+        res = invert(base, torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1.0, mask=mask,
+                     camera=camera, encoder=encoder, policy=policy, progress=progress)
+    for note in res.notes:
+        print(f"ide3d invert: note: {note}", file=sys.stderr)
+    portrait = res.portrait(base, source_image=photo, source_mask=mask,
+                            generator_config=_config_dict(base), model_hint=spec,
+                            params={"policy": {k: getattr(policy, k) for k in ("code_space", "optimise_steps", "tune_steps")}})
+    _save(portrait, args.out)
+    for stage, m in res.stages.items():
+        print(f"  {stage:9s} PSNR {m['psnr']:6.2f} dB  loss {m['loss']:.4f}  {m['seconds']:.1f} s")
+    return 0
+
+
+def _config_dict(g) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    cfg = getattr(g, "config", None)
+    return asdict(cfg) if is_dataclass(cfg) else {}
+
+
+def run_edit(args: argparse.Namespace) -> int:
+    from ide3d_core import editing
+
+    portrait = _load(args.portrait)
+    if args.undo or args.redo:
+        try:
+            portrait = editing.undo(portrait) if args.undo else editing.redo(portrait)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        _save(portrait, args.out)
+        return 0
+    device = _device(args.device)
+    base, g, spec = _generator_for(portrait, args, device)
+    editor = load_encoders(args.encoders, spec, "canonical", device)
+    if editor is None:
+        raise UserError("no canonical editor found; pass --encoders DIR (written by `ide3d train-encoders`)")
+    size = int(g.img_resolution)
+    mask = read_mask(args.mask, (size, size))
+    portrait = editing.mask_edit(portrait, g, editor, mask, mode=args.mode)
+    _save(portrait, args.out)
+    print(f"  {portrait.history[-1].params['pixels_changed']} label pixels changed")
+    return 0
+
+
+def run_restyle(args: argparse.Namespace) -> int:
+    from ide3d_core import editing
+    from ide3d_core.labels import parse_classes
+
+    try:
+        classes = parse_classes(args.regions)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    portrait = _load(args.portrait)
+    device = _device(args.device)
+    _, g, _ = _generator_for(portrait, args, device)
+    if args.style_seed is not None:
+        style = editing.codes_from_seed(g, args.style_seed, args.trunc)
+        source = {"kind": "seed", "seed": args.style_seed, "truncation_psi": args.trunc}
+    else:
+        other = _load(args.style_portrait)
+        style, source = other.ws, {"kind": "portrait", "file": args.style_portrait.name}
+    try:
+        portrait = editing.restyle(portrait, classes, style, source)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    _save(portrait, args.out)
+    return 0
+
+
+def _write_view(out, path: Path) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    from ide3d_core.labels import colorize
+
+    img = ((out.image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    ids = out.semantic[0].argmax(0).to("cpu").numpy().astype(np.uint8)
+    stem = path.with_suffix("")
+    files = [path, Path(f"{stem}_labels.png"), Path(f"{stem}_seg.png")]
+    Image.fromarray(img).save(files[0])
+    Image.fromarray(ids, mode="L").save(files[1])
+    Image.fromarray(colorize(ids)).save(files[2])
+    return files
+
+
+def run_render(args: argparse.Namespace) -> int:
+    import torch
+
+    from ide3d_core.cameras import Camera, canonical_camera, orbit_camera
+    from ide3d_core.editing import render_state
+    from ide3d_core.progress import TqdmProgress
+
+    if args.out.suffix.lower() != ".png":
+        raise UserError(f"--out must end in .png, got {args.out.name!r}")
+    if args.orbit < 0:
+        raise UserError("--orbit must be >= 0")
+    portrait = _load(args.portrait)
+    device = _device(args.device)
+    _, g, _ = _generator_for(portrait, args, device)
+    pitch = math.radians(args.pitch or 0.0)
+    if not -math.pi / 2 < pitch < math.pi / 2:
+        raise UserError("--pitch must be within (-90, 90) degrees")
+    if args.canonical:
+        cams = [canonical_camera().label()]
+    elif args.yaw is not None or args.pitch is not None:
+        cams = [orbit_camera(math.radians(args.yaw or 0.0), pitch).label()]
+    else:
+        cams = [portrait.camera]
+    if args.orbit:
+        if args.yaw is None and args.pitch is None and not args.canonical:
+            pitch = Camera.from_label(portrait.camera).yaw_pitch()[1]
+        cams = [orbit_camera(2 * math.pi * i / args.orbit, pitch).label() for i in range(args.orbit)]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    with TqdmProgress("render", disable=args.quiet or len(cams) == 1) as progress, torch.no_grad():
+        for i, cam in enumerate(cams):
+            path = args.out if not args.orbit else args.out.with_name(f"{args.out.stem}_{i:03d}.png")
+            written += _write_view(render_state(g, portrait.state, cam), path)
+            progress(i + 1, len(cams), "")
+    print(f"wrote {len(written)} files ({written[0]} ...)")
+    return 0
