@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Longest side the Haar cascade sees (speed; faces smaller than ~24 px there are missed).
-HAAR_MAX_SIDE = 1024
+HAAR_MAX_SIDE = 1600
 #: Side of the square crop the face mesh re-runs on around a Haar box.
 CROP_SIDE = 384
 
@@ -127,12 +127,10 @@ def _haar(rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
     f = min(1.0, HAAR_MAX_SIDE / max(h, w))
     if f < 1.0:
         gray = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    gray = cv2.equalizeHist(gray)
-    rects, _, weights = cv2.CascadeClassifier.detectMultiScale3(
-        cascade, gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24), outputRejectLevels=True)
+    rects, neighbours = cascade.detectMultiScale2(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
     out = []
-    for (x, y, bw, bh), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1)):
+    for (x, y, bw, bh), n in zip(np.asarray(rects).reshape(-1, 4), np.asarray(neighbours).reshape(-1)):
         box = np.array([x, y, x + bw, y + bh], dtype=np.float64) / f
-        out.append((box, float(1.0 / (1.0 + np.exp(-float(wt))))))
+        out.append((box, float(1.0 - 1.0 / (1.0 + float(n)))))  # more merged neighbours, more confidence
     out.sort(key=lambda bs: -(bs[0][2] - bs[0][0]))
     return out

@@ -7,7 +7,6 @@ file and what to do); everything that merely degrades the result is a warning on
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,8 +225,3 @@ def _read_mask(mask: str | Path | np.ndarray) -> tuple[str, np.ndarray]:
                          "save it as a PNG of ids 0..18 or palette colours") from None
     return str(path), arr
 
-
-def yaw_pitch_degrees(camera: Camera) -> tuple[float, float]:
-    """(yaw, pitch) in degrees of a camera, as :meth:`ide3d_core.cameras.Camera.yaw_pitch`."""
-    y, p = camera.yaw_pitch()
-    return math.degrees(y), math.degrees(p)
