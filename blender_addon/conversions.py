@@ -26,7 +26,8 @@ def image_from_array(name: str, pixels: np.ndarray, pack: bool = True, non_color
     """Create (or overwrite) byte image ``name`` from (H, W, 3|4) uint8 top-first pixels.
 
     The colour space is set before the pixels are written (changing it afterwards regenerates a
-    generated image and loses them); the image is packed so it survives saving the .blend."""
+    generated image and loses them); the image is packed and gets a fake user so it survives saving
+    the .blend even when nothing displays it."""
     arr = np.asarray(pixels)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
         raise ValueError(f"image pixels must be (H, W, 3|4) uint8, got {arr.shape} {arr.dtype}")
@@ -44,6 +45,7 @@ def image_from_array(name: str, pixels: np.ndarray, pack: bool = True, non_color
     img.update()
     if pack:
         img.pack()
+        img.use_fake_user = True
     return img
 
 

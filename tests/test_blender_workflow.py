@@ -1,0 +1,199 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The add-on's operators headless in real Blender (each test a subprocess), with the in-process
+service: new portrait, render from the active camera (checked against Blender's own camera rays on a
+stand-in sphere generator), the mask snap path with a numpy-written label image, restyle, mesh import
+and glTF export, animation frames, and saving and reopening the .blend with the portrait intact.
+Features the backend does not have yet must fail with its clear "not available yet" message."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from blender_helpers import SPHERE_HAIR_Y, SPHERE_RADIUS, requires_bpy, run_blender
+
+pytestmark = [pytest.mark.blender, requires_bpy]
+
+PRELUDE = """
+import json, os, sys
+import numpy as np
+import bpy, mathutils
+def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
+def run(op, **kw):
+    try:
+        return sorted(op(**kw)), ""
+    except RuntimeError as exc:   # an ERROR report raises in background mode
+        return ["CANCELLED"], str(exc).strip()
+if STAND_IN:
+    import blender_helpers
+    blender_helpers.install_sphere_networks(resolution=96)
+bpy.ops.preferences.addon_enable(module="blender_addon")
+import blender_addon
+from blender_addon import conversions, properties
+from ide3d_core import labels as L
+prefs = bpy.context.preferences.addons["blender_addon"].preferences
+prefs.backend_mode, prefs.device, prefs.model_path = "IN_PROCESS", "CPU", "config:tiny"
+scene = bpy.context.scene
+cam_data = bpy.data.cameras.new("Cam")
+cam = bpy.data.objects.new("Cam", cam_data)
+scene.collection.objects.link(cam)
+scene.camera = cam
+# Blender world: the face looks toward -Y; a camera in front, a little to the side and above.
+eye = np.array([0.35, -1.3, 0.2])
+fwd = -eye / np.linalg.norm(eye)
+right = np.cross(fwd, [0, 0, 1.0]); right /= np.linalg.norm(right)
+up = np.cross(right, fwd)
+m = np.eye(4); m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, up, -fwd, eye
+cam.matrix_world = mathutils.Matrix(m.tolist())
+cam_data.lens, cam_data.shift_x, cam_data.shift_y = 85.0, 0.05, -0.03
+scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 96, 64, 100
+scene.ide3d.seed, scene.ide3d.truncation = 5, 0.7
+r = run(bpy.ops.ide3d.new_portrait)
+ws = properties.get_ws(scene)
+say(step="new", result=r, ws_shape=None if ws is None else list(ws.shape),
+    images=sorted(i.name for i in bpy.data.images), packed=bool(bpy.data.images["IDE-3D Mask"].packed_file))
+r = run(bpy.ops.ide3d.render_view)
+view = bpy.data.images.get("IDE-3D View Cam")
+bg = [b.image.name for b in cam_data.background_images if b.image]
+say(step="render", result=r, size=list(view.size) if view else None, background=bg)
+"""
+
+STAND_IN_CHECKS = """
+# Truth from Blender itself: rays through pixel centres spanned by the camera's view_frame.
+ids = L.decode_colors(conversions.array_from_image(bpy.data.images["IDE-3D View Cam Labels"])[..., :3])
+W, H = 96, 64
+tr, br, bl, tl = [np.array(v) for v in cam_data.view_frame(scene=scene)]
+jj, ii = np.mgrid[0:H, 0:W]
+px = tl[0] + (ii + 0.5) / W * (tr[0] - tl[0])
+py = tl[1] - (jj + 0.5) / H * (tl[1] - bl[1])
+d_local = np.stack([px, py, np.full_like(px, tl[2])], -1)
+rot = np.array(cam.matrix_world.normalized())[:3, :3]
+d = d_local @ rot.T; d /= np.linalg.norm(d, axis=-1, keepdims=True)
+o = np.array(cam.matrix_world.translation)
+rad = SPHERE_RADIUS * 0.5                      # metres
+b = d @ o; disc = b * b - (o @ o - rad ** 2)
+hit = disc > 0
+t = -b - np.sqrt(np.clip(disc, 0, None))
+z = o[2] + t * d[..., 2]                       # Blender up = model up
+hair = hit & (z > SPHERE_HAIR_Y * 0.5)
+say(step="alignment", hit_fraction=float(hit.mean()), silhouette_agree=float(((ids != 0) == hit).mean()),
+    hair_agree=float(((ids == 13) == hair).mean()))
+
+# Mask painting: write label colours with numpy (painting needs a window), with anti-aliased fringes.
+mask = bpy.data.images["IDE-3D Mask"]
+px = conversions.array_from_image(mask)
+h, w = px.shape[:2]
+expected = np.zeros((h, w), np.uint8); expected[h // 4: h // 2, w // 4: 3 * w // 4] = L.ID["hair"]
+expected[h // 2:, :] = L.ID["cloth"]
+rgb = L.colorize(expected).astype(np.int16)
+rgb[h // 4, :] = (rgb[h // 4, :] * 0.95).astype(np.int16)   # a soft edge row (5 % background)
+rgb += np.random.default_rng(0).integers(-6, 7, size=rgb.shape, dtype=np.int16)      # brush noise
+px[..., :3] = np.clip(rgb, 0, 255).astype(np.uint8)
+mask.pixels.foreach_set((px[::-1].astype(np.float32) / 255).ravel())
+r = run(bpy.ops.ide3d.apply_mask_edit)
+snapped = conversions.array_from_image(mask)[..., :3]
+back = L.decode_colors(snapped)
+say(step="mask", result=r, palette_only=bool((L.colorize(back) == snapped).all()),
+    agree=float((back == expected).mean()))
+scene.ide3d.regions[13] = True
+say(step="restyle", result=run(bpy.ops.ide3d.apply_restyle))
+say(step="mesh", result=run(bpy.ops.ide3d.import_mesh))
+
+# Animation: two frames of a moving camera.
+scene.frame_start, scene.frame_end = 1, 2
+cam.keyframe_insert("location", frame=1); cam.location.x += 0.2; cam.keyframe_insert("location", frame=2)
+scene.render.filepath = os.path.join(os.getcwd(), "frames", "f_")
+r = run(bpy.ops.ide3d.render_animation)
+say(step="animation", result=r, files=sorted(os.listdir(os.path.join(os.getcwd(), "frames"))))
+"""
+
+SAVE_AND_REOPEN = """
+path = os.path.join(os.getcwd(), "portrait.blend")
+before = dict(ws=properties.get_ws(scene).tolist(), mask=conversions.array_from_image(bpy.data.images["IDE-3D Mask"]).tolist())
+bpy.ops.wm.save_as_mainfile(filepath=path)
+bpy.ops.wm.open_mainfile(filepath=path)
+scene = bpy.context.scene
+ws = properties.get_ws(scene)
+mask = bpy.data.images.get("IDE-3D Mask")
+say(step="reopen", has=scene.ide3d.has_portrait, seed=scene.ide3d.seed,
+    ws_same=ws is not None and ws.tolist() == before["ws"],
+    mask_same=mask is not None and conversions.array_from_image(mask).tolist() == before["mask"])
+bpy.ops.preferences.addon_disable(module="blender_addon")
+"""
+
+
+def _script(stand_in: bool, body: str) -> str:
+    head = f"STAND_IN = {stand_in}\nSPHERE_RADIUS = {SPHERE_RADIUS}\nSPHERE_HAIR_Y = {SPHERE_HAIR_Y}\n"
+    return head + PRELUDE + body + SAVE_AND_REOPEN
+
+
+def _by_step(results):
+    return {r.pop("step"): r for r in results}
+
+
+def test_workflow_on_stand_in_generator(tmp_path):
+    s = _by_step(run_blender(_script(True, STAND_IN_CHECKS), tmp_path, timeout=180))
+    assert s["new"]["result"] == [["FINISHED"], ""] and s["new"]["ws_shape"] == [4, 8]
+    assert {"IDE-3D Canonical", "IDE-3D Mask"} <= set(s["new"]["images"]) and s["new"]["packed"]
+    assert s["render"] == dict(result=[["FINISHED"], ""], size=[96, 64], background=["IDE-3D View Cam"])
+    a = s["alignment"]
+    assert 0.05 < a["hit_fraction"] < 0.9 and a["silhouette_agree"] > 0.995 and a["hair_agree"] > 0.995, a
+    m = s["mask"]
+    assert m["palette_only"] and m["agree"] == 1.0, m
+    for step in ("mask", "restyle", "mesh"):
+        state, message = s[step]["result"]
+        assert state == ["FINISHED"] or "not available yet" in message, (step, s[step])
+    assert s["animation"] == dict(result=[["FINISHED"], ""], files=["f_0001.png", "f_0002.png"])
+    assert s["reopen"] == dict(has=True, seed=5, ws_same=True, mask_same=True)
+
+
+MESH_AND_GLTF = """
+import json, os
+import numpy as np
+import bpy
+def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
+bpy.ops.preferences.addon_enable(module="blender_addon")
+from blender_addon import conversions, properties
+def run(op, **kw):
+    try:
+        return sorted(op(**kw)), ""
+    except RuntimeError as exc:
+        return ["CANCELLED"], str(exc).strip()
+# Mesh conversion + glTF export on a known mesh: an octahedron in model units, labels by height.
+verts = np.array([[0.2, 0, 0], [-0.2, 0, 0], [0, 0.2, 0], [0, -0.2, 0], [0, 0, 0.2], [0, 0, -0.2]])
+faces = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+obj = conversions.mesh_object(properties.MESH_NAME, verts, faces, np.full((6, 3), 0.5), np.array([1, 1, 13, 17, 1, 1]))
+co = np.empty(18, np.float32); obj.data.vertices.foreach_get("co", co)
+glb = os.path.join(os.getcwd(), "head.glb")
+r = run(bpy.ops.ide3d.export_gltf, filepath=glb)
+say(step="gltf", result=r, exists=os.path.isfile(glb), top=co.reshape(6, 3)[2].tolist(),
+    front=co.reshape(6, 3)[4].tolist(), slots=len(obj.material_slots))
+labels = np.empty(6, np.int32); obj.data.attributes["ide3d_label"].data.foreach_get("value", labels)
+say(step="labels", labels=labels.tolist())
+bpy.ops.preferences.addon_disable(module="blender_addon")
+"""
+
+
+def test_mesh_conversion_and_gltf_export(tmp_path):
+    # Its own process without torch: in bpy 4.5.15 a process that imported torch and ran the glTF
+    # exporter hangs at exit (docs/blender.md), which the in-process tests above would hit.
+    s = _by_step(run_blender(MESH_AND_GLTF, tmp_path, timeout=120))
+    g = s["gltf"]
+    assert g["result"] == [["FINISHED"], ""] and g["exists"] and g["slots"] == 3
+    # Model +y (up) is Blender +Z, model +z (face direction) is Blender -Y; 1 unit = 0.5 m.
+    assert g["top"] == pytest.approx([0, 0, 0.1], abs=1e-6) and g["front"] == pytest.approx([0, -0.1, 0], abs=1e-6)
+    assert s["labels"]["labels"] == [1, 1, 13, 17, 1, 1]
+    with open(tmp_path / "head.glb", "rb") as f:
+        assert f.read(4) == b"glTF"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ide3d_core.networks") is None, reason="no generator yet")
+def test_new_portrait_and_render_with_tiny_generator(tmp_path):
+    try:
+        from ide3d_core.networks import CONFIGS  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"ide3d_core.networks is not importable: {exc}")
+    s = _by_step(run_blender(_script(False, ""), tmp_path, timeout=300))
+    assert s["new"]["result"] == [["FINISHED"], ""], s["new"]
+    assert s["render"]["result"] == [["FINISHED"], ""] and s["render"]["size"] == [96, 64]
+    assert s["reopen"]["ws_same"] and s["reopen"]["mask_same"]
