@@ -75,6 +75,18 @@ def test_install_enable_disable_reenable_uninstall(tmp_path):
         pid = pkg.runtime.owner().current.pid
         say(step="checked", result=list(r), status=prefs.backend_status, vendored=vendored, detected=detected,
             user_dir=pkg.runtime.work_root())
+        # The worker dies mid-request: an error value, Blender goes on, the next operator restarts it.
+        client = pkg.runtime.client(bpy.context)
+        P = pkg._shared.protocol
+        job = client.submit(P.SleepRequest(seconds=30, steps=300))
+        while job.done < 1 and not job.finished:
+            pkg.runtime.poll(); time.sleep(0.01)
+        client.kill()
+        client.wait(job, timeout=20)
+        r = bpy.ops.ide3d.check_backend()
+        say(step="recovered", error_kind=job.error.kind if job.error else None, message=job.error_text(),
+            result=list(r), new_pid=pkg.runtime.owner().current.pid != pid)
+        pid = pkg.runtime.owner().current.pid
         bpy.ops.preferences.addon_disable(module=mod)
         time.sleep(0.2)
         try:
@@ -101,6 +113,8 @@ def test_install_enable_disable_reenable_uninstall(tmp_path):
     assert checked["vendored"].endswith("._vendor.cameras")
     assert checked["detected"] in (str(REPO / ".venv" / "bin" / "python"), "")
     assert "extensions" in checked["user_dir"]
+    assert steps["recovered"]["error_kind"] == "worker_died" and steps["recovered"]["result"] == ["FINISHED"]
+    assert steps["recovered"]["new_pid"] and "restarts" in steps["recovered"]["message"]
     assert steps["disabled"] == dict(worker_alive=False, timers=False, **none)
     assert steps["reenabled"] == full
     assert steps["uninstalled"] == dict(exists=False)
