@@ -183,3 +183,16 @@ def test_cli_writes_every_step(tmp_path, monkeypatch, portraits):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo")
     assert cli.main(["prepare", str(bad), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_progress_reports_every_step_and_cancel_stops(portraits):
+    from ide3d_core.photo.pipeline import STEPS
+    from ide3d_core.progress import CancelToken, Cancelled
+
+    seen = []
+    r = prepare(portraits["hopper"], size=64, progress=lambda done, total, msg: seen.append((done, total, msg)))
+    assert seen == [(i + 1, len(STEPS), s) for i, s in enumerate(STEPS)] and set(r.timings) == set(STEPS)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        prepare(portraits["hopper"], size=64, cancel=token)
