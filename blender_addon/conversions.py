@@ -136,7 +136,8 @@ def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.n
     Args:
         vertices: (V, 3) model-world positions (converted to Blender metres, Z up).
         faces: (F, 3) vertex indices.
-        colors: (V, 3) linear RGB in [0, 1] -> POINT FLOAT_COLOR attribute "Col".
+        colors: (V, 3) sRGB in [0, 1] -> POINT FLOAT_COLOR attribute "Col" (stored linear, as
+            Blender's float colours are).
         vertex_labels: (V,) class ids -> INT attribute "ide3d_label" (POINT); with ``parts_by_label``
             each face gets the material slot of its first vertex's label.
     """
@@ -159,7 +160,7 @@ def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.n
     me.materials.append(mat)
     if colors is not None:
         c = np.ones((len(v), 4), np.float32)
-        c[:, :3] = np.asarray(colors, np.float32)
+        c[:, :3] = srgb_to_linear(np.asarray(colors, np.float32))
         attr = me.color_attributes.new("Col", "FLOAT_COLOR", "POINT")
         attr.data.foreach_set("color", c.ravel())
         me.color_attributes.active_color = attr
@@ -179,6 +180,12 @@ def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.n
     obj = bpy.data.objects.new(name, me)
     (collection or bpy.context.scene.collection).objects.link(obj)
     return obj
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function inverted (IEC 61966-2-1), element-wise on [0, 1] values."""
+    c = np.clip(c, 0.0, 1.0)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
 def _vertex_color_material(name: str, display_rgb=None):

@@ -140,9 +140,12 @@ def test_workflow_on_stand_in_generator(tmp_path):
     assert 0.05 < a["hit_fraction"] < 0.9 and a["silhouette_agree"] > 0.995 and a["hair_agree"] > 0.995, a
     m = s["mask"]
     assert m["palette_only"] and m["agree"] == 1.0, m
-    for step in ("mask", "restyle", "mesh"):
+    for step in ("mask", "restyle"):
         state, message = s[step]["result"]
         assert state == ["FINISHED"] or "not available yet" in message, (step, s[step])
+    # The stand-in has no density field internals for the mesh extractor: a one-line error, no crash.
+    state, message = s["mesh"]["result"]
+    assert state == ["FINISHED"] or (message.startswith("Error: ") and "\n" not in message), s["mesh"]
     assert s["animation"] == dict(result=[["FINISHED"], ""], files=["f_0001.png", "f_0002.png"])
     assert s["reopen"] == dict(has=True, seed=5, ws_same=True, mask_same=True)
 
@@ -193,7 +196,11 @@ def test_new_portrait_and_render_with_tiny_generator(tmp_path):
         from ide3d_core.networks import CONFIGS  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"ide3d_core.networks is not importable: {exc}")
-    s = _by_step(run_blender(_script(False, ""), tmp_path, timeout=300))
+    mesh = 'scene.ide3d.mesh_resolution = 32\nsay(step="mesh", result=run(bpy.ops.ide3d.import_mesh), ' \
+           'has=properties.MESH_NAME in bpy.data.objects)\n'
+    s = _by_step(run_blender(_script(False, mesh), tmp_path, timeout=300))
     assert s["new"]["result"] == [["FINISHED"], ""], s["new"]
     assert s["render"]["result"] == [["FINISHED"], ""] and s["render"]["size"] == [96, 64]
     assert s["reopen"]["ws_same"] and s["reopen"]["mask_same"]
+    # A random tiny model may have no surface: then the backend's clear message, else a mesh object.
+    assert s["mesh"]["has"] or "no head surface" in s["mesh"]["result"][1], s["mesh"]

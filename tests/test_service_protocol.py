@@ -15,7 +15,7 @@ from blender_helpers import SPHERE_RADIUS, install_sphere_networks
 from ide3d_core import cameras as C
 from ide3d_core.progress import CancelToken
 from ide3d_core.service import protocol as P
-from ide3d_core.service.handlers import Backend, run_request, square_view
+from ide3d_core.service.handlers import Backend, NotAvailable, run_request, square_view
 from ide3d_core.service.inprocess import InProcessService
 
 EXAMPLES = [
@@ -80,7 +80,11 @@ def test_square_view_projects_like_the_original_frame_plus_the_crop_offset():
 
 
 def test_errors_come_back_as_values(tmp_path):
-    backend, seen = Backend(model="", device="cpu"), []
+    class Partial(Backend):
+        def _do_mesh(self, req, out_dir, progress, cancel):
+            raise NotAvailable("meshes are not available yet in this backend")
+
+    backend, seen = Partial(model="", device="cpu"), []
     r = run_request(backend, P.RequestMessage(1, P.MeshRequest(ws_file="/x"), str(tmp_path)), seen.append)
     assert r.error.kind == "not_available" and "not available yet" in r.error.message
     token = CancelToken()
@@ -119,3 +123,24 @@ def test_inprocess_render_of_stand_in_sphere_matches_analytic_silhouette(tmp_pat
     hit = b * b - ((o * o).sum(-1) - SPHERE_RADIUS ** 2) > 0
     assert 0.05 < hit.mean() < 0.9
     assert ((ids != 0) == hit).mean() > 0.998
+
+
+def test_mesh_request_on_tiny_generator(tmp_path):
+    networks = pytest.importorskip("ide3d_core.networks")
+    if not hasattr(networks, "CONFIGS"):
+        pytest.skip("generator not complete")
+    pytest.importorskip("ide3d_core.mesh.generator_field")
+    import torch
+
+    torch.set_num_threads(2)
+    service = InProcessService(model="config:tiny", device="cpu")
+    res = P.decode(service.call(P.encode(P.RequestMessage(1, P.NewPortraitRequest(seed=1), str(tmp_path / "a"))))[-1])
+    assert res.ok, res.error
+    reply = P.decode(service.call(P.encode(P.RequestMessage(2, P.MeshRequest(res.result.ws_file, resolution=16),
+                                                            str(tmp_path / "b"))))[-1])
+    if not reply.ok:  # a random tiny model may have no surface: that must be a clear bad_request
+        assert reply.error.kind == "bad_request" and "no head surface" in reply.error.message, reply.error
+        return
+    data = np.load(reply.result.mesh_file)
+    assert data["vertices"].shape == (reply.result.num_vertices, 3) and data["faces"].max() < len(data["vertices"])
+    assert np.abs(data["vertices"]).max() <= 0.5 + 1e-4  # inside the grid's box, model units

@@ -252,8 +252,31 @@ class Backend:
     def _do_invert(self, req, out_dir, progress, cancel):
         raise NotAvailable("photo import (inversion, ide3d_core.inversion) is not available yet in this backend")
 
-    def _do_mesh(self, req, out_dir, progress, cancel):
-        raise NotAvailable("head mesh extraction (ide3d_core.mesh) is not available yet in this backend")
+    def _do_mesh(self, req: P.MeshRequest, out_dir, progress, cancel) -> P.MeshResult:
+        try:
+            from ide3d_core.mesh import GridConfig, MeshConfig, extract_head_mesh
+            from ide3d_core.mesh.generator_field import GeneratorField
+        except ImportError as exc:
+            raise NotAvailable(f"head mesh extraction (ide3d_core.mesh) is not available yet in this backend: {exc}") from None
+        if not 8 <= req.resolution <= 1024:
+            raise BadRequest(f"mesh resolution must be in 8..1024, got {req.resolution}")
+        ws = self._load_ws(req.ws_file)
+        config = MeshConfig(grid=GridConfig(resolution=int(req.resolution)))
+        try:
+            mesh = extract_head_mesh(GeneratorField(self.generator(), ws), config, progress=progress,
+                                     cancel=cancel).mesh
+        except ValueError as exc:  # e.g. the density never reaches the surface level
+            raise BadRequest(f"no head surface could be extracted (an untrained model?): {exc}") from None
+        if mesh.num_faces == 0:
+            raise BadRequest("no head surface could be extracted (an untrained model?): empty mesh")
+        arrays = {"vertices": mesh.vertices.astype(np.float32), "faces": mesh.faces.astype(np.int32)}
+        if mesh.colors is not None:
+            arrays["colors"] = mesh.colors.astype(np.float32)
+        if mesh.labels is not None:
+            arrays["labels"] = mesh.labels.astype(np.uint8)
+        path = out_dir / "mesh.npz"
+        np.savez(path, **arrays)
+        return P.MeshResult(mesh_file=str(path), num_vertices=int(mesh.num_vertices), num_faces=int(mesh.num_faces))
 
     def _do_save_document(self, req, out_dir, progress, cancel):
         raise NotAvailable("portrait documents (.ide3d) are not available yet in this backend")

@@ -150,7 +150,8 @@ class MeshRequest:
 @dataclass(frozen=True)
 class MeshResult:
     """``mesh_file`` is an ``.npz`` with ``vertices`` (V, 3) float32 model world, ``faces`` (F, 3)
-    int32, ``colors`` (V, 3) float32 linear RGB in [0, 1] and ``labels`` (V,) uint8 class ids."""
+    int32 and, when the backend has them, ``colors`` (V, 3) float32 sRGB in [0, 1] (the generator's
+    colour space) and ``labels`` (V,) uint8 class ids."""
 
     mesh_file: str
     num_vertices: int
