@@ -63,12 +63,13 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, aggregation: str =
     grid = coords.reshape(b * n, 1, -1, 2).to(planes.dtype)
     out = F.grid_sample(planes.reshape(b * n, c, h, w), grid, mode="bilinear", padding_mode="zeros",
                         align_corners=False)  # [B*n, C, 1, N]
-    out = out.reshape(b, n, c, -1).permute(0, 1, 3, 2)  # [B, n, N, C]
+    out = out.reshape(b, n, c, -1)  # [B, n, C, N]
+    # Reduce before transposing (the result is a transposed view; linear layers take it as is).
     if aggregation == "mean":
-        return out.mean(dim=1)
+        return out.mean(dim=1).transpose(1, 2)
     if aggregation == "sum":
-        return out.sum(dim=1)
-    return out.permute(0, 2, 1, 3).reshape(b, -1, n * c)
+        return out.sum(dim=1).transpose(1, 2)
+    return out.reshape(b, n * c, -1).transpose(1, 2)
 
 
 def sample_triplane(planes: torch.Tensor, points: torch.Tensor,

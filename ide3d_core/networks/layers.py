@@ -91,9 +91,8 @@ class FullyConnected(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain
         b = None if self.bias is None else self.bias.to(x.dtype) * self.lr_mult
-        if self.activation == "linear":
-            return F.linear(x, w, b)
-        return bias_act(F.linear(x, w), b, self.activation, dim=x.ndim - 1)
+        x = F.linear(x, w, b)
+        return x if self.activation == "linear" else bias_act(x, None, self.activation)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}->{self.out_features}, act={self.activation}, lr_mult={self.lr_mult}"
