@@ -118,3 +118,11 @@ def test_install_enable_disable_reenable_uninstall(tmp_path):
     assert steps["disabled"] == dict(worker_alive=False, timers=False, **none)
     assert steps["reenabled"] == full
     assert steps["uninstalled"] == dict(exists=False)
+
+
+def test_cli_builds_the_zip(tmp_path, capsys):
+    from ide3d_core import cli
+
+    assert cli.main(["addon", "build", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "ide3d_portrait_studio-0.1.0.zip").is_file()
+    assert "built" in capsys.readouterr().out
