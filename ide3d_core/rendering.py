@@ -181,5 +181,6 @@ def render_rays(field_fn: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, ne
     merged, order = torch.sort(torch.cat([depths, fine], dim=-1), dim=-1)
     weights = ray_weights(torch.cat([sigma, sigma_f], dim=-1).gather(-1, order), merged, near, far)
     unsorted = torch.empty_like(weights).scatter_(-1, order, weights)
-    out = weighted_sum(unsorted[..., :coarse_samples], values) + weighted_sum(unsorted[..., coarse_samples:], values_f)
+    out = (weighted_sum(unsorted[..., :coarse_samples], values)
+           + weighted_sum(unsorted[..., coarse_samples:], values_f))
     return RayRender(_finish(weights, out, merged, far), merged)

@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Generator properties that hold by construction: shape/texture disentanglement, camera independence,
 mirror consistency, exact region texture substitution, gradients, determinism, bf16 autocast."""
-import numpy as np
 import pytest
 import torch
 

@@ -18,7 +18,9 @@ from ide3d_core.networks.generator import Generator, RenderResult, TriPlanes
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    # cache_enabled=False: the autocast weight-cast cache must not outlive a graph capture.
+    return (torch.autocast(device.type, dtype=dtype, cache_enabled=False) if dtype is not None
+            else nullcontext())
 
 
 class GraphedRender:

@@ -101,7 +101,8 @@ class Generator(nn.Module):
             config = CONFIGS[config]
         cfg = self.config = config
         self.z_dim, self.w_dim, self.c_dim = cfg.z_dim, cfg.w_dim, cfg.c_dim
-        self.num_ws, self.num_shape_ws, self.num_texture_ws = cfg.num_ws, cfg.num_shape_ws, cfg.num_texture_ws
+        self.num_ws, self.num_shape_ws = cfg.num_ws, cfg.num_shape_ws
+        self.num_texture_ws = cfg.num_texture_ws
         self.img_resolution, self.neural_resolution = cfg.img_resolution, cfg.neural_resolution
         self.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, cfg.num_ws, cfg.mapping_layers,
                                       cfg.mapping_lr_mult)
@@ -156,7 +157,8 @@ class Generator(nn.Module):
         [B, 3, Ct, P, P], class ids)``, points whose semantic argmax is one of the ids take their colour
         features from the other texture planes; all other points keep theirs exactly."""
         if points.ndim != 3 or points.shape[-1] != 3 or points.shape[0] != planes.semantic.shape[0]:
-            raise ValueError(f"points must be [B={planes.semantic.shape[0]}, N, 3], got {tuple(points.shape)}")
+            raise ValueError(f"points must be [B={planes.semantic.shape[0]}, N, 3], "
+                             f"got {tuple(points.shape)}")
         sigma, logits = self.semantic_decoder(self._sample(planes.semantic, points))
         features = self.texture_decoder(self._sample(planes.texture, points))
         if texture_swap is not None:
@@ -219,7 +221,8 @@ class Generator(nn.Module):
         background[..., BACKGROUND_CLASS] = 1.0
         probs = probs + (1.0 - comp.opacity) * background
         semantic_raw = to_image(torch.log(probs + SEMANTIC_LOG_EPS))
-        image, semantic = self.superresolution(features_raw, semantic_raw, ws[:, cfg.num_shape_ws + cfg.num_head_ws:])
+        w_sr = ws[:, cfg.num_shape_ws + cfg.num_head_ws:]
+        image, semantic = self.superresolution(features_raw, semantic_raw, w_sr)
         return RenderResult(image=image, image_raw=features_raw[:, :3], semantic=semantic,
                             semantic_raw=semantic_raw, depth=to_image(comp.depth),
                             opacity=to_image(comp.opacity), features_raw=features_raw)
