@@ -56,6 +56,7 @@ def test_field_query_is_camera_independent_and_matches_rendering(G):
     after = G.query(planes, pts)
     assert torch.equal(before.sigma, after.sigma) and torch.equal(before.features, after.features)
     assert (before.sigma >= 0).all() and before.features.abs().max() <= 1
+    assert torch.equal(G.density(planes, pts), before.sigma)
 
 
 @torch.no_grad()

@@ -151,6 +151,11 @@ class Generator(nn.Module):
         cfg = self.config
         return triplane.sample_triplane(planes, points, cfg.plane_axes, cfg.aggregation, cfg.box_size)
 
+    def density(self, planes: TriPlanes, points: torch.Tensor) -> torch.Tensor:
+        """Activated density ``[B, N, 1]`` at ``points [B, N, 3]`` (semantic planes only: the cheap query
+        for mesh extraction and density regularisation); equal to ``query(...).sigma``."""
+        return self.semantic_decoder(self._sample(planes.semantic, points))[0]
+
     def query(self, planes: TriPlanes, points: torch.Tensor,
               texture_swap: TextureSwap | None = None) -> FieldSample:
         """The field at ``points [B, N, 3]`` (model world). With ``texture_swap = (texture planes
