@@ -88,15 +88,18 @@ def check_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def mask_edit(portrait: Portrait, generator: nn.Module, editor: nn.Module, mask: np.ndarray,
-              mode: str = "residual") -> Portrait:
+              mode: str = "residual", current: np.ndarray | None = None) -> Portrait:
     """Apply a painted canonical-view label map (see the module docstring). ``editor`` is the canonical
-    editor (:class:`ide3d_core.encoders.HybridEncoder` with ``config.canonical``); keeps ``w_t`` exactly."""
+    editor (:class:`ide3d_core.encoders.HybridEncoder` with ``config.canonical``); keeps ``w_t`` exactly.
+    ``current`` is the portrait's :func:`canonical_labels` if the caller already has them (a live
+    session shows them to the painter), saving one render."""
     if mode not in MASK_MODES:
         raise ValueError(f"mask edit mode must be one of {MASK_MODES}, got {mode!r}")
     if not getattr(editor.config, "canonical", False):
         raise ValueError("mask edits need the canonical editor (an encoder trained on front views)")
     state = portrait.state
-    current = canonical_labels(generator, state)
+    if current is None:
+        current = canonical_labels(generator, state)
     painted = check_mask(mask, current.shape[0])
     dev = _device(editor)
     ns = int(generator.num_shape_ws)

@@ -79,3 +79,17 @@ def test_uint8_photo_of_another_size_and_cancel(setup):
     assert max(calls) == 3
     with pytest.raises(ValueError, match="code_space"):
         InversionPolicy(code_space="z")
+
+
+def test_parser_gives_the_mask_when_none_is_given(setup):
+    g, _, cam, target, mask = setup
+    calls = []
+
+    def parser(image):
+        calls.append(tuple(image.shape))
+        return mask
+
+    res = invert(g, target, camera=cam[0].numpy(), parser=parser,
+                 policy=InversionPolicy(optimise_steps=0, tune_steps=0))
+    assert calls == [(1, 3, g.img_resolution, g.img_resolution)]
+    assert res.mask_source == "parser" and np.array_equal(res.mask, mask)

@@ -56,6 +56,12 @@ def test_invert_render_edit_restyle_undo(workspace):
     assert all((d / f"orbit_{i:03d}{s}.png").is_file() for i in range(3) for s in ("", "_labels", "_seg"))
     assert main(["render", str(d / "r.ide3d"), "--out", str(d / "src.png"), *common]) == 0
     assert main(["edit", str(d / "r.ide3d"), "--undo", "--out", str(d / "u.ide3d")]) == 0
+    # without a mask, the project's parser (training/segnet.py) labels the photo
+    from training.segnet import SegNet, SegNetConfig, save_segnet
+    save_segnet(SegNet(SegNetConfig(widths=(8, 8, 8))), d / "segnet")
+    assert main(["invert", str(d / "photo.png"), "--steps", "0", "--tune-steps", "0", "--parser", str(d / "segnet"),
+                 "--out", str(d / "parsed.ide3d"), *common]) == 0
+    assert load_portrait(d / "parsed.ide3d").history[0].params["mask_source"] == "parser"
     assert torch.equal(load_portrait(d / "u.ide3d").ws, q.ws)
 
 

@@ -180,6 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-steps", type=int, default=None, help="pivotal tuning steps (default 100)")
     p.add_argument("--code-space", choices=("w", "w+"), default="w+")
     p.add_argument("--encoders", type=Path, default=None, help="encoder folder (default <model>/encoders)")
+    p.add_argument("--parser", type=Path, default=None,
+                   help="face-parsing network folder (training/segnet.py) used without --mask "
+                        "(default <model>/segnet when present)")
     p.add_argument("--out", type=Path, required=True, help="output .ide3d file")
     _common(p, "model folder, config:NAME (untrained) or nothing for the bundled model")
     p.set_defaults(func=run_invert)
@@ -257,9 +260,10 @@ def run_invert(args: argparse.Namespace) -> int:
                 raise UserError("step counts must be >= 0")
             kw[name] = value
     policy = InversionPolicy(**kw)
+    parser = None if mask is not None else _parser(args.parser, spec, device)
     with TqdmProgress("invert", disable=args.quiet) as progress:
         res = invert(base, torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1.0, mask=mask,
-                     camera=camera, encoder=encoder, policy=policy, progress=progress)
+                     camera=camera, encoder=encoder, policy=policy, parser=parser, progress=progress)
     for note in res.notes:
         print(f"ide3d invert: note: {note}", file=sys.stderr)
     portrait = res.portrait(base, source_image=photo, source_mask=mask,
@@ -269,6 +273,29 @@ def run_invert(args: argparse.Namespace) -> int:
     for stage, m in res.stages.items():
         print(f"  {stage:9s} PSNR {m['psnr']:6.2f} dB  loss {m['loss']:.4f}  {m['seconds']:.1f} s")
     return 0
+
+
+def _parser(folder: Path | None, model_spec: str, device):
+    """A callable image [1, 3, R, R] -> (R, R) uint8 label ids from the project's SegNet, or None."""
+    if folder is None:
+        model_dir = _model_folder(model_spec)
+        folder = model_dir / "segnet" if model_dir is not None else None
+        if folder is None or not (folder / "config.json").is_file():
+            return None
+    from training.segnet import load_segnet
+
+    try:
+        net = load_segnet(folder, device=device)
+    except ValueError as exc:
+        raise UserError(f"could not load the parser: {exc}") from None
+
+    def parse(image):
+        import torch
+
+        with torch.no_grad():
+            return net(image).argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+    return parse
 
 
 def _config_dict(g) -> dict:
