@@ -51,5 +51,6 @@ def frame_file(path: str, result) -> str:
 def mesh(scene, parts_by_label: bool, result) -> str:
     data = np.load(result.mesh_file)
     obj = conversions.mesh_object(MESH_NAME, data["vertices"], data["faces"], data.get("colors"),
-                                  data.get("labels"), scene.collection, parts_by_label=parts_by_label)
+                                  data.get("labels"), scene.collection, parts_by_label=parts_by_label,
+                                  mask_image=bpy.data.images.get(IMAGE_NAMES["mask"]))
     return f"imported {obj.name}: {len(data['vertices'])} vertices, {len(data['faces'])} faces"

@@ -129,8 +129,21 @@ def apply_blender_camera(obj, scene, bc: "cameras.BlenderCamera") -> None:
 # Meshes
 # ----------------------------------------------------------------------------------------------
 
+CANONICAL_UV_NAME = "IDE-3D Canonical"
+
+
+def canonical_uv(vertices: np.ndarray) -> np.ndarray:
+    """(V, 2) Blender UVs of model-world vertices: their projection into the canonical camera.
+
+    ``u = x / W``, ``v = 1 - y / H`` (Blender's UV origin is the image's bottom-left), so a point lands on
+    the pixel of the canonical-view mask image that the canonical camera sees it in."""
+    uv, _ = cameras.canonical_camera().project(np.asarray(vertices, np.float64), 1, 1)
+    return np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1).astype(np.float32)
+
+
 def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None,
-                vertex_labels: np.ndarray | None = None, collection=None, parts_by_label: bool = True):
+                vertex_labels: np.ndarray | None = None, collection=None, parts_by_label: bool = True,
+                mask_image=None):
     """Create (or replace) mesh object ``name`` from model-world arrays.
 
     Args:
@@ -140,6 +153,9 @@ def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.n
             Blender's float colours are).
         vertex_labels: (V,) class ids -> INT attribute "ide3d_label" (POINT); with ``parts_by_label``
             each face gets the material slot of its first vertex's label.
+        mask_image: the canonical-view mask image. When given, the mesh gets the UV map
+            :data:`CANONICAL_UV_NAME` (:func:`canonical_uv`) and every material an active, unlinked
+            image node holding the mask, so Texture Paint strokes on the head land in the mask.
     """
     v = cameras.model_points_to_blender(np.asarray(vertices, np.float64)).astype(np.float32)
     f = np.asarray(faces, np.int32)
@@ -176,10 +192,30 @@ def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.n
                 me.materials.append(_vertex_color_material(f"IDE-3D {labels.DISPLAY_NAMES[cid]}",
                                                            labels.PALETTE[cid]))
             me.polygons.foreach_set("material_index", np.array([slot[c] for c in lab[f[:, 0]]], np.int32))
+    if mask_image is not None:
+        uv_layer = me.uv_layers.new(name=CANONICAL_UV_NAME)
+        uv_layer.data.foreach_set("uv", canonical_uv(vertices)[f.ravel()].ravel())
+        for mat in me.materials:
+            _add_paint_slot(mat, mask_image)
     me.validate()
     obj = bpy.data.objects.new(name, me)
     (collection or bpy.context.scene.collection).objects.link(obj)
     return obj
+
+
+def _add_paint_slot(mat, image) -> None:
+    """An image node (nearest sampling, canonical UVs) made the material's active node: Texture Paint
+    paints into the active image node's image. It is not linked, so renders keep the vertex colours."""
+    nodes = mat.node_tree.nodes
+    tex = next((n for n in nodes if n.type == "TEX_IMAGE" and n.name == "IDE-3D Mask"), None)
+    if tex is None:
+        tex = nodes.new("ShaderNodeTexImage")
+        tex.name = tex.label = "IDE-3D Mask"
+        uv = nodes.new("ShaderNodeUVMap")
+        uv.uv_map = CANONICAL_UV_NAME
+        mat.node_tree.links.new(uv.outputs["UV"], tex.inputs["Vector"])
+    tex.image, tex.interpolation = image, "Closest"
+    nodes.active = tex
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:

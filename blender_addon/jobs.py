@@ -116,6 +116,7 @@ class BackendOperator:
             return self.execute(context)
         if not self._start(context):
             return {"CANCELLED"}
+        runtime.keep_polling()  # results still land if this modal run is interrupted (e.g. a file load)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)

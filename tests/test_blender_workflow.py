@@ -153,7 +153,7 @@ def test_workflow_on_stand_in_generator(tmp_path):
 MESH_AND_GLTF = """
 import json, os
 import numpy as np
-import bpy
+import bpy, mathutils
 def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
 bpy.ops.preferences.addon_enable(module="blender_addon")
 from blender_addon import conversions, properties
@@ -173,6 +173,24 @@ say(step="gltf", result=r, exists=os.path.isfile(glb), top=co.reshape(6, 3)[2].t
     front=co.reshape(6, 3)[4].tolist(), slots=len(obj.material_slots))
 labels = np.empty(6, np.int32); obj.data.attributes["ide3d_label"].data.foreach_get("value", labels)
 say(step="labels", labels=labels.tolist())
+
+# Canonical UVs for viewport mask painting, against Blender's projection through a real camera set
+# up as the canonical camera: u = ndc.x, v = ndc.y (UV origin bottom-left, like ndc).
+from bpy_extras.object_utils import world_to_camera_view
+from ide3d_core import cameras as C
+mask = conversions.image_from_array("IDE-3D Mask", np.zeros((32, 32, 3), np.uint8))
+rng = np.random.default_rng(3)
+verts = rng.uniform(-0.25, 0.25, size=(40, 3)); faces = np.stack([rng.choice(40, 3, replace=False) for _ in range(30)])
+obj = conversions.mesh_object(properties.MESH_NAME, verts, faces, mask_image=mask)
+uv = np.empty(90 * 2, np.float32); obj.data.uv_layers[conversions.CANONICAL_UV_NAME].data.foreach_get("uv", uv)
+cam = bpy.data.objects.new("Canon", bpy.data.cameras.new("Canon")); bpy.context.scene.collection.objects.link(cam)
+conversions.apply_blender_camera(cam, bpy.context.scene, C.blender_from_camera(C.canonical_camera(), 32, 32))
+bpy.context.view_layer.update()
+co = np.empty(120, np.float32); obj.data.vertices.foreach_get("co", co)
+ndc = np.array([tuple(world_to_camera_view(bpy.context.scene, cam, mathutils.Vector(p)))[:2] for p in co.reshape(40, 3)])
+active = obj.material_slots[0].material.node_tree.nodes.active
+say(step="uv", err=float(np.abs(uv.reshape(90, 2) - ndc[faces.ravel()]).max()),
+    paint_image=active.image.name if active is not None and active.type == "TEX_IMAGE" else None)
 bpy.ops.preferences.addon_disable(module="blender_addon")
 """
 
@@ -186,6 +204,7 @@ def test_mesh_conversion_and_gltf_export(tmp_path):
     # Model +y (up) is Blender +Z, model +z (face direction) is Blender -Y; 1 unit = 0.5 m.
     assert g["top"] == pytest.approx([0, 0, 0.1], abs=1e-6) and g["front"] == pytest.approx([0, -0.1, 0], abs=1e-6)
     assert s["labels"]["labels"] == [1, 1, 13, 17, 1, 1]
+    assert s["uv"]["err"] < 1e-5 and s["uv"]["paint_image"] == "IDE-3D Mask", s["uv"]
     with open(tmp_path / "head.glb", "rb") as f:
         assert f.read(4) == b"glTF"
 
