@@ -3,7 +3,8 @@
 
 Input: the neural render's colour features ``[B, F, h, h]`` (first 3 = RGB) and composited semantic
 log-probabilities ``[B, 19, h, h]``, resized (bilinear, anti-aliased when shrinking) to ``H / 4`` when
-``h`` differs. Both go into the block trunk together (concatenated), and each block adds a to-RGB
+``h`` differs. The features and the class probabilities go into the block trunk together
+(concatenated), and each block adds a to-RGB
 residual to the up-sampled RGB and a to-semantic residual to the up-sampled semantic map ("predict the
 residuals of the LR inputs", paper section 3.1). Codes: ``[B, 5, w_dim]`` (two per block, the fifth
 drives the last block's outputs).
@@ -45,7 +46,9 @@ class SuperResolution(nn.Module):
                                      align_corners=False, antialias=shrink)
             semantic = F.interpolate(semantic.float(), size=(r, r), mode="bilinear",
                                      align_corners=False, antialias=shrink)
-        x = torch.cat([features, semantic.to(features.dtype)], dim=1)
+        # The trunk sees class probabilities (bounded, like the features); the residual is added to
+        # the log-probabilities, whose magnitudes (down to log 1e-6) would swamp the convolutions.
+        x = torch.cat([features, semantic.float().softmax(dim=1).to(features.dtype)], dim=1)
         rgb, seg = features[:, :3], semantic
         x = self.conv01(self.conv00(x, ws[:, 0]), ws[:, 1])
         rgb = upsample2x(rgb) + self.rgb0(x, ws[:, 1])
