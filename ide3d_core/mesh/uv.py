@@ -17,22 +17,33 @@ from ide3d_core.mesh.types import HeadMesh
 _SHIFT = 4  # sub-pixel bits for cv2 polygon filling
 
 
-def unwrap(mesh: HeadMesh, padding: int = 2, resolution: int = 1024) -> tuple[HeadMesh, np.ndarray]:
+def unwrap(mesh: HeadMesh, padding: int = 2, resolution: int = 1024,
+           max_chart_fraction: float = 1.0 / 128.0) -> tuple[HeadMesh, np.ndarray]:
     """UV-unwrap with xatlas.
 
     Returns the unwrapped mesh (vertices split along seams, labels/colours carried over, ``uv`` set,
     ``texture`` a black placeholder of ``resolution``) and ``vmapping`` [V'] (the original vertex of
-    each new vertex). Charts are packed with ``padding`` texels between them at ``resolution``.
+    each new vertex). Charts are packed with ``padding`` texels between them at about ``resolution``.
+
+    ``max_chart_fraction`` bounds each chart's area to that fraction of the surface: xatlas grows
+    unbounded charts very slowly on dense meshes (measured here: 25 s for a 20k-face sphere, 47 s for
+    50k), bounded ones 5 to 10 times faster, at about 20 % lower atlas utilisation. 0 = unbounded.
     """
     import xatlas
 
     atlas = xatlas.Atlas()
     atlas.add_mesh(mesh.vertices, mesh.faces.astype(np.uint32))
+    chart = xatlas.ChartOptions()
+    if max_chart_fraction > 0:
+        t = mesh.vertices[mesh.faces].astype(np.float64)
+        area = 0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1).sum()
+        chart.max_chart_area = float(area * max_chart_fraction)
     pack = xatlas.PackOptions()
     pack.padding = int(padding)
     pack.resolution = int(resolution)
     pack.bilinear = True
-    atlas.generate(pack_options=pack)
+    pack.blockAlign = True
+    atlas.generate(chart_options=chart, pack_options=pack)
     vmapping, indices, uvs = atlas[0]
     vmapping = vmapping.astype(np.int64)
     uvs = _snap_unchartered(mesh.vertices[vmapping], indices.astype(np.int64), uvs.astype(np.float32))
