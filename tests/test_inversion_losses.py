@@ -57,3 +57,29 @@ def test_cross_entropy_and_miou():
     pred = labels.clone()
     pred[:, :4, 4:] = 0  # half of class 13 lost: IoU13 = 0.5, IoU0 = 32/48
     assert L.mean_iou(pred, labels) == pytest.approx((0.5 + 32 / 48) / 2)
+
+
+def test_lpips_loads_user_weights_strictly_and_measures_distance(tmp_path):
+    from safetensors.torch import save_file
+
+    from ide3d_core.inversion.lpips import LPIPS
+
+    torch.manual_seed(0)
+    ref = LPIPS()
+    state = {k: v.clone() for k, v in ref.state_dict().items() if k not in ("shift", "scale")}
+    save_file(state, str(tmp_path / "lpips.safetensors"))
+    net = LPIPS.from_file(tmp_path / "lpips.safetensors")
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    y = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    assert torch.allclose(net(x, x), torch.zeros(2), atol=1e-7)
+    d = net(x, y)
+    assert bool((d > 0).all()) and torch.allclose(d, net(y, x), rtol=1e-5)
+    # each tap adds a non-negative term: doubling one tap's linear weights cannot lower the distance
+    state["lin0"] = state["lin0"] * 2
+    save_file(state, str(tmp_path / "lpips2.safetensors"))
+    assert bool((LPIPS.from_file(tmp_path / "lpips2.safetensors")(x, y) > d).all())
+    del state["lin4"]
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="missing"):
+        LPIPS.from_file(tmp_path / "bad.safetensors")

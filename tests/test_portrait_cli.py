@@ -18,11 +18,12 @@ def workspace(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     assert main(["train-encoders", "--model", "config:tiny", "--out", str(d / "enc"), "--steps", "1",
                  "--preset", "tiny", "--batch", "1", "--quiet"]) == 0
-    g = make_generator()
-    with torch.no_grad():
-        out = g(g.codes_from_seeds([4], truncation_psi=0.7), label(15.0))
-    img = ((out.image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    ids = out.semantic[0].argmax(0).numpy().astype(np.uint8)
+    from training.procedural import render_heads, sample_heads
+
+    heads = sample_heads(1, torch.Generator().manual_seed(4), "cpu")  # a photo with an exact mask
+    r = render_heads(heads, label(15.0), 32)
+    img = ((r.image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    ids = r.labels[0].numpy().astype(np.uint8)
     Image.fromarray(img).save(d / "photo.png")
     Image.fromarray(L.colorize(ids)).save(d / "photo_mask.png")  # palette colours, decoded on read
     return d
@@ -83,3 +84,6 @@ def test_clear_errors(workspace, tmp_path, capsys):
     assert main(["restyle", str(tmp_path / "bad.ide3d"), "--regions", "beard", "--style-seed", "1",
                  "--out", str(tmp_path / "y.ide3d"), *common]) == 2
     assert "unknown class 'beard'" in capsys.readouterr().err
+    assert main(["invert", str(d / "photo.png"), "--lpips", str(tmp_path / "none.safetensors"),
+                 "--out", str(tmp_path / "x.ide3d"), *common]) == 2
+    assert "no LPIPS weights" in capsys.readouterr().err

@@ -183,6 +183,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parser", type=Path, default=None,
                    help="face-parsing network folder (training/segnet.py) used without --mask "
                         "(default <model>/segnet when present)")
+    p.add_argument("--lpips", type=Path, default=None,
+                   help="LPIPS-VGG16 weights (.safetensors, see ide3d_core/inversion/lpips.py) to add LPIPS to the loss")
     p.add_argument("--out", type=Path, required=True, help="output .ide3d file")
     _common(p, "model folder, config:NAME (untrained) or nothing for the bundled model")
     p.set_defaults(func=run_invert)
@@ -261,9 +263,18 @@ def run_invert(args: argparse.Namespace) -> int:
             kw[name] = value
     policy = InversionPolicy(**kw)
     parser = None if mask is not None else _parser(args.parser, spec, device)
+    lpips = None
+    if args.lpips is not None:
+        from ide3d_core.inversion.lpips import LPIPS
+
+        try:
+            lpips = LPIPS.from_file(args.lpips, device=device)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     with TqdmProgress("invert", disable=args.quiet) as progress:
         res = invert(base, torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1.0, mask=mask,
-                     camera=camera, encoder=encoder, policy=policy, parser=parser, progress=progress)
+                     camera=camera, encoder=encoder, policy=policy, lpips=lpips, parser=parser,
+                     progress=progress)
     for note in res.notes:
         print(f"ide3d invert: note: {note}", file=sys.stderr)
     portrait = res.portrait(base, source_image=photo, source_mask=mask,
