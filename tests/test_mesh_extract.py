@@ -165,3 +165,24 @@ def test_block_sparse_sampling_gives_the_dense_surface(resolution):
     assert a.num_faces == b.num_faces
     np.testing.assert_array_equal(a.faces, b.faces)
     np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_pipeline_matches_cpu():
+    from ide3d_core.mesh.analytic import SphereRenderer
+    from ide3d_core.mesh.bake import BakeConfig
+    from ide3d_core.mesh.pipeline import MeshConfig, extract_head_mesh
+
+    def colour(p):
+        return (p + 0.5).clamp(0, 1)
+
+    results = []
+    for dev in ("cpu", "cuda"):
+        field = AnalyticField(sphere_sdf(CENTER, 0.22), color=colour, device=torch.device(dev))
+        cfg = MeshConfig(grid=GridConfig(resolution=64), cleanup=CleanupConfig(target_faces=2000),
+                         bake=BakeConfig(texture_size=128, yaws_degrees=(0.0,), pitches_degrees=()))
+        results.append(extract_head_mesh(field, cfg, SphereRenderer(CENTER, 0.22, colour, 64, 64)).mesh)
+    cpu, gpu = results
+    assert abs(cpu.num_faces - gpu.num_faces) <= 10
+    assert np.abs(cpu.texture.astype(int) - gpu.texture.astype(int)).mean() < 2.0
