@@ -28,7 +28,9 @@ import torch
 #: Added to the coarse weights before importance sampling: empty rays sample uniformly.
 PDF_EPS = 1e-5
 
-FieldFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: Per-sample values: one tensor [B, M, C] or a tuple of them (composited separately, no concatenation).
+Values = torch.Tensor | tuple[torch.Tensor, ...]
+FieldFn = Callable[[torch.Tensor], tuple[torch.Tensor, Values]]
 
 
 def stratified_depths(batch_shape: tuple[int, ...], n: int, near: float, far: float,
@@ -60,8 +62,8 @@ def interval_edges(depths: torch.Tensor, near: float, far: float) -> torch.Tenso
 class Composite:
     """Result of :func:`composite` (R rays per batch item)."""
 
-    #: [B, R, C] weighted sums of the values.
-    values: torch.Tensor
+    #: [B, R, C] weighted sums of the values (a tuple of them when the values were a tuple).
+    values: Values
     #: [B, R, N] per-sample weights.
     weights: torch.Tensor
     #: [B, R, 1] accumulated opacity (sum of weights).
@@ -81,25 +83,32 @@ def ray_weights(sigma: torch.Tensor, depths: torch.Tensor, near: float, far: flo
     return transmittance * (1.0 - torch.exp(-tau))
 
 
-def weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``sum_i weights[..., i] * values[..., i, :]`` as a batched matrix product, float32."""
+def weighted_sum(weights: torch.Tensor, values: Values) -> Values:
+    """``sum_i weights[..., i] * values[..., i, :]`` as a batched matrix product, float32 (element-wise
+    for a tuple of value tensors)."""
+    if isinstance(values, tuple):
+        return tuple(weighted_sum(weights, v) for v in values)
     return torch.matmul(weights.unsqueeze(-2), values.float()).squeeze(-2)
 
 
-def composite(sigma: torch.Tensor, values: torch.Tensor, depths: torch.Tensor, near: float,
+def _add(a: Values, b: Values) -> Values:
+    return tuple(x + y for x, y in zip(a, b)) if isinstance(a, tuple) else a + b
+
+
+def composite(sigma: torch.Tensor, values: Values, depths: torch.Tensor, near: float,
               far: float) -> Composite:
     """Alpha-composite samples along rays (see the module docstring for the quadrature).
 
     Args:
         sigma: [B, R, N] or [B, R, N, 1] activated densities (>= 0, per model unit).
-        values: [B, R, N, C] per-sample values.
+        values: [B, R, N, C] per-sample values (or a tuple of such tensors).
         depths: [B, R, N] sorted sample depths in [near, far].
     """
     weights = ray_weights(sigma, depths, near, far)
     return _finish(weights, weighted_sum(weights, values), depths.float(), far)
 
 
-def _finish(weights: torch.Tensor, values: torch.Tensor, depths: torch.Tensor, far: float) -> Composite:
+def _finish(weights: torch.Tensor, values: Values, depths: torch.Tensor, far: float) -> Composite:
     opacity = weights.sum(dim=-1, keepdim=True)
     depth = (weights * depths).sum(dim=-1, keepdim=True) + (1.0 - opacity) * far
     return Composite(values, weights, opacity, depth)
@@ -148,10 +157,12 @@ class RayRender:
 
 
 def _evaluate(field_fn: FieldFn, origins: torch.Tensor, dirs: torch.Tensor,
-              depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+              depths: torch.Tensor) -> tuple[torch.Tensor, Values]:
     b, r, n = depths.shape
     points = origins.unsqueeze(2) + dirs.unsqueeze(2) * depths.unsqueeze(-1)  # [B, R, N, 3]
     sigma, values = field_fn(points.reshape(b, r * n, 3))
+    if isinstance(values, tuple):
+        return sigma.reshape(b, r, n), tuple(v.reshape(b, r, n, -1) for v in values)
     return sigma.reshape(b, r, n), values.reshape(b, r, n, -1)
 
 
@@ -161,7 +172,7 @@ def render_rays(field_fn: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, ne
     """Two-pass (stratified, then importance) volume rendering of a field.
 
     Args:
-        field_fn: ``points [B, M, 3] -> (sigma [B, M, 1] (>= 0), values [B, M, C])``.
+        field_fn: ``points [B, M, 3] -> (sigma [B, M, 1] (>= 0), values [B, M, C] or a tuple of them)``.
         origins, dirs: [B, R, 3] ray origins and unit directions (model world).
         near, far: ray interval.
         coarse_samples, fine_samples: samples per ray of each pass; the fine samples are drawn from the
@@ -181,6 +192,6 @@ def render_rays(field_fn: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, ne
     merged, order = torch.sort(torch.cat([depths, fine], dim=-1), dim=-1)
     weights = ray_weights(torch.cat([sigma, sigma_f], dim=-1).gather(-1, order), merged, near, far)
     unsorted = torch.empty_like(weights).scatter_(-1, order, weights)
-    out = (weighted_sum(unsorted[..., :coarse_samples], values)
-           + weighted_sum(unsorted[..., coarse_samples:], values_f))
+    out = _add(weighted_sum(unsorted[..., :coarse_samples], values),
+               weighted_sum(unsorted[..., coarse_samples:], values_f))
     return RayRender(_finish(weights, out, merged, far), merged)

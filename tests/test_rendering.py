@@ -123,3 +123,16 @@ def test_importance_samples_concentrate_where_the_weights_are():
     idx = torch.searchsorted(e[0].contiguous(), s[0].contiguous(), right=True) - 1
     counts = torch.bincount(idx.clamp(0, 3), minlength=4)
     assert counts.tolist() == pytest.approx([100, 300, 0, 400], abs=1)
+
+
+def test_tuple_values_composite_like_concatenated_values():
+    origins, dirs = rays_along_z([0.0, 0.1])
+    field = slab_field(2.6, 3.1, 4.0)
+
+    def tuple_field(points):
+        sigma, v = field(points)
+        return sigma, (v[..., :1], v[..., 1:])
+
+    a = render_rays(field, origins, dirs, NEAR, FAR, 16, 16).composite
+    b = render_rays(tuple_field, origins, dirs, NEAR, FAR, 16, 16).composite
+    assert torch.equal(torch.cat(b.values, dim=-1), a.values) and torch.equal(a.depth, b.depth)

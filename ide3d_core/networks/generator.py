@@ -147,14 +147,17 @@ class Generator(nn.Module):
         semantic, texture = self.synthesis(ws)
         return TriPlanes(semantic=semantic, texture=texture)
 
-    def _sample(self, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        return triplane.sample_triplane(planes, points, cfg.plane_axes, cfg.aggregation, cfg.box_size)
+    def _coords(self, points: torch.Tensor) -> torch.Tensor:
+        """[B, N, 3] points -> [B, 3, N, 2] plane coordinates (shared by both plane sets)."""
+        return triplane.project_onto_planes(points, self.config.plane_axes, self.config.box_size)
+
+    def _sample(self, planes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        return triplane.sample_planes(planes, coords, self.config.aggregation)
 
     def density(self, planes: TriPlanes, points: torch.Tensor) -> torch.Tensor:
         """Activated density ``[B, N, 1]`` at ``points [B, N, 3]`` (semantic planes only: the cheap query
         for mesh extraction and density regularisation); equal to ``query(...).sigma``."""
-        return self.semantic_decoder(self._sample(planes.semantic, points))[0]
+        return self.semantic_decoder(self._sample(planes.semantic, self._coords(points)))[0]
 
     def query(self, planes: TriPlanes, points: torch.Tensor,
               texture_swap: TextureSwap | None = None) -> FieldSample:
@@ -164,8 +167,9 @@ class Generator(nn.Module):
         if points.ndim != 3 or points.shape[-1] != 3 or points.shape[0] != planes.semantic.shape[0]:
             raise ValueError(f"points must be [B={planes.semantic.shape[0]}, N, 3], "
                              f"got {tuple(points.shape)}")
-        sigma, logits = self.semantic_decoder(self._sample(planes.semantic, points))
-        features = self.texture_decoder(self._sample(planes.texture, points))
+        coords = self._coords(points)
+        sigma, logits = self.semantic_decoder(self._sample(planes.semantic, coords))
+        features = self.texture_decoder(self._sample(planes.texture, coords))
         if texture_swap is not None:
             other, class_ids = texture_swap
             if other.shape != planes.texture.shape:
@@ -179,7 +183,7 @@ class Generator(nn.Module):
             mask = torch.zeros_like(label, dtype=torch.bool)
             for i in sorted(set(int(i) for i in class_ids)):
                 mask = mask | (label == i)
-            other_features = self.texture_decoder(self._sample(other, points))
+            other_features = self.texture_decoder(self._sample(other, coords))
             features = torch.where(mask, other_features.to(features.dtype), features)
         return FieldSample(sigma=sigma, semantic=logits, features=features)
 
@@ -206,12 +210,10 @@ class Generator(nn.Module):
         if h < 4:
             raise ValueError(f"neural_resolution must be >= 4, got {h}")
         origins, dirs = rays_from_labels(c.to(torch.float32), h, h)
-        n_feat = cfg.feature_channels
 
-        def field(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def field(points: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
             f = self.query(planes, points, texture_swap)
-            probs = f.semantic.float().softmax(dim=-1)
-            return f.sigma, torch.cat([f.features.float(), probs], dim=-1)
+            return f.sigma, (f.features, f.semantic.float().softmax(dim=-1))
 
         rays = render_rays(field, origins, dirs, cfg.ray_near, cfg.ray_far, cfg.coarse_samples,
                            cfg.fine_samples, generator)
@@ -220,8 +222,8 @@ class Generator(nn.Module):
         def to_image(x: torch.Tensor) -> torch.Tensor:  # [B, h*w, C] -> [B, C, h, w]
             return x.permute(0, 2, 1).reshape(b, x.shape[-1], h, h)
 
-        features_raw = to_image(comp.values[..., :n_feat])
-        probs = comp.values[..., n_feat:]
+        features, probs = comp.values
+        features_raw = to_image(features)
         background = torch.zeros_like(probs)
         background[..., BACKGROUND_CLASS] = 1.0
         probs = probs + (1.0 - comp.opacity) * background
