@@ -39,7 +39,8 @@ def make_ema(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """``ema = beta * ema + (1 - beta) * model`` for parameters; buffers are copied (e.g. ``w_avg``)."""
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    p_ema, p = list(ema.parameters()), [q.detach() for q in model.parameters()]
+    if p_ema:
+        torch._foreach_lerp_(p_ema, p, 1.0 - beta)  # one fused launch per dtype/device on GPU
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b.detach())
