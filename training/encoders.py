@@ -121,6 +121,7 @@ def train_encoders(generator: nn.Module, encoder: nn.Module, policy: EncoderTrai
     opt = torch.optim.Adam(encoder.parameters(), lr=policy.lr, betas=policy.betas)
     c_map = torch.from_numpy(_canonical_label()).to(dev)[None].expand(policy.batch_codes, -1)
     result = EncoderTrainingResult()
+    pending: list[dict[str, torch.Tensor]] = []
     t0 = time.perf_counter()
     for step in range(policy.steps):
         z = torch.randn(policy.batch_codes, generator.z_dim, generator=zgen).to(dev)
@@ -136,8 +137,12 @@ def train_encoders(generator: nn.Module, encoder: nn.Module, policy: EncoderTrai
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        result.history.append({k: float(v.detach()) for k, v in terms.items()} | {"total": float(loss.detach())})
-        report(progress, step + 1, policy.steps, f"loss {result.history[-1]['total']:.4f}", cancel)
+        pending.append({k: v.detach() for k, v in terms.items()} | {"total": loss.detach()})
+        if len(pending) == 50 or step + 1 == policy.steps:  # read losses back (a device sync) in bunches
+            result.history += [{k: float(v) for k, v in h.items()} for h in pending]
+            pending.clear()
+        msg = f"loss {result.history[-1]['total']:.4f}" if result.history else ""
+        report(progress, step + 1, policy.steps, msg, cancel)
     encoder.eval()
     result.seconds = time.perf_counter() - t0
     return result

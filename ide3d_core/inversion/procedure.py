@@ -256,7 +256,9 @@ def invert(generator: nn.Module, image: np.ndarray | torch.Tensor, mask: np.ndar
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            report(progress, 2 + step, total, f"codes loss {loss.item():.4f}", cancel)
+            # the loss is read back (a device sync) only every 10th step
+            msg = f"codes loss {loss.item():.4f}" if progress is not None and step % 10 == 0 else "codes"
+            report(progress, 2 + step, total, msg, cancel)
         ws = expand(var.detach()).clone()
     with torch.no_grad():
         loss1, img1 = objective(base, ws)
@@ -276,7 +278,8 @@ def invert(generator: nn.Module, image: np.ndarray | torch.Tensor, mask: np.ndar
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            report(progress, 1 + policy.optimise_steps + step + 1, total, f"tuning loss {loss.item():.4f}", cancel)
+            msg = f"tuning loss {loss.item():.4f}" if progress is not None and step % 10 == 0 else "tuning"
+            report(progress, 1 + policy.optimise_steps + step + 1, total, msg, cancel)
         tuned.requires_grad_(False)
         delta = WeightDelta.between(base, tuned, policy.delta_dtype)
         tuned_module = delta.apply(base, check=False).requires_grad_(False).eval()
