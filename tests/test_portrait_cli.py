@@ -63,6 +63,13 @@ def test_invert_render_edit_restyle_undo(workspace):
     assert main(["invert", str(d / "photo.png"), "--steps", "0", "--tune-steps", "0", "--parser", str(d / "segnet"),
                  "--out", str(d / "parsed.ide3d"), *common]) == 0
     assert load_portrait(d / "parsed.ide3d").history[0].params["mask_source"] == "parser"
+    # the camera of `ide3d prepare` (camera.json "label") is taken as is
+    import json
+    cam = label(15.0)[0].numpy()
+    (d / "camera.json").write_text(json.dumps({"label": [float(v) for v in cam]}))
+    assert main(["invert", str(d / "photo.png"), "--mask", str(d / "photo_mask.png"), "--camera", str(d / "camera.json"),
+                 "--steps", "0", "--tune-steps", "0", "--out", str(d / "cam.ide3d"), *common]) == 0
+    assert np.array_equal(load_portrait(d / "cam.ide3d").camera, cam)
     assert torch.equal(load_portrait(d / "u.ide3d").ws, q.ws)
 
 

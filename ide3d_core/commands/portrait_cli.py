@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """``ide3d invert | edit | restyle | render``: portrait documents on the command line.
 
-    ide3d invert PHOTO [--mask M] [--steps N] [--tune-steps N] --out P.ide3d
+    ide3d invert PHOTO [--mask M] [--camera camera.json | --yaw Y --pitch P] [--steps N] [--tune-steps N]
+                 --out P.ide3d
     ide3d edit P.ide3d (--mask painted.png [--mode residual|direct] | --undo | --redo) --out Q.ide3d
     ide3d restyle P.ide3d --regions hair,cloth (--style-seed 7 | --style-portrait R.ide3d) --out Q.ide3d
     ide3d render P.ide3d [--yaw 30 --pitch -5 | --canonical] [--orbit N] --out view.png
@@ -176,6 +177,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", type=Path, help="its label mask (ids or palette colours), same size")
     p.add_argument("--yaw", type=float, default=None, help="camera yaw in degrees (default: predicted)")
     p.add_argument("--pitch", type=float, default=0.0, help="camera pitch in degrees (with --yaw)")
+    p.add_argument("--camera", type=Path, default=None,
+                   help="camera.json written by `ide3d prepare` (its 25-float \"label\")")
     p.add_argument("--steps", type=int, default=None, help="code optimisation steps (default 200)")
     p.add_argument("--tune-steps", type=int, default=None, help="pivotal tuning steps (default 100)")
     p.add_argument("--code-space", choices=("w", "w+"), default="w+")
@@ -245,6 +248,10 @@ def run_invert(args: argparse.Namespace) -> int:
         raise UserError(f"the photo is {w}x{h}; it must be square (crop it with `ide3d prepare`)")
     mask = read_mask(args.mask, (h, w)) if args.mask else None
     camera = None
+    if args.camera is not None and args.yaw is not None:
+        raise UserError("give either --camera or --yaw/--pitch, not both")
+    if args.camera is not None:
+        camera = _read_camera(args.camera)
     if args.yaw is not None:
         if not -89 < args.pitch < 89:
             raise UserError("--pitch must be within (-89, 89) degrees")
@@ -284,6 +291,23 @@ def run_invert(args: argparse.Namespace) -> int:
     for stage, m in res.stages.items():
         print(f"  {stage:9s} PSNR {m['psnr']:6.2f} dB  loss {m['loss']:.4f}  {m['seconds']:.1f} s")
     return 0
+
+
+def _read_camera(path: Path):
+    import json
+
+    import numpy as np
+
+    from ide3d_core.cameras import Camera
+
+    try:
+        label = np.asarray(json.loads(path.read_text())["label"], dtype=np.float32)
+        Camera.from_label(label)  # validates: 25 numbers, rigid pose, sane intrinsics
+    except FileNotFoundError:
+        raise UserError(f"no such camera file {path}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path.name} is not a camera file with a 25-float \"label\" ({exc})") from None
+    return label
 
 
 def _parser(folder: Path | None, model_spec: str, device):
