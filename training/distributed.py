@@ -109,3 +109,12 @@ def mean_over_processes(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     y = x.detach().clone()
     dist.all_reduce(y, op=dist.ReduceOp.SUM)
     return y / ctx.world_size
+
+
+def any_process(flag: bool, ctx: DistContext) -> bool:
+    """True on every process if ``flag`` is true on any (one small all-reduce and a host sync)."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

@@ -38,7 +38,7 @@ from training import checkpoint as ckpt
 from training.config import TrainConfig
 from training.data import DataSource, random_cameras, step_rng
 from training.discriminator import DiscriminatorConfig, DualDiscriminator, downsample_real, prepare_inputs
-from training.distributed import (DistContext, average_gradients, barrier, broadcast_module,
+from training.distributed import (DistContext, any_process, average_gradients, barrier, broadcast_module,
                                   mean_over_processes)
 from training.ema import ema_beta, make_ema, update_ema
 from training.losses import (blur_sigma, density_regularization, discriminator_loss, gaussian_blur,
@@ -355,7 +355,7 @@ def train(cfg: TrainConfig, source: DataSource, run_dir: str | Path, *, ctx: Dis
     grid_seeds = list(range(4))
     try:
         while step < total:
-            if _stopping(cancel, stop_at_step, step):
+            if _should_stop(cfg, ctx, cancel, stop_at_step, step):
                 break
             logs = _step(m, cfg, ctx, source, step, images_seen, poses)
             step += 1
@@ -369,6 +369,11 @@ def train(cfg: TrainConfig, source: DataSource, run_dir: str | Path, *, ctx: Dis
                 dt = (time.perf_counter() - t0) / max(steps_timed, 1)
                 losses = {**means, "timing/sec_per_step": dt, "progress/kimg": images_seen / 1000.0}
                 log.scalars(step, losses)
+                bad = [k for k, v in means.items() if not math.isfinite(v)]
+                if bad:  # stop before a checkpoint can store broken weights
+                    raise TrainingError(f"non-finite {', '.join(bad)} at step {step}; the newest checkpoint "
+                                        f"in {run_dir / 'checkpoints'} predates it (resume, or lower the "
+                                        f"learning rates)")
                 pending, t0, steps_timed = [], time.perf_counter(), 0
             elif not ctx.is_main:
                 pending = []
@@ -389,6 +394,20 @@ def train(cfg: TrainConfig, source: DataSource, run_dir: str | Path, *, ctx: Dis
         if log is not None:
             log.close()
     return TrainResult(step, images_seen, last_ckpt, step >= total, losses, gen_dir, m.G, m.G_ema, m.D)
+
+
+def _should_stop(cfg: TrainConfig, ctx: DistContext, cancel: Optional[CancelToken],
+                 stop_at_step: Optional[int], step: int) -> bool:
+    """Whether to stop before ``step``; all processes agree. A cancel reaches one process at a time
+    (a signal, a timer), so processes compare notes every ``log_steps`` steps; ``stop_at_step`` is
+    the same everywhere and needs no exchange."""
+    if stop_at_step is not None and step >= stop_at_step:
+        return True
+    if not ctx.distributed:
+        return cancel is not None and cancel.cancelled
+    if step % cfg.log_steps:
+        return False
+    return any_process(cancel is not None and cancel.cancelled, ctx)
 
 
 def _stopping(cancel: Optional[CancelToken], stop_at_step: Optional[int], step: int) -> bool:

@@ -127,3 +127,29 @@ def load_segnet(folder: str | os.PathLike, device: torch.device | str = "cpu") -
     except RuntimeError as exc:
         raise ValueError(f"{w_path}: weights do not match the config ({exc})") from None
     return net.to(device).eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.segnet --out DIR [--steps N] [--resolution R] [--batch B] [--device D]``."""
+    import argparse
+
+    from ide3d_core.progress import TqdmProgress
+
+    ap = argparse.ArgumentParser(prog="python -m training.segnet",
+                                 description="Train the SegNet face parser on procedural heads.")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=SegNetTraining.steps)
+    ap.add_argument("--batch", type=int, default=SegNetTraining.batch_size)
+    ap.add_argument("--resolution", type=int, default=SegNetTraining.resolution)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    policy = SegNetTraining(args.steps, args.batch, args.resolution, seed=args.seed)
+    with TqdmProgress("segnet") as bar:
+        net = train_segnet(policy, torch.device(args.device), progress=bar)
+    print(f"[segnet] saved to {save_segnet(net, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from ide3d_core.cli import UserError
@@ -39,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-steps", type=int, default=None, help="checkpoint period in steps")
     p.add_argument("--stop-at-step", type=int, default=None,
                    help="stop (with a checkpoint) once this many steps are done, e.g. to train in sittings")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop (with a checkpoint) after this much wall time, e.g. to fit a GPU lease")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -105,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         except DatasetError as exc:
             raise UserError(str(exc)) from None
         cancel = CancelToken()
+        timer = None
+        if args.minutes is not None:
+            timer = threading.Timer(max(args.minutes, 0.0) * 60.0, cancel.cancel)
+            timer.daemon = True
+            timer.start()
         handler = lambda signum, frame: cancel.cancel()  # noqa: E731
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -116,9 +124,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            if timer is not None:
+                timer.cancel()
         if ctx.is_main:
             state = "finished" if result.finished else "stopped"
-            print(f"[train] {state} at step {result.step} ({result.images_seen / 1000:.1f} kimg); "
+            print(f"[train] {state} at step {result.step} ({result.images_seen} images); "
                   f"checkpoint {result.checkpoint}")
             if result.generator_dir is not None:
                 print(f"[train] EMA generator: {result.generator_dir}")
