@@ -144,3 +144,17 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(dataset, tmp_path, capsy
     _, state = ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"))
     assert 1 <= state["step"] < 250
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+
+def test_bad_settings_fail_before_training_with_one_line_errors(dataset, tmp_path):
+    from training.config import TrainConfig
+
+    cfg = tiny_config(batch_size=6, mbstd_group=4)
+    with pytest.raises(TrainingError, match="minibatch-stddev group 4"):
+        train(cfg, _source(dataset, cfg), tmp_path / "a")
+    with pytest.raises(TrainingError, match="renders 32 px"):
+        train(tiny_config(), open_source(str(dataset), 16, 0, torch.device("cpu")), tmp_path / "b")
+    d = tiny_config().to_dict()
+    assert TrainConfig.from_dict(d) == tiny_config()  # JSON round trip (betas list -> tuple)
+    with pytest.raises(ValueError, match="unknown keys \\['gama'\\]"):
+        TrainConfig.from_dict({**d, "gama": 1.0})

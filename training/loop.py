@@ -333,6 +333,10 @@ def train(cfg: TrainConfig, source: DataSource, run_dir: str | Path, *, ctx: Dis
     run_dir = Path(run_dir)
     if cfg.batch_size % ctx.world_size:
         raise TrainingError(f"batch size {cfg.batch_size} is not divisible by {ctx.world_size} processes")
+    local = cfg.batch_size // ctx.world_size
+    if local % min(cfg.mbstd_group, local):
+        raise TrainingError(f"{local} images per process is not divisible by the minibatch-stddev group "
+                            f"{cfg.mbstd_group}; use a batch that is")
     start = _check_run_dir(run_dir, cfg, resume)  # every rank checks, so every rank raises alike
     barrier(ctx)
     m = _build(cfg, ctx, generator_factory or build_generator)
