@@ -63,7 +63,7 @@ class TrainResult:
         checkpoint: the latest checkpoint written (None if nothing was written).
         finished: the run reached ``config.total_steps``.
         losses: the last logged scalars.
-        generator_dir: the exported EMA generator (``save_generator`` folder) when finished.
+        generator_dir: the exported EMA generator (``save_generator`` folder, float16; main process).
         G, G_ema, D: this process's networks after the last step.
     """
 
@@ -390,9 +390,8 @@ def train(cfg: TrainConfig, source: DataSource, run_dir: str | Path, *, ctx: Dis
                                       f"D {losses.get('loss/D', float('nan')):.3f}")
         if start is None or step != int(_step_of(start)):
             last_ckpt = _checkpoint(run_dir, m, cfg, ctx, step, images_seen)
-        gen_dir = None
-        if step >= total and ctx.is_main:
-            gen_dir = _export(m.G_ema, run_dir)
+        # The EMA generator of every sitting is exported, so a partly trained model is usable.
+        gen_dir = _export(m.G_ema, run_dir) if ctx.is_main else None
         barrier(ctx)
     finally:
         if log is not None:
