@@ -98,6 +98,9 @@ def main() -> None:
         print("\nno CUDA device: GPU section skipped")
         return
     dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True  # as training/commands/train.py sets them
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
     print(f"\n{torch.cuda.get_device_name(dev)}")
     print("| config | batch | data | s/step | images/s | peak GiB |\n|---|---|---|---|---|---|")
     for name in args.configs.split(","):

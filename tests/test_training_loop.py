@@ -158,3 +158,18 @@ def test_bad_settings_fail_before_training_with_one_line_errors(dataset, tmp_pat
     assert TrainConfig.from_dict(d) == tiny_config()  # JSON round trip (betas list -> tuple)
     with pytest.raises(ValueError, match="unknown keys \\['gama'\\]"):
         TrainConfig.from_dict({**d, "gama": 1.0})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_steps_with_bfloat16_autocast_are_finite_and_resume(tmp_path):
+    from training.distributed import DistContext
+
+    ctx = DistContext(device=torch.device("cuda"))
+    cfg = tiny_config(batch_size=4, kimg=0.016)  # 4 steps: R1 and density steps included
+    source = open_source("procedural", 32, cfg.seed, ctx.device)
+    first = train(cfg, source, tmp_path / "run", ctx=ctx, stop_at_step=2)
+    res = train(cfg, source, tmp_path / "run", ctx=ctx, resume=True)
+    assert first.step == 2 and res.finished and res.step == 4
+    assert all(math.isfinite(v) for v in res.losses.values())
+    assert next(res.G.parameters()).device.type == "cuda"

@@ -102,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if ctx.device.type == "cpu":
             torch.set_num_threads(max(1, torch.get_num_threads() // max(ctx.world_size, 1)))
+        else:  # process-wide speed settings belong to the entry point, not to the library
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         try:
             source = open_source(args.data, CONFIGS[cfg.generator].img_resolution, cfg.seed, ctx.device,
                                  xflip=cfg.xflip)
