@@ -139,8 +139,10 @@ def _save(path: Path, m: _Models, cfg: TrainConfig, step: int, images_seen: int)
     return ckpt.save_checkpoint(path, tensors, state)
 
 
-def _restore(path: Path, m: _Models, ctx: DistContext) -> tuple[int, int]:
-    tensors, state = ckpt.load_checkpoint(path, device=ctx.device)
+def _restore(path: Path, m: _Models) -> tuple[int, int]:
+    # Read on the CPU: load_state_dict moves weights and moments to their parameters' device, and
+    # keeps Adam's step counts on the CPU where the (non-capturable) optimiser expects them.
+    tensors, state = ckpt.load_checkpoint(path)
     ckpt.load_module(m.G, tensors, "G")
     ckpt.load_module(m.G_ema, tensors, "G_ema")
     ckpt.load_module(m.D, tensors, "D")
@@ -345,7 +347,7 @@ def train(cfg: TrainConfig, source: DataSource, run_dir: str | Path, *, ctx: Dis
                             f"renders {m.G.img_resolution} px")
     step, images_seen = 0, 0
     if start is not None:
-        step, images_seen = _restore(start, m, ctx)
+        step, images_seen = _restore(start, m)
     log = None
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
