@@ -42,14 +42,16 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device, repeats):
-    out, times = None, []
+    """(last output, median wall seconds, median process CPU seconds) of ``repeats`` calls."""
+    out, times, cpu = None, [], []
     for _ in range(repeats):
         sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
+        cpu.append(time.process_time() - c0)
+    return out, statistics.median(times), statistics.median(cpu)
 
 
 def main(argv=None) -> int:
@@ -77,21 +79,23 @@ def main(argv=None) -> int:
 
     # -- inversion ------------------------------------------------------------------------------
     invert(g, target, encoder=enc, policy=InversionPolicy(optimise_steps=1, tune_steps=1))  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    res = invert(g, target, encoder=enc, policy=InversionPolicy(optimise_steps=args.steps, tune_steps=args.tune_steps))
-    sync(device)
-    total = time.perf_counter() - t0
-    st = res.stages
-    opt_step = st["optimise"]["seconds"] / max(args.steps, 1)
-    tune_step = st["tune"]["seconds"] / max(args.tune_steps, 1) if "tune" in st else 0.0
+
+    def run_invert(opt, tune):
+        return lambda: invert(g, target, encoder=enc, policy=InversionPolicy(optimise_steps=opt, tune_steps=tune))
+
+    _, t_init, c_init = timed(run_invert(0, 0), device, 1)
+    _, t_opt, c_opt = timed(run_invert(args.steps, 0), device, 1)
+    res, t_all, c_all = timed(run_invert(args.steps, args.tune_steps), device, 1)
+    opt_step = ((t_opt - t_init) / max(args.steps, 1), (c_opt - c_init) / max(args.steps, 1))
+    tune_step = ((t_all - t_opt) / max(args.tune_steps, 1), (c_all - c_opt) / max(args.tune_steps, 1))
     d = InversionPolicy()
-    rows += [("inversion: encoder init", st["init"]["seconds"] * 1e3, "ms"),
-             ("inversion: code optimisation step", opt_step * 1e3, "ms"),
-             ("inversion: pivotal tuning step", tune_step * 1e3, "ms"),
-             (f"inversion measured ({args.steps}+{args.tune_steps} steps)", total, "s"),
+    rows += [("inversion: encoder init + renders", t_init, c_init, "s"),
+             ("inversion: code optimisation step", *opt_step, "s"),
+             ("inversion: pivotal tuning step", *tune_step, "s"),
+             (f"inversion measured ({args.steps}+{args.tune_steps} steps)", t_all, c_all, "s"),
              (f"inversion at default policy ({d.optimise_steps}+{d.tune_steps} steps, extrapolated)",
-              st["init"]["seconds"] + d.optimise_steps * opt_step + d.tune_steps * tune_step, "s")]
+              *(t_init + d.optimise_steps * o + d.tune_steps * u
+                for t_init, o, u in ((t_init, opt_step[0], tune_step[0]), (c_init, opt_step[1], tune_step[1]))), "s")]
 
     # -- mask edit ------------------------------------------------------------------------------
     portrait = Portrait(camera=canonical_camera().label(), generator_config={}, base_fingerprint=generator_fingerprint(g),
@@ -119,17 +123,28 @@ def main(argv=None) -> int:
 
     with torch.no_grad():
         e_cur = editor.encode_shape(torch.from_numpy(labels)[None].long().to(device))
-    for name, fn in (("mask edit, direct", edit("direct")), ("mask edit, residual", edit("residual")),
-                     ("mask edit, residual, cached current map", edit("residual", cached=True))):
-        fn()
-        _, t = timed(fn, device, args.edits)
-        rows.append((f"{name} ({r} px frame)", t * 1e3, "ms"))
+    ids = decode_mask(np.array(Image.open(io.BytesIO(png)).convert("RGB")))
+    ids_t = torch.from_numpy(ids)[None].long().to(device)
+    with torch.no_grad():
+        parts = (("  part: decode painted PNG", lambda: decode_mask(np.array(Image.open(io.BytesIO(png)).convert("RGB")))),
+                 ("  part: canonical editor (shape tower)", lambda: editor.encode_shape(ids_t)),
+                 ("  part: generator tri-planes", lambda: g.planes(portrait.ws.to(device))),
+                 ("  part: generator render from cached planes", lambda: g.render(planes, torch.from_numpy(cam).to(device)[None],
+                                                                                  portrait.ws.to(device))))
+        planes = g.planes(portrait.ws.to(device))
+        for name, fn in (("mask edit, direct", edit("direct")), ("mask edit, residual", edit("residual")),
+                         ("mask edit, residual, cached current map", edit("residual", cached=True)), *parts):
+            fn()
+            _, t, c = timed(fn, device, args.edits)
+            rows.append((f"{name} ({r} px frame)" if not name.startswith("  ") else name, t * 1e3, c * 1e3, "ms"))
 
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"\nconfig '{args.config}' ({r} px, neural {g.neural_resolution} px), encoders '{preset}', {dev_name}\n")
-    print("| measurement | value | unit |\n|---|---|---|")
-    for name, v, unit in rows:
-        print(f"| {name} | {v:.1f} | {unit} |")
+    print("| measurement | wall | process CPU | unit |\n|---|---|---|---|")
+    for name, v, c, unit in rows:
+        print(f"| {name} | {v:.2f} | {c:.2f} | {unit} |")
+    print("\n(process CPU = CPU time of this process, all its threads; under contention it is closer than the"
+          " wall time to what an idle machine would take with --threads 1)")
     return 0
 
 
