@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ide3d_core.cameras import orbit_camera
