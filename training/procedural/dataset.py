@@ -26,6 +26,7 @@ from ide3d_core.labels import NUM_CLASSES, colorize
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
 from .anatomy import sample_heads
+from .heads import HeadBatch
 from .contact import to_uint8
 from .render import render_heads
 from .stream import sample_cameras
@@ -47,6 +48,13 @@ class DatasetResult:
     class_images: np.ndarray
 
 
+def image_seed(seed: int, index: int) -> int:
+    """Seed of image ``index`` of a dataset with ``seed`` (a fixed 64-bit mix of the two)."""
+    h = (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & (2**64 - 1)
+    h ^= h >> 31
+    return h & (2**63 - 1)
+
+
 def relative_name(index: int) -> str:
     """EG3D naming: ``00000/img00000000.png`` (1000 images per sub-folder)."""
     return f"{index // IMAGES_PER_FOLDER:05d}/img{index:08d}.png"
@@ -58,8 +66,9 @@ def write_dataset(out: Path | str, count: int, resolution: int, seed: int = 0, d
                   cancel: Optional[CancelToken] = None) -> DatasetResult:
     """Render ``count`` fresh heads (one view each) and write them to ``out``.
 
-    Heads and cameras for image ``i`` depend only on ``seed`` and the batch layout (``batch_size``),
-    never on the device. ``dataset.json`` is written last, so an interrupted run leaves no index.
+    Head and camera of image ``i`` are drawn from their own generator seeded with
+    ``image_seed(seed, i)``, so they depend only on ``seed`` and ``i`` (not on the batch size or the
+    device). ``dataset.json`` is written last, so an interrupted run leaves no index.
     Raises ``ValueError`` on bad arguments and ``ide3d_core.progress.Cancelled`` when cancelled.
     """
     if count < 1:
@@ -67,7 +76,6 @@ def write_dataset(out: Path | str, count: int, resolution: int, seed: int = 0, d
     if not 8 <= resolution <= 4096:
         raise ValueError(f"resolution must be within 8..4096, got {resolution}")
     out = Path(out)
-    gen = torch.Generator().manual_seed(seed)
     labels: list[list] = []
     class_pixels = np.zeros(NUM_CLASSES, np.int64)
     class_images = np.zeros(NUM_CLASSES, np.int64)
@@ -75,8 +83,9 @@ def write_dataset(out: Path | str, count: int, resolution: int, seed: int = 0, d
     done = 0
     while done < count:
         n = min(batch_size, count - done)
-        heads = sample_heads(n, gen, device)
-        cams = sample_cameras(n, gen, poses)
+        gens = [torch.Generator().manual_seed(image_seed(seed, done + j)) for j in range(n)]
+        heads = HeadBatch.concat([sample_heads(1, g, device) for g in gens])
+        cams = torch.cat([sample_cameras(1, g, poses) for g in gens])
         r = render_heads(heads, cams.to(heads.device), resolution, antialias)
         rgb = to_uint8(r.image)
         ids = r.labels.to(torch.uint8).cpu().numpy()
