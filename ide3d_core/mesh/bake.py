@@ -138,12 +138,12 @@ def bake_texture(mesh: HeadMesh, field: Field, renderer: Optional[Renderer],
     out, _ = unwrap(drop_degenerate(mesh), padding=config.padding, resolution=size)
     report(progress, 1, steps, "rasterise", cancel)
     cover = rasterize_uv(out.uv, out.faces, size)
-    tri = out.faces[cover.face]  # [K, 3]
-    w = cover.bary[:, :, None]
-    pts = torch.from_numpy((out.vertices[tri].astype(np.float64) * w).sum(1)).float()
-    vn = out.vertex_normals()
-    nrm = (vn[tri] * w).sum(1)
-    nrm = torch.from_numpy(nrm / np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)).float()
+    tri = torch.from_numpy(out.faces)[torch.from_numpy(cover.face)]  # [K, 3]
+    w = torch.from_numpy(cover.bary)[:, :, None]  # [K, 3, 1]
+    pts = (torch.from_numpy(out.vertices)[tri] * w).sum(1)
+    nrm = (torch.from_numpy(out.vertex_normals().astype(np.float32))[tri] * w).sum(1)
+    nrm = nrm / nrm.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    del tri, w
     report(progress, 2, steps, "field colour", cancel)
     _, _, field_rgb = query_chunked(field, pts, config.chunk, want_semantic=False, cancel=cancel)
     if field_rgb is None:

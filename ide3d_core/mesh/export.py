@@ -141,6 +141,8 @@ def export_mesh(mesh: HeadMesh, path: PathLike, parts: bool = False) -> list[Pat
     """Write by suffix: .glb, .obj or .ply. Raises ``ValueError`` for any other suffix."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if parts and suffix != ".glb":
+        raise ValueError("label parts are written to .glb files only")
     if suffix == ".glb":
         return [export_glb(mesh, path, parts)]
     if suffix == ".obj":

@@ -113,13 +113,6 @@ def _query_indices(field: Field, idx: torch.Tensor, axis: torch.Tensor, chunk: i
     return torch.cat(vals) if vals else torch.zeros(0, device=axis.device)
 
 
-def _block_of_sample(r: int, block: int, device: torch.device) -> torch.Tensor:
-    """[r] int64: the block each sample index lies in (block k spans samples k*block .. (k+1)*block,
-    sharing its far face with block k+1; the last block may be shorter and owns the last sample)."""
-    nb = (r - 2) // block + 1
-    return (torch.arange(r, device=device) // block).clamp(max=nb - 1)
-
-
 def sample_density_grid(field: Field, config: GridConfig = GridConfig(), level: Optional[float] = None,
                         progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> DensityGrid:
@@ -159,34 +152,30 @@ def _sparse(field: Field, config: GridConfig, level: float, axis: torch.Tensor, 
     active = (~inside) & (cmax > config.band * level)
     active = F.max_pool3d(active[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
     inside = inside & ~active
-    own = _block_of_sample(r, b, device)
-    active_f = active.float()
-    inside_f = inside.float()
+    # A sample belongs to its own block (block k owns samples k*b .. k*b + b - 1) and, when it lies on
+    # a block face, also to the block before it along that axis. Querying every sample *owned* by a
+    # block that is active or has an active block just before it (along any combination of axes)
+    # therefore covers every sample of every active block, each queried once.
+    pad = F.pad(active[None, None].float(), (1, 0, 1, 0, 1, 0))
+    wanted = F.max_pool3d(pad, 2, stride=1)[0, 0] > 0
+    nb = active.shape[0]
+    sizes = torch.full((nb,), b, dtype=torch.long, device=device)
+    sizes[-1] = r - b * (nb - 1)
+    fill = torch.where(inside & ~wanted, 2.0 * level, 0.0).float()
+    for dim in range(3):
+        fill = torch.repeat_interleave(fill, sizes, dim=dim)
+    out.copy_(fill)
+    del fill
+    origins = torch.nonzero(wanted) * b  # [M, 3] first sample of each wanted block
+    o = torch.arange(b, device=device)
+    offsets = torch.stack(torch.meshgrid(o, o, o, indexing="ij"), dim=-1).reshape(-1, 3)  # [b^3, 3]
+    per_chunk = max(1, config.chunk // offsets.shape[0])
     queried = coarse.numel()
-    slabs = max(1, config.chunk // (r * r))
-    for i0 in range(0, r, slabs):
-        i1 = min(r, i0 + slabs)
-        # A sample belongs to its own block and, when it lies on a block face, to the block before it
-        # along that axis (the sample index just below it is in that block). So "in an active block"
-        # is the max of "own block active" over {i-1, i} x {j-1, j} x {k-1, k}: a 2x2x2 max-pool of the
-        # own-block map, padded by one empty sample at the low side.
-        lo = max(i0 - 1, 0)
-        up = _upsample(active_f, own, lo, i1)
-        if i0 == 0:
-            up = F.pad(up, (0, 0, 0, 0, 1, 0))
-        mask = F.max_pool3d(F.pad(up, (1, 0, 1, 0))[None, None], 2, stride=1)[0, 0] > 0
-        fill = _upsample(inside_f, own, i0, i1) > 0
-        out[i0:i1].masked_fill_(fill, 2.0 * level)
-        idx = torch.nonzero(mask)
-        if idx.shape[0]:
-            idx[:, 0] += i0
-            out[idx[:, 0], idx[:, 1], idx[:, 2]] = _query_indices(field, idx, axis, config.chunk)
-            queried += idx.shape[0]
-        report(progress, i1 + 1, r + 1, "density grid", cancel)
+    for s in range(0, origins.shape[0], per_chunk):
+        idx = (origins[s:s + per_chunk, None, :] + offsets[None]).reshape(-1, 3)
+        idx = idx[(idx < r).all(dim=1)]
+        out[idx[:, 0], idx[:, 1], idx[:, 2]] = field.density(axis[idx]).reshape(-1)
+        queried += idx.shape[0]
+        done = min(origins.shape[0], s + per_chunk)
+        report(progress, 1 + (r * done) // origins.shape[0], r + 1, "density grid", cancel)
     return queried
-
-
-def _upsample(blocks: torch.Tensor, own: torch.Tensor, i0: int, i1: int) -> torch.Tensor:
-    """Block values [nb, nb, nb] -> per-sample values of samples [i0:i1] x all x all (own block)."""
-    x = blocks.index_select(0, own[i0:i1])
-    return x.index_select(1, own).index_select(2, own)

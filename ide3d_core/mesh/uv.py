@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from ide3d_core.mesh.types import HeadMesh
 
@@ -78,7 +79,7 @@ def _snap_unchartered(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> n
 
 @dataclass(frozen=True, eq=False)
 class TexelCover:
-    """Texels covered by triangles. ``rows``, ``cols``, ``face`` are [K] int64, ``bary`` [K, 3] float64
+    """Texels covered by triangles. ``rows``, ``cols``, ``face`` are [K] int64, ``bary`` [K, 3] float32
     barycentric coordinates (non-negative, summing to 1) of each texel centre in its triangle."""
 
     rows: np.ndarray
@@ -99,18 +100,21 @@ def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int) -> TexelCover:
     px[:, 1] = (1.0 - uv[:, 1]) * size - 0.5
     fixed = np.round(px * (1 << _SHIFT)).astype(np.int32)
     ids = np.full((size, size), -1, dtype=np.int32)
-    for f, tri in enumerate(faces):
-        cv2.fillConvexPoly(ids, fixed[tri], int(f), lineType=cv2.LINE_8, shift=_SHIFT)
-    rows, cols = np.nonzero(ids >= 0)
-    face = ids[rows, cols].astype(np.int64)
-    tri = px[faces[face]]  # [K, 3, 2]
-    q = np.stack([cols, rows], axis=-1).astype(np.float64)
-    bary = _barycentric(q, tri)
-    return TexelCover(rows.astype(np.int64), cols.astype(np.int64), face, bary)
+    for f, tri in enumerate(fixed[faces]):
+        cv2.fillConvexPoly(ids, tri, f, lineType=cv2.LINE_8, shift=_SHIFT)
+    flat = torch.from_numpy(ids.reshape(-1))
+    texel = torch.nonzero(flat >= 0)[:, 0]
+    face = flat[texel].long()
+    rows, cols = texel // size, texel % size
+    tri = torch.from_numpy(px.astype(np.float32))[torch.from_numpy(faces)[face]]  # [K, 3, 2]
+    q = torch.stack([cols, rows], dim=-1).float()
+    bary = barycentric(q, tri)
+    return TexelCover(rows.numpy(), cols.numpy(), face.numpy(), bary.numpy())
 
 
-def _barycentric(q: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    """Barycentrics [K, 3] of points q [K, 2] in triangles tri [K, 3, 2], clamped into the triangle."""
+def barycentric(q: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    """Barycentrics [K, 3] of points q [K, 2] in triangles tri [K, 3, 2], clamped into the triangle
+    (degenerate triangles give 1/3 each)."""
     a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
     v0, v1, v2 = b - a, c - a, q - a
     d00 = (v0 * v0).sum(-1)
@@ -119,12 +123,12 @@ def _barycentric(q: np.ndarray, tri: np.ndarray) -> np.ndarray:
     d20 = (v2 * v0).sum(-1)
     d21 = (v2 * v1).sum(-1)
     den = d00 * d11 - d01 * d01
-    ok = np.abs(den) > 1e-12
-    den = np.where(ok, den, 1.0)
-    w1 = np.where(ok, (d11 * d20 - d01 * d21) / den, 1.0 / 3.0)
-    w2 = np.where(ok, (d00 * d21 - d01 * d20) / den, 1.0 / 3.0)
-    w = np.stack([1.0 - w1 - w2, w1, w2], axis=-1).clip(min=0.0)
-    return w / np.maximum(w.sum(-1, keepdims=True), 1e-12)
+    ok = den.abs() > 1e-12 * (d00 * d11).clamp(min=1e-30)
+    den = torch.where(ok, den, torch.ones_like(den))
+    w1 = torch.where(ok, (d11 * d20 - d01 * d21) / den, torch.full_like(den, 1.0 / 3.0))
+    w2 = torch.where(ok, (d00 * d21 - d01 * d20) / den, torch.full_like(den, 1.0 / 3.0))
+    w = torch.stack([1.0 - w1 - w2, w1, w2], dim=-1).clamp(min=0.0)
+    return w / w.sum(-1, keepdim=True).clamp(min=1e-12)
 
 
 def dilate(image: np.ndarray, mask: np.ndarray, iterations: int) -> np.ndarray:
