@@ -92,15 +92,16 @@ def mask_edit(portrait: Portrait, generator: nn.Module, editor: nn.Module, mask:
     """Apply a painted canonical-view label map (see the module docstring). ``editor`` is the canonical
     editor (:class:`ide3d_core.encoders.HybridEncoder` with ``config.canonical``); keeps ``w_t`` exactly.
     ``current`` is the portrait's :func:`canonical_labels` if the caller already has them (a live
-    session shows them to the painter), saving one render."""
+    session shows them to the painter), saving one render; direct mode renders nothing but the
+    result (``pixels_changed`` is then recorded only when ``current`` is given)."""
     if mode not in MASK_MODES:
         raise ValueError(f"mask edit mode must be one of {MASK_MODES}, got {mode!r}")
     if not getattr(editor.config, "canonical", False):
         raise ValueError("mask edits need the canonical editor (an encoder trained on front views)")
     state = portrait.state
-    if current is None:
+    painted = check_mask(mask, int(generator.img_resolution))
+    if current is None and mode == "residual":  # direct mode does not need the current map
         current = canonical_labels(generator, state)
-    painted = check_mask(mask, current.shape[0])
     dev = _device(editor)
     ns = int(generator.num_shape_ws)
     ws = state.ws.to(dev)
@@ -108,11 +109,11 @@ def mask_edit(portrait: Portrait, generator: nn.Module, editor: nn.Module, mask:
     if mode == "residual":
         w_s_new = ws[:, :ns] + (w_s_new - editor.encode_shape(torch.as_tensor(current, device=dev)[None].long()))
     new_ws = torch.cat([w_s_new.to(ws.dtype), ws[:, ns:]], 1).cpu()
-    changed = painted != current
-    params: dict[str, Any] = {
-        "mode": mode, "pixels_changed": int(changed.sum()),
-        "classes_painted": sorted(int(c) for c in np.unique(painted[changed])),
-    }
+    params: dict[str, Any] = {"mode": mode, "pixels_changed": None, "classes_painted": None}
+    if current is not None:
+        changed = painted != np.asarray(current)
+        params.update(pixels_changed=int(changed.sum()),
+                      classes_painted=sorted(int(c) for c in np.unique(painted[changed])))
     return portrait.with_record(EditRecord("mask", params, PortraitState(new_ws, state.restyle)))
 
 

@@ -251,11 +251,15 @@ def canonical_ablation(args, g, enc, truth, device):
 
 
 def paint_hair_band(labels: np.ndarray) -> np.ndarray:
-    """A scripted edit of a canonical label map: the top 30 % of the head's rows become hair."""
+    """A scripted edit of a canonical label map: the top 30 % of the head's rows become hair. A map
+    with no head at all (an untrained generator) gets a painted skin ellipse first."""
     out = labels.copy()
     rows = np.where((labels > 0).any(1))[0]
     if rows.size == 0:
-        return out
+        h, w = out.shape
+        yy, xx = np.mgrid[:h, :w]
+        out[((yy - 0.55 * h) / (0.35 * h)) ** 2 + ((xx - 0.5 * w) / (0.28 * w)) ** 2 < 1] = ID["skin"]
+        rows = np.where((out > 0).any(1))[0]
     top, bottom = rows.min(), rows.max()
     band = slice(top, top + max(1, int(0.3 * (bottom - top + 1))))
     region = out[band]
@@ -276,7 +280,7 @@ def edit_faithfulness(hybrids, g, enc, device):
             gen = res.generator
             labels = editing.canonical_labels(gen, p.state)
             painted = paint_hair_band(labels)
-            if (painted == labels).all() or not (painted > 0).any():
+            if (painted == labels).all():
                 continue
             q = editing.mask_edit(p, gen, enc["canonical"], painted, mode=mode)
             before, _ = render_view(gen, p.ws, cam, device)

@@ -39,7 +39,7 @@ def test_mask_edit_keeps_texture_codes_and_changes_shape_codes(gen):
     painted[h // 4: h // 2, h // 4: 3 * h // 4] = 13  # paint a block of hair
     ns = gen.num_shape_ws
     for mode in E.MASK_MODES:
-        q = E.mask_edit(p, gen, _editor(gen), painted, mode=mode)
+        q = E.mask_edit(p, gen, _editor(gen), painted, mode=mode, current=labels if mode == "direct" else None)
         assert torch.equal(q.ws[:, ns:], p.ws[:, ns:])  # w_t bit for bit
         assert not torch.equal(q.ws[:, :ns], p.ws[:, :ns])
         assert q.history[-1].params["pixels_changed"] == int((painted != labels).sum())

@@ -360,7 +360,9 @@ def run_edit(args: argparse.Namespace) -> int:
     mask = read_mask(args.mask, (size, size))
     portrait = editing.mask_edit(portrait, g, editor, mask, mode=args.mode)
     _save(portrait, args.out)
-    print(f"  {portrait.history[-1].params['pixels_changed']} label pixels changed")
+    changed = portrait.history[-1].params["pixels_changed"]
+    if changed is not None:
+        print(f"  {changed} label pixels changed")
     return 0
 
 
