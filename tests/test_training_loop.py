@@ -173,3 +173,11 @@ def test_cuda_steps_with_bfloat16_autocast_are_finite_and_resume(tmp_path):
     assert first.step == 2 and res.finished and res.step == 4
     assert all(math.isfinite(v) for v in res.losses.values())
     assert next(res.G.parameters()).device.type == "cuda"
+
+
+def test_neural_rendering_resolution_is_raised_on_schedule(dataset, tmp_path):
+    # tiny renders at 16 px; raise it to 32 px within the first 2 images (steps of 2 images).
+    cfg = tiny_config(kimg=0.004, neural_resolution_final=32, neural_resolution_fade_kimg=0.002)
+    train(cfg, _source(dataset, cfg), tmp_path / "run")
+    lines = [json.loads(s) for s in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [d["schedule/neural_resolution"] for d in lines] == [16.0, 32.0]
