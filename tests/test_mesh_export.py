@@ -127,6 +127,11 @@ def test_obj_and_ply(meshes, tmp_path):
     loaded = trimesh.load(files[0], process=False)
     assert len(loaded.faces) == textured.num_faces
     assert loaded.visual.material.image.size == (128, 128)
+    plain = export_mesh(mesh, tmp_path / "plain.obj")
+    assert len(plain) == 1
+    loaded = trimesh.load(plain[0], process=False)
+    assert len(loaded.vertices) == mesh.num_vertices
+    np.testing.assert_allclose(loaded.visual.vertex_colors[:, :3] / 255.0, mesh.colors, atol=1 / 255 + 1e-6)
     ply = export_mesh(mesh, tmp_path / "head.ply")[0]
     back = trimesh.load(ply, process=False)
     assert len(back.vertices) == mesh.num_vertices
