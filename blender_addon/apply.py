@@ -3,24 +3,34 @@
 
 Each function takes the scene and a result dataclass of the protocol and returns a one-line summary.
 """
+import os
 import shutil
 
 import bpy
 import numpy as np
 
-from . import conversions, properties
+from . import conversions, properties, runtime
 from ._shared import labels
 from .properties import IMAGE_NAMES, MESH_NAME
 
 
 def portrait(scene, result) -> str:
-    """Store the codes on the scene and refresh the canonical preview and the mask image."""
-    ws = np.load(result.ws_file)
-    properties.set_ws(scene, ws, result.num_shape_ws)
+    """Store the portrait's document and codes on the scene, keep its document file in the user folder,
+    and refresh the canonical preview and the mask image."""
+    with open(result.document_file, "rb") as f:
+        document = f.read()
+    old = scene.ide3d.document_path
+    properties.set_ws(scene, np.load(result.ws_file), result.num_shape_ws)
+    properties.set_document(scene, document, result.portrait_id, result.revision, result.history, result.current)
+    new = properties.document_file(scene, runtime.documents_folder())
+    if old and old != new and os.path.dirname(old) == os.path.dirname(new) and os.path.isfile(old):
+        os.remove(old)  # an older revision; the .blend or Blender's undo can rewrite it from its bytes
     conversions.image_from_array(IMAGE_NAMES["canonical"], conversions.load_png(result.image_file)[..., :3])
     ids = conversions.load_label_png(result.labels_file)
     conversions.image_from_array(IMAGE_NAMES["mask"], labels.colorize(ids))
-    return f"portrait ready ({result.resolution} x {result.resolution} canonical view)"
+    kinds = ", ".join(result.history[: result.current + 1])
+    summary = f"portrait ready (edit {result.current + 1} of {len(result.history)}: {kinds})"
+    return summary + "".join(f"; note: {n}" for n in result.notes)
 
 
 def view_image_names(camera_name: str) -> tuple[str, str]:

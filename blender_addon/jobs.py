@@ -14,8 +14,6 @@ State lives on the operator *instance* for the duration of one run, never on the
 import os
 import uuid
 
-import numpy as np
-
 from . import conversions, properties, runtime
 
 
@@ -30,14 +28,14 @@ def input_path(client, stem: str, ext: str) -> str:
     return str(folder / f"{stem}-{uuid.uuid4().hex[:10]}{ext}")
 
 
-def write_ws(context, client) -> str:
-    """The scene portrait's codes as an ``.npy`` input file; raises UserError without a portrait."""
-    ws = properties.get_ws(context.scene)
-    if ws is None:
+def portrait_ref(context) -> dict:
+    """The fields naming the scene's portrait in a request (``protocol.PORTRAIT_REF_FIELDS``): its id,
+    revision and document file (rewritten from the .blend when missing); UserError without a portrait."""
+    path = properties.document_file(context.scene, runtime.documents_folder())
+    if path is None:
         raise UserError("no portrait yet: make one with New Portrait first")
-    path = input_path(client, "ws", ".npy")
-    np.save(path, ws)
-    return path
+    state = context.scene.ide3d
+    return dict(portrait_id=state.portrait_id, revision=state.revision, document_file=path)
 
 
 def write_labels(client, ids) -> str:

@@ -4,10 +4,10 @@
 import os
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import BoolProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import apply, conversions, jobs, runtime
+from . import apply, conversions, jobs, properties, runtime
 from ._shared import labels, protocol as P
 from .jobs import BackendOperator, UserError
 from .properties import IMAGE_NAMES, MESH_NAME
@@ -59,32 +59,42 @@ class IDE3D_OT_open_portrait(ImportHelper, BackendOperator, bpy.types.Operator):
     filter_glob: StringProperty(default="*.ide3d", options={"HIDDEN"})
 
     def plan(self, context, client):
-        if not os.path.isfile(self.filepath):
+        path = bpy.path.abspath(self.filepath)
+        if not os.path.isfile(path):
             raise UserError(f"no such file: {self.filepath}")
-        return [(P.OpenDocumentRequest(path=bpy.path.abspath(self.filepath)), apply.portrait)]
+        return [(P.OpenDocumentRequest(path=path), apply.portrait)]
 
 
-class IDE3D_OT_save_portrait(ExportHelper, BackendOperator, bpy.types.Operator):
-    """Save the portrait as a document (.ide3d)"""
+class IDE3D_OT_save_portrait(bpy.types.Operator, ExportHelper):
+    """Save the portrait as a document (.ide3d): codes, edit history, restyle and tuned weights"""
     bl_idname = "ide3d.save_portrait"
     bl_label = "Save Portrait"
     filename_ext = ".ide3d"
     filter_glob: StringProperty(default="*.ide3d", options={"HIDDEN"})
 
-    def plan(self, context, client):
-        mask = bpy.data.images.get(IMAGE_NAMES["mask"])
-        labels_file = jobs.write_labels(client, conversions.snap_mask_image(mask)) if mask else ""
-        req = P.SaveDocumentRequest(path=bpy.path.abspath(self.filepath), ws_file=jobs.write_ws(context, client),
-                                    labels_file=labels_file)
-        return [(req, lambda scene, r: f"saved {r.path}")]
+    def execute(self, context):
+        # The scene already holds the document's bytes, exactly as the backend wrote them.
+        data = properties.get_document(context.scene)
+        if data is None:
+            self.report({"ERROR"}, "no portrait yet: make one with New Portrait first")
+            return {"CANCELLED"}
+        path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".ide3d")
+        try:
+            properties.write_atomic(path, data)
+        except OSError as exc:
+            self.report({"ERROR"}, f"cannot write {path}: {exc.strerror or exc}")
+            return {"CANCELLED"}
+        context.scene.ide3d.status = f"saved {path}"
+        self.report({"INFO"}, context.scene.ide3d.status)
+        return {"FINISHED"}
 
 
 class IDE3D_OT_import_photo(ImportHelper, BackendOperator, bpy.types.Operator):
-    """Make a portrait from a photo (inversion; Esc cancels)"""
+    """Make a portrait from a photo: face detection, alignment, pose, mask, then inversion (Esc cancels)"""
     bl_idname = "ide3d.import_photo"
     bl_label = "Import Photo"
     bl_options = {"REGISTER", "UNDO"}
-    filter_glob: StringProperty(default="*.png;*.jpg;*.jpeg;*.webp", options={"HIDDEN"})
+    filter_glob: StringProperty(default="*.png;*.jpg;*.jpeg;*.webp;*.bmp;*.tif;*.tiff", options={"HIDDEN"})
 
     def execute(self, context):
         # Called after the file browser: inversion is long, so run modally with a progress bar.
@@ -93,9 +103,35 @@ class IDE3D_OT_import_photo(ImportHelper, BackendOperator, bpy.types.Operator):
         return BackendOperator.execute(self, context)
 
     def plan(self, context, client):
-        if not os.path.isfile(self.filepath):
+        path = bpy.path.abspath(self.filepath)
+        if not os.path.isfile(path):
             raise UserError(f"no such file: {self.filepath}")
-        return [(P.InvertRequest(photo_file=bpy.path.abspath(self.filepath)), apply.portrait)]
+        state = context.scene.ide3d
+        return [(P.InvertRequest(photo_file=path, steps=state.photo_steps, tune_steps=state.photo_tune_steps),
+                 apply.portrait)]
+
+
+class IDE3D_OT_history(BackendOperator, bpy.types.Operator):
+    """Step back (undo) or forward (redo) one portrait edit"""
+    bl_idname = "ide3d.history"
+    bl_label = "Portrait Undo/Redo"
+    bl_options = {"REGISTER", "UNDO"}
+
+    step: IntProperty(name="Step", default=-1, min=-1, max=1, description="-1 undo, +1 redo")
+
+    @classmethod
+    def description(cls, context, props):
+        return "Undo the last portrait edit" if props.step < 0 else "Redo the next portrait edit"
+
+    def plan(self, context, client):
+        if self.step not in (-1, 1):
+            raise UserError("step must be -1 (undo) or +1 (redo)")
+        kinds, current = properties.history(context.scene)
+        if self.step < 0 and current <= 0:
+            raise UserError("nothing to undo")
+        if self.step > 0 and current >= len(kinds) - 1:
+            raise UserError("nothing to redo")
+        return [(P.HistoryRequest(step=self.step, **jobs.portrait_ref(context)), apply.portrait)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,9 +215,11 @@ class IDE3D_OT_apply_mask_edit(BackendOperator, bpy.types.Operator):
         img = bpy.data.images.get(IMAGE_NAMES["mask"])
         if img is None:
             raise UserError("no mask yet: make a portrait first")
-        ws_file = jobs.write_ws(context, client)
+        ref = jobs.portrait_ref(context)
         ids = conversions.snap_mask_image(img)
-        return [(P.MaskEditRequest(ws_file=ws_file, labels_file=jobs.write_labels(client, ids)), apply.portrait)]
+        req = P.MaskEditRequest(labels_file=jobs.write_labels(client, ids), mode=context.scene.ide3d.mask_mode.lower(),
+                                **ref)
+        return [(req, apply.portrait)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,8 +237,27 @@ class IDE3D_OT_apply_restyle(BackendOperator, bpy.types.Operator):
         classes = tuple(i for i, on in enumerate(state.regions) if on)
         if not classes:
             raise UserError("select at least one region to restyle")
-        req = P.RestyleRequest(ws_file=jobs.write_ws(context, client), classes=classes,
-                               style_seed=state.style_seed, truncation=state.truncation)
+        style_document = ""
+        if state.style_source == "PORTRAIT":
+            style_document = bpy.path.abspath(state.style_portrait)
+            if not state.style_portrait or not os.path.isfile(style_document):
+                raise UserError(f"no such style portrait: {state.style_portrait or '(none chosen)'}")
+        req = P.RestyleRequest(classes=classes, style_seed=state.style_seed, style_document_file=style_document,
+                               truncation=state.truncation, **jobs.portrait_ref(context))
+        return [(req, apply.portrait)]
+
+
+class IDE3D_OT_apply_style(BackendOperator, bpy.types.Operator):
+    """Move the portrait's shape and texture codes toward those of the global style seed"""
+    bl_idname = "ide3d.apply_style"
+    bl_label = "Apply Style"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def plan(self, context, client):
+        state = context.scene.ide3d
+        req = P.StyleRequest(style_seed=state.global_seed, shape_alpha=state.shape_mix,
+                             texture_alpha=state.texture_mix, truncation=state.truncation,
+                             **jobs.portrait_ref(context))
         return [(req, apply.portrait)]
 
 
@@ -223,8 +280,8 @@ class IDE3D_OT_render_view(BackendOperator, bpy.types.Operator):
     def plan(self, context, client):
         cam = _active_camera(context)
         label, w, h = conversions.camera_label(cam, context.scene)
-        req = P.RenderRequest(ws_file=jobs.write_ws(context, client), label=tuple(float(x) for x in label),
-                              width=w, height=h)
+        req = P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h,
+                              **jobs.portrait_ref(context))
         name, bg = cam.name, context.scene.ide3d.set_background
         return [(req, lambda scene, r: apply.view(scene, name, bg, r))]
 
@@ -237,7 +294,7 @@ class IDE3D_OT_render_animation(BackendOperator, bpy.types.Operator):
     def plan(self, context, client):
         scene = context.scene
         cam = _active_camera(context)
-        ws_file = jobs.write_ws(context, client)
+        ref = jobs.portrait_ref(context)
         os.makedirs(os.path.dirname(jobs.frame_path(scene, scene.frame_start)) or ".", exist_ok=True)
         plan, current = [], scene.frame_current
         try:
@@ -245,7 +302,7 @@ class IDE3D_OT_render_animation(BackendOperator, bpy.types.Operator):
                 scene.frame_set(frame)
                 label, w, h = conversions.camera_label(cam, scene)
                 path = jobs.frame_path(scene, frame)
-                plan.append((P.RenderRequest(ws_file=ws_file, label=tuple(float(x) for x in label), width=w, height=h),
+                plan.append((P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, **ref),
                              lambda s, r, path=path: apply.frame_file(path, r)))
         finally:
             scene.frame_set(current)
@@ -266,7 +323,7 @@ class IDE3D_OT_import_mesh(BackendOperator, bpy.types.Operator):
                                  description="One material slot per semantic label")
 
     def plan(self, context, client):
-        req = P.MeshRequest(ws_file=jobs.write_ws(context, client), resolution=context.scene.ide3d.mesh_resolution)
+        req = P.MeshRequest(resolution=context.scene.ide3d.mesh_resolution, **jobs.portrait_ref(context))
         parts = self.parts_by_label
         return [(req, lambda scene, r: apply.mesh(scene, parts, r))]
 
@@ -299,8 +356,8 @@ class IDE3D_OT_export_gltf(bpy.types.Operator, ExportHelper):
 
 
 CLASSES = (IDE3D_OT_check_backend, IDE3D_OT_new_portrait, IDE3D_OT_open_portrait, IDE3D_OT_save_portrait,
-           IDE3D_OT_import_photo, IDE3D_OT_paint_mask, IDE3D_OT_apply_mask_edit, IDE3D_OT_apply_restyle,
-           IDE3D_OT_render_view, IDE3D_OT_render_animation, IDE3D_OT_import_mesh, IDE3D_OT_export_gltf)
+           IDE3D_OT_import_photo, IDE3D_OT_history, IDE3D_OT_paint_mask, IDE3D_OT_apply_mask_edit,
+           IDE3D_OT_apply_restyle, IDE3D_OT_apply_style, IDE3D_OT_render_view, IDE3D_OT_render_animation, IDE3D_OT_import_mesh, IDE3D_OT_export_gltf)
 
 
 def register():

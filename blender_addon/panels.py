@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The "IDE-3D" tab of the 3D viewport's sidebar: Portrait, Mask, Regions, Views, Mesh."""
+"""The "IDE-3D" tab of the 3D viewport's sidebar: Portrait, Mask, Regions, Style, Views, Mesh."""
 import bpy
 
+from . import properties
 from ._shared import labels
 from .properties import IMAGE_NAMES
 
@@ -21,10 +22,24 @@ class IDE3D_PT_portrait(_Panel, bpy.types.Panel):
         col.prop(state, "seed")
         col.prop(state, "truncation", slider=True)
         col.operator("ide3d.new_portrait", icon="USER")
-        layout.operator("ide3d.import_photo", icon="IMAGE_DATA")
+        col = layout.column(align=True)
+        row = col.row(align=True)
+        row.prop(state, "photo_steps")
+        row.prop(state, "photo_tune_steps")
+        col.operator("ide3d.import_photo", icon="IMAGE_DATA")
         row = layout.row(align=True)
         row.operator("ide3d.open_portrait", icon="FILE_FOLDER", text="Open")
         row.operator("ide3d.save_portrait", icon="FILE_TICK", text="Save")
+        kinds, current = properties.history(context.scene)
+        if state.has_portrait and kinds:
+            row = layout.row(align=True)
+            sub = row.row(align=True)
+            sub.enabled = current > 0
+            sub.operator("ide3d.history", icon="LOOP_BACK", text="Undo").step = -1
+            sub = row.row(align=True)
+            sub.enabled = current < len(kinds) - 1
+            sub.operator("ide3d.history", icon="LOOP_FORWARDS", text="Redo").step = 1
+            layout.label(text=f"Edit {current + 1} of {len(kinds)}: {kinds[current]}")
         img = bpy.data.images.get(IMAGE_NAMES["canonical"])
         if img is not None and state.has_portrait:
             img.preview_ensure()
@@ -40,6 +55,7 @@ class IDE3D_PT_mask(_Panel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         layout.operator("ide3d.paint_mask", icon="BRUSH_DATA")
+        layout.prop(context.scene.ide3d, "mask_mode")
         layout.operator("ide3d.apply_mask_edit", icon="CHECKMARK")
         pal = context.scene.tool_settings.image_paint.palette
         if pal is not None:
@@ -58,8 +74,22 @@ class IDE3D_PT_regions(_Panel, bpy.types.Panel):
         grid = layout.grid_flow(columns=2, even_columns=True, align=True)
         for i, name in enumerate(labels.DISPLAY_NAMES):
             grid.prop(state, "regions", index=i, text=name, toggle=True)
-        layout.prop(state, "style_seed")
+        layout.prop(state, "style_source", expand=True)
+        layout.prop(state, "style_seed" if state.style_source == "SEED" else "style_portrait")
         layout.operator("ide3d.apply_restyle", icon="BRUSHES_ALL")
+
+
+class IDE3D_PT_style(_Panel, bpy.types.Panel):
+    bl_label = "Global Style"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        state, layout = context.scene.ide3d, self.layout
+        layout.prop(state, "global_seed")
+        col = layout.column(align=True)
+        col.prop(state, "shape_mix", slider=True)
+        col.prop(state, "texture_mix", slider=True)
+        layout.operator("ide3d.apply_style", icon="SHADERFX")
 
 
 class IDE3D_PT_views(_Panel, bpy.types.Panel):
@@ -83,7 +113,7 @@ class IDE3D_PT_mesh(_Panel, bpy.types.Panel):
         layout.operator("ide3d.export_gltf", icon="EXPORT")
 
 
-CLASSES = (IDE3D_PT_portrait, IDE3D_PT_mask, IDE3D_PT_regions, IDE3D_PT_views, IDE3D_PT_mesh)
+CLASSES = (IDE3D_PT_portrait, IDE3D_PT_mask, IDE3D_PT_regions, IDE3D_PT_style, IDE3D_PT_views, IDE3D_PT_mesh)
 
 
 def register():

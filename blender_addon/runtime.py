@@ -66,6 +66,11 @@ def work_root() -> str:
         return os.path.join(tempfile.gettempdir(), "ide3d-blender")
 
 
+def documents_folder() -> str:
+    """Where the add-on keeps the portrait documents it sends to the worker (the user folder)."""
+    return os.path.join(work_root(), "portraits")
+
+
 def settings(context) -> BackendSettings:
     prefs = preferences(context)
     if prefs is None:

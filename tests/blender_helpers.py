@@ -5,6 +5,8 @@
   throw-away HOME / XDG_CONFIG_HOME / XDG_CACHE_HOME / BLENDER_USER_RESOURCES (Blender can segfault or
   hang at exit, and it writes to the home directory). The script prints ``RESULT <json>`` lines;
   the parsed results are returned.
+* :func:`make_tiny_model` writes a model folder with the untrained ``tiny`` generator and an untrained
+  canonical editor (``encoders/canonical``): enough for the wiring of mask edits, not for their quality.
 * :func:`install_sphere_networks` puts a stand-in ``ide3d_core.networks`` into ``sys.modules``: a
   "generator" following the generator API contract whose render is an analytic sphere, so tests can
   compare a neural render with Blender's own geometry without a trained model.
@@ -57,6 +59,25 @@ def run_blender(script: str, tmp_path: Path, timeout: float = 120.0) -> list:
     return [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
 
 
+def make_tiny_model(folder: Path) -> Path:
+    """``folder`` with ``config.json``/``generator.safetensors`` of ``Generator("tiny", seed=0)`` and an
+    untrained canonical editor (``encoders/canonical``, weights from torch seed 0); returns it."""
+    import torch
+
+    from ide3d_core.encoders import HybridEncoder, config_for_generator, save_encoder
+    from ide3d_core.networks import Generator, save_generator
+
+    if (folder / "config.json").is_file():
+        return folder
+    g = Generator("tiny", seed=0)
+    save_generator(g, folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        editor = HybridEncoder(config_for_generator(g, "tiny", canonical=True), w_avg=g.mapping.w_avg)
+    save_encoder(editor, folder / "encoders" / "canonical")
+    return folder
+
+
 # ----------------------------------------------------------------------------------------------
 # A stand-in generator: an analytic sphere, for tests that need the render path but not a model
 # ----------------------------------------------------------------------------------------------
@@ -87,7 +108,7 @@ def install_sphere_networks(resolution: int = 64):
             return truncation_psi * torch.stack(zs)
 
         def planes(self, ws):
-            return ws  # stands in for a TriPlanes value
+            return types.SimpleNamespace(semantic=ws, texture=ws)  # stands in for a TriPlanes value
 
         def render(self, planes, c, ws, neural_resolution=None, generator=None, texture_swap=None):
             res = self.img_resolution

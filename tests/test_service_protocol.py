@@ -4,6 +4,7 @@ view used for non-square cameras, and the render path on a stand-in generator (a
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import sys
 
@@ -18,13 +19,14 @@ from ide3d_core.service import protocol as P
 from ide3d_core.service.handlers import Backend, NotAvailable, run_request, square_view
 from ide3d_core.service.inprocess import InProcessService
 
+REF = dict(portrait_id="p1", revision="0123456789abcdef", document_file="/d/p1.ide3d")
 EXAMPLES = [
-    P.PingRequest(), P.NewPortraitRequest(seed=3, truncation=0.5),
-    P.RenderRequest(ws_file="/t/ws.npy", label=tuple(float(x) for x in range(25)), width=64, height=48),
-    P.MaskEditRequest(ws_file="/a", labels_file="/b"), P.RestyleRequest(ws_file="/a", classes=(1, 13)),
-    P.InvertRequest(photo_file="/p.png"), P.MeshRequest(ws_file="/a", resolution=64),
-    P.SaveDocumentRequest(path="/x.ide3d", ws_file="/a"), P.OpenDocumentRequest(path="/x.ide3d"),
-    P.SleepRequest(seconds=0.1),
+    P.PingRequest(), P.NewPortraitRequest(seed=3, truncation=0.5), P.OpenDocumentRequest(path="/x.ide3d"),
+    P.InvertRequest(photo_file="/p.png", steps=5, tune_steps=0),
+    P.RenderRequest(label=tuple(float(x) for x in range(25)), width=64, height=48, **REF),
+    P.MaskEditRequest(labels_file="/b", mode="direct", **REF), P.RestyleRequest(classes=(1, 13), **REF),
+    P.StyleRequest(style_seed=4, shape_alpha=0.5, **REF), P.HistoryRequest(step=-1, **REF),
+    P.MeshRequest(resolution=64, **REF), P.SleepRequest(seconds=0.1),
 ]
 
 
@@ -39,6 +41,14 @@ def test_every_request_kind_round_trips_and_has_a_result_type():
     assert P.decode(P.encode(resp)) == resp and resp.ok
     err = P.error_response(5, "mesh", "not_available", "no mesh yet")
     assert P.decode(P.encode(err)) == err and not err.ok
+    portrait = P.PortraitResult("p1", "0123456789abcdef", "/d.ide3d", "/ws.npy", 14, 32, 4, "/c.png", "/c_l.png", 32,
+                                history=("seed", "mask"), current=1, restyle_classes=(13,), notes=("a note",))
+    resp = P.ResponseMessage(id=6, kind="history", result=portrait)
+    assert P.decode(P.encode(resp)) == resp
+    # Every request on a portrait names it with the same three fields.
+    for req in EXAMPLES:
+        names = {f.name for f in dataclasses.fields(req)}
+        assert set(P.PORTRAIT_REF_FIELDS) <= names or not names & set(P.PORTRAIT_REF_FIELDS), req
 
 
 @pytest.mark.parametrize("mutate, match", [
@@ -53,7 +63,7 @@ def test_decode_is_strict(mutate, match):
     mutate(body)
     with pytest.raises(P.ProtocolError, match=match):
         P.decode(json.dumps(body))
-    bad = {"v": 1, "type": "response", "id": 1, "kind": "sleep", "result": {"steps_done": 1},
+    bad = {"v": P.PROTOCOL_VERSION, "type": "response", "id": 1, "kind": "sleep", "result": {"steps_done": 1},
            "error": {"kind": "cancelled", "message": "x", "traceback": ""}}
     with pytest.raises(P.ProtocolError, match="exactly one"):
         P.decode(json.dumps(bad))
@@ -85,7 +95,7 @@ def test_errors_come_back_as_values(tmp_path):
             raise NotAvailable("meshes are not available yet in this backend")
 
     backend, seen = Partial(model="", device="cpu"), []
-    r = run_request(backend, P.RequestMessage(1, P.MeshRequest(ws_file="/x"), str(tmp_path)), seen.append)
+    r = run_request(backend, P.RequestMessage(1, P.MeshRequest(**REF), str(tmp_path)), seen.append)
     assert r.error.kind == "not_available" and "not available yet" in r.error.message
     token = CancelToken()
 
@@ -113,8 +123,8 @@ def test_inprocess_render_of_stand_in_sphere_matches_analytic_silhouette(tmp_pat
     # A non-square, shifted camera: the sphere's silhouette is exactly the pixels whose centre ray hits it.
     w, h = 60, 36
     cam = C.Camera(C.orbit_camera(0.5, 0.2).cam2world, C.intrinsics(2.2, 2.2 * w / h, 0.47, 0.52))
-    lines = service.call(P.encode(P.RequestMessage(2, P.RenderRequest(res.ws_file, tuple(map(float, cam.label())), w, h),
-                                                   str(tmp_path / "b"))))
+    req = P.RenderRequest(res.portrait_id, res.revision, res.document_file, tuple(map(float, cam.label())), w, h)
+    lines = service.call(P.encode(P.RequestMessage(2, req, str(tmp_path / "b"))))
     view = P.decode(lines[-1]).result
     ids = np.asarray(Image.open(view.labels_file))
     assert ids.shape == (h, w) and np.asarray(Image.open(view.image_file)).shape == (h, w, 3)
@@ -136,8 +146,8 @@ def test_mesh_request_on_tiny_generator(tmp_path):
     service = InProcessService(model="config:tiny", device="cpu")
     res = P.decode(service.call(P.encode(P.RequestMessage(1, P.NewPortraitRequest(seed=1), str(tmp_path / "a"))))[-1])
     assert res.ok, res.error
-    reply = P.decode(service.call(P.encode(P.RequestMessage(2, P.MeshRequest(res.result.ws_file, resolution=16),
-                                                            str(tmp_path / "b"))))[-1])
+    req = P.MeshRequest(res.result.portrait_id, res.result.revision, res.result.document_file, resolution=16)
+    reply = P.decode(service.call(P.encode(P.RequestMessage(2, req, str(tmp_path / "b"))))[-1])
     if not reply.ok:  # a random tiny model may have no surface: that must be a clear bad_request
         assert reply.error.kind == "bad_request" and "no head surface" in reply.error.message, reply.error
         return

@@ -95,7 +95,7 @@ def test_in_process_client_and_owner(tmp_path):
     assert isinstance(c, InProcessClient) and owner.client(settings) is c
     job = c.call(P.SleepRequest(seconds=0.0, steps=2))
     assert job.ok and job.result.steps_done == 2
-    job = c.call(P.MeshRequest(ws_file="/none.npy", resolution=8))
+    job = c.call(P.MeshRequest(portrait_id="p", revision="r", document_file="/none.ide3d", resolution=8))
     assert not job.ok and job.error.kind in ("not_available", "bad_request", "backend_error")
     other = owner.client(BackendSettings(python=sys.executable, work_root=str(tmp_path)))
     assert isinstance(other, WorkerClient) and not c.workdir.exists()

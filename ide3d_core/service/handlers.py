@@ -5,8 +5,10 @@
 answers one request at a time; :func:`run_request` wraps a call into progress and response messages,
 turning every failure into an error *value*. The worker process and the in-process mode both use it.
 
-Features whose backend modules are not in this build answer ``not_available`` with a one-line reason.
-torch is imported lazily, so importing this module is cheap.
+Requests on portraits (new, open, invert, render, edits, undo/redo, mesh) live in
+:mod:`.portrait_handlers`, on the session of :mod:`.session`. Features whose backend modules are not in
+this build answer ``not_available`` with a one-line reason. torch is imported lazily, so importing this
+module is cheap.
 """
 from __future__ import annotations
 
@@ -18,25 +20,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
-from ide3d_core import cameras
 from ide3d_core.progress import Cancelled, CancelToken, ProgressFn, report
 from ide3d_core.service import protocol as P
+from ide3d_core.service.errors import BadRequest, ModelError, NotAvailable
+from ide3d_core.service.portrait_handlers import PortraitHandlers, square_view  # noqa: F401 (re-export)
+from ide3d_core.service.session import PortraitSession
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
-
-
-class NotAvailable(Exception):
-    """The feature is not part of this backend build yet."""
-
-
-class BadRequest(Exception):
-    """The request itself is wrong (bad file, wrong shape, bad value)."""
-
-
-class ModelError(Exception):
-    """The model could not be found or loaded."""
 
 
 def _networks():
@@ -47,27 +37,9 @@ def _networks():
     return networks
 
 
-def square_view(label: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int, int, int]:
-    """A square camera covering a ``width`` x ``height`` view, for generators with square output.
-
-    The square image has ``n = max(width, height)`` pixels per side in the same pixel units; the
-    original frame is the crop ``[y0 : y0 + height, x0 : x0 + width]`` with integer offsets
-    ``x0 = (n - width) // 2``, ``y0 = (n - height) // 2``. Non-square pixels (fx != fy) stay as they are.
-
-    Returns:
-        (label (25,) float32 of the square camera, n, x0, y0).
-    """
-    c2w, k = cameras.unpack_label(label)
-    n = max(width, height)
-    x0, y0 = (n - width) // 2, (n - height) // 2
-    fx, fy = k[0, 0] * width, k[1, 1] * height
-    cx, cy = k[0, 2] * width + x0, k[1, 2] * height + y0
-    ks = cameras.intrinsics(fx / n, fy / n, cx / n, cy / n)
-    return cameras.pack_label(c2w, ks), n, x0, y0
-
-
-class Backend:
-    """The service's state: the model spec, the device, and the lazily loaded generator.
+class Backend(PortraitHandlers):
+    """The service's state: the model spec, the device, the lazily loaded generator and encoders, and
+    the portrait session.
 
     Args:
         model: ``""`` for the bundled model, ``"config:NAME"`` for a randomly initialised generator of
@@ -81,8 +53,9 @@ class Backend:
         self.model_spec = model
         self.device_name = device
         self._generator: Any = None
-        self._planes_key: tuple | None = None
-        self._planes: Any = None
+        self._fingerprint: str | None = None
+        self._encoders: dict[str, Any] = {}
+        self.session = PortraitSession()
 
     # -- resources -----------------------------------------------------------------------------
     def device(self):
@@ -125,24 +98,36 @@ class Backend:
         self._generator = g.eval().requires_grad_(False)
         return self._generator
 
-    def _load_ws(self, path: str):
-        import torch
+    def model_folder(self) -> Path | None:
+        """The model's folder (None for ``config:NAME`` generators)."""
+        if self.model_spec.startswith("config:"):
+            return None
+        folder = Path(self.model_spec).expanduser() if self.model_spec else BUNDLED_MODEL_DIR
+        return folder.parent if folder.is_file() else folder
 
-        g = self.generator()
-        try:
-            ws = np.load(path)
-        except (OSError, ValueError) as exc:
-            raise BadRequest(f"cannot read the portrait codes {path}: {exc}") from None
-        if ws.shape != (g.num_ws, g.w_dim):
-            raise BadRequest(f"portrait codes have shape {ws.shape}, the model expects "
-                             f"({g.num_ws}, {g.w_dim}); was the portrait made with another model?")
-        return torch.from_numpy(np.ascontiguousarray(ws, dtype=np.float32))[None].to(self.device())
+    def fingerprint(self) -> str:
+        """:func:`ide3d_core.portrait.generator_fingerprint` of the base model (computed once)."""
+        if self._fingerprint is None:
+            from ide3d_core.portrait import generator_fingerprint
 
-    def _planes_for(self, ws):
-        key = (id(self._generator), ws.detach().cpu().numpy().tobytes())
-        if key != self._planes_key:
-            self._planes, self._planes_key = self.generator().planes(ws), key
-        return self._planes
+            self._fingerprint = generator_fingerprint(self.generator())
+        return self._fingerprint
+
+    def encoder(self, which: str):
+        """The ``which`` ("standard" | "canonical") encoder of the model (``<model>/encoders/<which>``,
+        written by ``ide3d train-encoders``), or None when the model has none."""
+        if which not in self._encoders:
+            folder = self.model_folder()
+            enc = None
+            if folder is not None and (folder / "encoders" / which / "config.json").is_file():
+                from ide3d_core.encoders import load_encoder
+
+                try:
+                    enc = load_encoder(folder / "encoders" / which, device=self.device())
+                except ValueError as exc:
+                    raise ModelError(f"could not load the {which} encoder: {exc}") from None
+            self._encoders[which] = enc
+        return self._encoders[which]
 
     # -- dispatch ------------------------------------------------------------------------------
     def handle(self, request: Any, out_dir: Path, progress: ProgressFn | None = None,
@@ -182,107 +167,6 @@ class Backend:
                             torch_version=torch.__version__, device=dev,
                             cuda_available=bool(torch.cuda.is_available()), networks_available=networks_ok,
                             model=self.model_description(), model_status=status)
-
-    def _write_view(self, out, out_dir: Path, stem: str, size: tuple[int, int] | None = None,
-                    crop: tuple[int, int, int, int] | None = None) -> tuple[str, str]:
-        """RenderResult (batch 1) -> RGB PNG + label PNG, optionally resized to ``size`` (n, n) and
-        cropped to ``crop`` (x0, y0, w, h)."""
-        import torch.nn.functional as F
-        from PIL import Image
-
-        img, sem = out.image[:1].float(), out.semantic[:1].float()
-        if size is not None and tuple(img.shape[-2:]) != size:
-            aa = size[0] < img.shape[-1]
-            img = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=aa)
-            sem = F.interpolate(sem, size=size, mode="bilinear", align_corners=False, antialias=aa)
-        rgb = ((img[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-        ids = sem[0].argmax(0).byte().cpu().numpy()
-        if crop is not None:
-            x0, y0, w, h = crop
-            rgb, ids = rgb[y0:y0 + h, x0:x0 + w], ids[y0:y0 + h, x0:x0 + w]
-        image_file, labels_file = out_dir / f"{stem}.png", out_dir / f"{stem}_labels.png"
-        Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(image_file)
-        Image.fromarray(np.ascontiguousarray(ids), "L").save(labels_file)
-        return str(image_file), str(labels_file)
-
-    def _portrait_result(self, ws, out_dir: Path, progress, cancel) -> P.PortraitResult:
-        import torch
-
-        g = self.generator()
-        ws_file = out_dir / "ws.npy"
-        np.save(ws_file, ws[0].detach().float().cpu().numpy())
-        report(progress, 1, 2, "rendering the canonical view", cancel)
-        c = torch.from_numpy(cameras.canonical_camera().label())[None].to(ws.device)
-        out = g.render(self._planes_for(ws), c, ws)
-        image_file, labels_file = self._write_view(out, out_dir, "canonical")
-        report(progress, 2, 2, "done", cancel)
-        return P.PortraitResult(ws_file=str(ws_file), num_ws=int(g.num_ws), w_dim=int(g.w_dim),
-                                num_shape_ws=int(g.num_shape_ws), image_file=image_file,
-                                labels_file=labels_file, resolution=int(out.image.shape[-1]))
-
-    def _do_new_portrait(self, req: P.NewPortraitRequest, out_dir, progress, cancel) -> P.PortraitResult:
-        if not 0.0 <= req.truncation <= 1.0:
-            raise BadRequest(f"truncation must be in [0, 1], got {req.truncation}")
-        report(progress, 0, 2, "loading the model", cancel)
-        g = self.generator()
-        ws = g.codes_from_seeds([int(req.seed)], truncation_psi=float(req.truncation)).to(self.device())
-        return self._portrait_result(ws, out_dir, progress, cancel)
-
-    def _do_render(self, req: P.RenderRequest, out_dir, progress, cancel) -> P.ViewResult:
-        import torch
-
-        if req.width < 1 or req.height < 1 or max(req.width, req.height) > 8192:
-            raise BadRequest(f"render size must be 1..8192 pixels per side, got {req.width}x{req.height}")
-        report(progress, 0, 1, "rendering", cancel)
-        ws = self._load_ws(req.ws_file)
-        label, n, x0, y0 = square_view(np.asarray(req.label, np.float64), req.width, req.height)
-        c = torch.from_numpy(label)[None].to(ws.device)
-        out = self.generator().render(self._planes_for(ws), c, ws)
-        image_file, labels_file = self._write_view(out, out_dir, "view", size=(n, n),
-                                                   crop=(x0, y0, req.width, req.height))
-        report(progress, 1, 1, "done", cancel)
-        return P.ViewResult(image_file=image_file, labels_file=labels_file, width=req.width, height=req.height)
-
-    def _do_mask_edit(self, req, out_dir, progress, cancel):
-        raise NotAvailable("mask editing (the canonical editor, ide3d_core.editing) is not available yet in this backend")
-
-    def _do_restyle(self, req, out_dir, progress, cancel):
-        raise NotAvailable("region restyling (ide3d_core.editing) is not available yet in this backend")
-
-    def _do_invert(self, req, out_dir, progress, cancel):
-        raise NotAvailable("photo import (inversion, ide3d_core.inversion) is not available yet in this backend")
-
-    def _do_mesh(self, req: P.MeshRequest, out_dir, progress, cancel) -> P.MeshResult:
-        try:
-            from ide3d_core.mesh import GridConfig, MeshConfig, extract_head_mesh
-            from ide3d_core.mesh.generator_field import GeneratorField
-        except ImportError as exc:
-            raise NotAvailable(f"head mesh extraction (ide3d_core.mesh) is not available yet in this backend: {exc}") from None
-        if not 8 <= req.resolution <= 1024:
-            raise BadRequest(f"mesh resolution must be in 8..1024, got {req.resolution}")
-        ws = self._load_ws(req.ws_file)
-        config = MeshConfig(grid=GridConfig(resolution=int(req.resolution)))
-        try:
-            mesh = extract_head_mesh(GeneratorField(self.generator(), ws), config, progress=progress,
-                                     cancel=cancel).mesh
-        except ValueError as exc:  # e.g. the density never reaches the surface level
-            raise BadRequest(f"no head surface could be extracted (an untrained model?): {exc}") from None
-        if mesh.num_faces == 0:
-            raise BadRequest("no head surface could be extracted (an untrained model?): empty mesh")
-        arrays = {"vertices": mesh.vertices.astype(np.float32), "faces": mesh.faces.astype(np.int32)}
-        if mesh.colors is not None:
-            arrays["colors"] = mesh.colors.astype(np.float32)
-        if mesh.labels is not None:
-            arrays["labels"] = mesh.labels.astype(np.uint8)
-        path = out_dir / "mesh.npz"
-        np.savez(path, **arrays)
-        return P.MeshResult(mesh_file=str(path), num_vertices=int(mesh.num_vertices), num_faces=int(mesh.num_faces))
-
-    def _do_save_document(self, req, out_dir, progress, cancel):
-        raise NotAvailable("portrait documents (.ide3d) are not available yet in this backend")
-
-    def _do_open_document(self, req, out_dir, progress, cancel):
-        raise NotAvailable("portrait documents (.ide3d) are not available yet in this backend")
 
     def _do_sleep(self, req: P.SleepRequest, out_dir, progress, cancel) -> P.SleepResult:
         steps = max(1, int(req.steps))

@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class ProtocolError(ValueError):
@@ -38,7 +38,8 @@ class ProtocolError(ValueError):
 # Requests (client -> worker) and their results (worker -> client)
 # ----------------------------------------------------------------------------------------------
 # Conventions: ``*_file`` fields are absolute paths. Latent codes ``ws`` are float32 ``.npy`` files of
-# shape (num_ws, w_dim). Colour images are 8-bit sRGB RGB PNGs, top row first; label images are
+# shape (num_ws, w_dim); portrait documents are ``.ide3d`` files (ide3d_core.portrait).
+# Colour images are 8-bit sRGB RGB PNGs, top row first; label images are
 # 8-bit single-channel PNGs of class ids 0..18 (ide3d_core.labels). Camera labels are the 25-float
 # packed labels of ide3d_core.cameras.
 
@@ -73,9 +74,43 @@ class NewPortraitRequest:
 
 
 @dataclass(frozen=True)
-class PortraitResult:
-    """A portrait's codes plus its canonical-view preview (``resolution`` x ``resolution``)."""
+class OpenDocumentRequest:
+    """Open a portrait document (``.ide3d``, :mod:`ide3d_core.portrait`) as a new session portrait."""
 
+    KIND: ClassVar[str] = "open_document"
+    path: str
+
+
+@dataclass(frozen=True)
+class InvertRequest:
+    """A portrait from a photo: photo import (``ide3d_core.photo.prepare``: detect, align, pose, mask),
+    then hybrid inversion with ``steps`` code-optimisation and ``tune_steps`` pivotal-tuning steps."""
+
+    KIND: ClassVar[str] = "invert"
+    photo_file: str
+    steps: int = 200
+    tune_steps: int = 100
+
+
+@dataclass(frozen=True)
+class PortraitResult:
+    """A session portrait after a request that made or changed it.
+
+    The worker keeps the portrait (:class:`ide3d_core.portrait.Portrait`) in its session under
+    ``portrait_id``; ``document_file`` is the ``.ide3d`` document of exactly this state and
+    ``revision`` its content hash (the first 16 hex digits of the SHA-256 of the document's bytes).
+    The client keeps the document and passes (``portrait_id``, ``revision``, ``document_file``) with
+    every later request, so a restarted worker reloads the portrait from the document.
+
+    ``ws_file``: the visible codes (num_ws, w_dim) float32 ``.npy``; ``image_file``/``labels_file``: the
+    canonical view (``resolution`` x ``resolution``), the map a mask edit paints on. ``history`` holds
+    the kinds of the edit records, ``current`` the cursor (undo/redo); ``restyle_classes`` the classes
+    of the active region restyle; ``notes`` one-line remarks (photo-import and inversion fallbacks).
+    """
+
+    portrait_id: str
+    revision: str
+    document_file: str
     ws_file: str
     num_ws: int
     w_dim: int
@@ -83,6 +118,16 @@ class PortraitResult:
     image_file: str
     labels_file: str
     resolution: int
+    history: tuple[str, ...] = ()
+    current: int = 0
+    restyle_classes: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+# Requests on an existing portrait carry its reference as three fields: ``portrait_id``, ``revision``
+# (of the state the client shows) and ``document_file`` (that state's ``.ide3d`` document). The worker
+# uses its session copy when the revision matches and otherwise loads the document (a restarted
+# worker, or a client-side undo of Blender's own).
 
 
 @dataclass(frozen=True)
@@ -94,7 +139,9 @@ class RenderRequest:
     """
 
     KIND: ClassVar[str] = "render"
-    ws_file: str
+    portrait_id: str
+    revision: str
+    document_file: str
     label: tuple[float, ...]
     width: int
     height: int
@@ -110,40 +157,66 @@ class ViewResult:
 
 @dataclass(frozen=True)
 class MaskEditRequest:
-    """Edit a portrait so its canonical-view semantics follow ``labels_file`` (canonical editor)."""
+    """Edit a portrait so its canonical-view semantics follow ``labels_file`` (the canonical editor;
+    ``mode`` "residual" or "direct", :func:`ide3d_core.editing.mask_edit`)."""
 
     KIND: ClassVar[str] = "mask_edit"
-    ws_file: str
+    portrait_id: str
+    revision: str
+    document_file: str
     labels_file: str
+    mode: str = "residual"
 
 
 @dataclass(frozen=True)
 class RestyleRequest:
-    """Give the regions ``classes`` the texture of ``style_seed`` (or of the codes in ``style_ws_file``)."""
+    """Give the regions ``classes`` the texture of ``style_seed`` (or, when set, of the portrait in
+    ``style_document_file``)."""
 
     KIND: ClassVar[str] = "restyle"
-    ws_file: str
+    portrait_id: str
+    revision: str
+    document_file: str
     classes: tuple[int, ...]
     style_seed: int = 0
-    style_ws_file: str = ""
+    style_document_file: str = ""
     truncation: float = 0.7
 
 
 @dataclass(frozen=True)
-class InvertRequest:
-    """Fit a portrait to a photo (hybrid inversion)."""
+class StyleRequest:
+    """Global style: move the shape codes by ``shape_alpha`` and the texture codes by ``texture_alpha``
+    toward the codes of ``style_seed`` (0 keeps, 1 takes them; :func:`ide3d_core.editing.global_style`)."""
 
-    KIND: ClassVar[str] = "invert"
-    photo_file: str
-    steps: int = 200
+    KIND: ClassVar[str] = "style"
+    portrait_id: str
+    revision: str
+    document_file: str
+    style_seed: int
+    shape_alpha: float = 0.0
+    texture_alpha: float = 1.0
+    truncation: float = 0.7
+
+
+@dataclass(frozen=True)
+class HistoryRequest:
+    """Undo (``step`` = -1) or redo (``step`` = +1) one edit of a portrait."""
+
+    KIND: ClassVar[str] = "history"
+    portrait_id: str
+    revision: str
+    document_file: str
+    step: int
 
 
 @dataclass(frozen=True)
 class MeshRequest:
-    """Extract a head mesh at ``resolution`` voxels per side."""
+    """Extract a head mesh of a portrait at ``resolution`` voxels per side."""
 
     KIND: ClassVar[str] = "mesh"
-    ws_file: str
+    portrait_id: str
+    revision: str
+    document_file: str
     resolution: int = 128
 
 
@@ -156,27 +229,6 @@ class MeshResult:
     mesh_file: str
     num_vertices: int
     num_faces: int
-
-
-@dataclass(frozen=True)
-class SaveDocumentRequest:
-    """Save a portrait document (``.ide3d``)."""
-
-    KIND: ClassVar[str] = "save_document"
-    path: str
-    ws_file: str
-    labels_file: str = ""
-
-
-@dataclass(frozen=True)
-class OpenDocumentRequest:
-    KIND: ClassVar[str] = "open_document"
-    path: str
-
-
-@dataclass(frozen=True)
-class SavedResult:
-    path: str
 
 
 @dataclass(frozen=True)
@@ -196,16 +248,18 @@ class SleepResult:
 
 
 REQUEST_TYPES: dict[str, type] = {cls.KIND: cls for cls in (
-    PingRequest, NewPortraitRequest, RenderRequest, MaskEditRequest, RestyleRequest, InvertRequest,
-    MeshRequest, SaveDocumentRequest, OpenDocumentRequest, SleepRequest)}
+    PingRequest, NewPortraitRequest, OpenDocumentRequest, InvertRequest, RenderRequest, MaskEditRequest,
+    RestyleRequest, StyleRequest, HistoryRequest, MeshRequest, SleepRequest)}
 
 #: The result type each request kind answers with.
 RESULT_TYPES: dict[str, type] = {
-    "ping": PingResult, "new_portrait": PortraitResult, "render": ViewResult,
-    "mask_edit": PortraitResult, "restyle": PortraitResult, "invert": PortraitResult,
-    "mesh": MeshResult, "save_document": SavedResult, "open_document": PortraitResult,
-    "sleep": SleepResult,
+    "ping": PingResult, "new_portrait": PortraitResult, "open_document": PortraitResult,
+    "invert": PortraitResult, "render": ViewResult, "mask_edit": PortraitResult, "restyle": PortraitResult,
+    "style": PortraitResult, "history": PortraitResult, "mesh": MeshResult, "sleep": SleepResult,
 }
+
+#: Fields with which a request names the portrait it works on.
+PORTRAIT_REF_FIELDS = ("portrait_id", "revision", "document_file")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,352 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Requests on portraits: new from a seed, open a document, import a photo, render, mask edit, restyle,
+global style, undo/redo and head mesh, all on the worker's :class:`~.session.PortraitSession`.
+
+They mirror the ``ide3d invert | edit | restyle | render`` commands (:mod:`ide3d_core.commands.portrait_cli`)
+and call the same public API (:mod:`ide3d_core.editing`, :mod:`ide3d_core.portrait`,
+:mod:`ide3d_core.inversion`, :mod:`ide3d_core.photo`). Every request that makes or changes a portrait
+answers with :class:`~ide3d_core.service.protocol.PortraitResult`: the new state's ``.ide3d`` document,
+its revision, its codes and its canonical view.
+
+:class:`PortraitHandlers` is mixed into :class:`ide3d_core.service.handlers.Backend`, which supplies
+``generator()``, ``device()``, ``fingerprint()``, ``encoder(which)``, ``model_spec`` and ``session``.
+"""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from ide3d_core import cameras
+from ide3d_core.progress import report
+from ide3d_core.service import protocol as P
+from ide3d_core.service.errors import BadRequest, NotAvailable
+from ide3d_core.service.session import SessionPortrait, config_dict, revision_of, write_document
+
+
+def square_view(label: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int, int, int]:
+    """A square camera covering a ``width`` x ``height`` view, for generators with square output.
+
+    The square image has ``n = max(width, height)`` pixels per side in the same pixel units; the
+    original frame is the crop ``[y0 : y0 + height, x0 : x0 + width]`` with integer offsets
+    ``x0 = (n - width) // 2``, ``y0 = (n - height) // 2``. Non-square pixels (fx != fy) stay as they are.
+
+    Returns:
+        (label (25,) float32 of the square camera, n, x0, y0).
+    """
+    c2w, k = cameras.unpack_label(label)
+    n = max(width, height)
+    x0, y0 = (n - width) // 2, (n - height) // 2
+    fx, fy = k[0, 0] * width, k[1, 1] * height
+    cx, cy = k[0, 2] * width + x0, k[1, 2] * height + y0
+    ks = cameras.intrinsics(fx / n, fy / n, cx / n, cy / n)
+    return cameras.pack_label(c2w, ks), n, x0, y0
+
+
+def write_view(out, out_dir: Path, stem: str, size: tuple[int, int] | None = None,
+               crop: tuple[int, int, int, int] | None = None) -> tuple[str, str, np.ndarray]:
+    """RenderResult (batch 1) -> RGB PNG + label PNG, optionally resized to ``size`` (n, n) and cropped
+    to ``crop`` (x0, y0, w, h). Returns (image file, labels file, (h, w) uint8 label ids)."""
+    import torch.nn.functional as F
+    from PIL import Image
+
+    img, sem = out.image[:1].float(), out.semantic[:1].float()
+    if size is not None and tuple(img.shape[-2:]) != size:
+        aa = size[0] < img.shape[-1]
+        img = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=aa)
+        sem = F.interpolate(sem, size=size, mode="bilinear", align_corners=False, antialias=aa)
+    rgb = ((img[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    ids = sem[0].argmax(0).byte().cpu().numpy()
+    if crop is not None:
+        x0, y0, w, h = crop
+        rgb, ids = rgb[y0:y0 + h, x0:x0 + w], ids[y0:y0 + h, x0:x0 + w]
+    image_file, labels_file = out_dir / f"{stem}.png", out_dir / f"{stem}_labels.png"
+    Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(image_file)
+    Image.fromarray(np.ascontiguousarray(ids), "L").save(labels_file)
+    return str(image_file), str(labels_file), ids
+
+
+def _read_labels(path: str, size: int) -> np.ndarray:
+    """(size, size) uint8 label ids of a single-channel label PNG."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode != "L":
+                raise BadRequest(f"the mask {Path(path).name} must be an 8-bit label image, got mode {im.mode}")
+            ids = np.array(im)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise BadRequest(f"cannot read the mask {path}: {exc}") from None
+    if ids.shape != (size, size):
+        raise BadRequest(f"the mask is {ids.shape[1]}x{ids.shape[0]} pixels; the canonical view is {size}x{size}")
+    return ids
+
+
+class PortraitHandlers:
+    """The portrait requests of :class:`~ide3d_core.service.handlers.Backend` (see the module docstring)."""
+
+    # -- session ---------------------------------------------------------------------------------
+    def _entry(self, req) -> SessionPortrait:
+        """The session portrait a request names; loaded from its document when the session does not hold
+        that revision."""
+        entry = self.session.get(req.portrait_id, req.revision)
+        if entry is not None:
+            return entry
+        from ide3d_core.portrait import PortraitError, decode_portrait
+
+        try:
+            data = Path(req.document_file).read_bytes()
+        except OSError as exc:
+            raise BadRequest(f"the portrait document {req.document_file} cannot be read: "
+                             f"{exc.strerror or exc}") from None
+        if req.revision and revision_of(data) != req.revision:
+            raise BadRequest(f"the portrait document {Path(req.document_file).name} is not revision {req.revision}")
+        try:
+            portrait = decode_portrait(data, name=Path(req.document_file).name)
+        except PortraitError as exc:
+            raise BadRequest(str(exc)) from None
+        entry = self._session_entry(portrait, revision_of(data))
+        self.session.put(req.portrait_id, entry)
+        return entry
+
+    def _session_entry(self, portrait, revision: str) -> SessionPortrait:
+        from ide3d_core.portrait import PortraitError
+
+        try:
+            g = portrait.generator(self.generator())
+        except PortraitError as exc:
+            raise BadRequest(f"{exc}; choose that model in the add-on's preferences") from None
+        return SessionPortrait(portrait=portrait, revision=revision, generator=g.eval().requires_grad_(False))
+
+    def _publish(self, portrait_id: str, portrait, out_dir: Path, progress, cancel, notes=(),
+                 generator=None) -> P.PortraitResult:
+        """Store ``portrait`` in the session under ``portrait_id``, write its document, codes and canonical
+        view into ``out_dir`` and describe them."""
+        import torch
+
+        from ide3d_core.editing import render_state
+        from ide3d_core.portrait import encode_portrait
+
+        document = encode_portrait(portrait)
+        revision = revision_of(document)
+        if generator is not None:
+            entry = SessionPortrait(portrait=portrait, revision=revision, generator=generator)
+        else:
+            entry = self._session_entry(portrait, revision)
+        doc_file = write_document(document, out_dir / "portrait.ide3d")
+        ws = portrait.ws
+        ws_file = out_dir / "ws.npy"
+        np.save(ws_file, ws[0].detach().float().cpu().numpy())
+        report(progress, 1, 2, "rendering the canonical view", cancel)
+        with torch.no_grad():
+            out = render_state(entry.generator, portrait.state, cameras.canonical_camera().label())
+        image_file, labels_file, ids = write_view(out, out_dir, "canonical")
+        entry.canonical_labels = ids
+        self.session.put(portrait_id, entry)
+        report(progress, 2, 2, "done", cancel)
+        g = entry.generator
+        restyle = portrait.state.restyle
+        return P.PortraitResult(
+            portrait_id=portrait_id, revision=revision, document_file=str(doc_file), ws_file=str(ws_file),
+            num_ws=int(g.num_ws), w_dim=int(g.w_dim), num_shape_ws=int(g.num_shape_ws), image_file=image_file,
+            labels_file=labels_file, resolution=int(out.image.shape[-1]),
+            history=tuple(r.kind for r in portrait.history), current=int(portrait.current),
+            restyle_classes=() if restyle is None else tuple(int(c) for c in restyle.classes),
+            notes=tuple(str(n) for n in notes))
+
+    @staticmethod
+    def _new_id() -> str:
+        return uuid.uuid4().hex[:16]
+
+    # -- making portraits --------------------------------------------------------------------------
+    def _do_new_portrait(self, req: P.NewPortraitRequest, out_dir, progress, cancel) -> P.PortraitResult:
+        from ide3d_core.portrait import EditRecord, Portrait, PortraitState
+
+        if not 0.0 <= req.truncation <= 1.0:
+            raise BadRequest(f"truncation must be in [0, 1], got {req.truncation}")
+        report(progress, 0, 2, "loading the model", cancel)
+        g = self.generator()
+        ws = g.codes_from_seeds([int(req.seed)], truncation_psi=float(req.truncation)).detach().float().cpu()
+        record = EditRecord("seed", {"seed": int(req.seed), "truncation_psi": float(req.truncation)},
+                            PortraitState(ws))
+        portrait = Portrait(camera=cameras.canonical_camera().label(), generator_config=config_dict(g),
+                            base_fingerprint=self.fingerprint(), history=(record,), model_hint=self.model_spec)
+        return self._publish(self._new_id(), portrait, out_dir, progress, cancel, generator=g)
+
+    def _do_open_document(self, req: P.OpenDocumentRequest, out_dir, progress, cancel) -> P.PortraitResult:
+        from ide3d_core.portrait import PortraitError, load_portrait
+
+        report(progress, 0, 2, "reading the document", cancel)
+        try:
+            portrait = load_portrait(req.path)
+        except PortraitError as exc:
+            raise BadRequest(str(exc)) from None
+        return self._publish(self._new_id(), portrait, out_dir, progress, cancel)
+
+    def _do_invert(self, req: P.InvertRequest, out_dir, progress, cancel) -> P.PortraitResult:
+        """Photo import, then hybrid inversion (as ``ide3d prepare`` + ``ide3d invert``)."""
+        import torch
+
+        from ide3d_core.inversion import InversionPolicy, invert
+
+        try:
+            from ide3d_core.photo import PhotoError, prepare
+        except ImportError as exc:
+            raise NotAvailable(f"photo import (ide3d_core.photo) is not available in this backend: {exc}") from None
+        if req.steps < 0 or req.tune_steps < 0:
+            raise BadRequest("step counts must be >= 0")
+        g = self.generator()
+        policy = InversionPolicy(optimise_steps=int(req.steps), tune_steps=int(req.tune_steps))
+        photo_steps, inv_steps = 6, policy.optimise_steps + policy.tune_steps + 1
+        total = photo_steps + inv_steps + 2
+
+        def photo_progress(done, _total, message=""):
+            report(progress, min(done, photo_steps), total, f"photo: {message}", cancel)
+
+        def inversion_progress(done, _total, message=""):
+            report(progress, photo_steps + done, total, f"inversion: {message}", cancel)
+
+        try:
+            prepared = prepare(req.photo_file, size=max(64, int(g.img_resolution)), progress=photo_progress,
+                               cancel=cancel)
+        except PhotoError as exc:
+            raise BadRequest(str(exc)) from None
+        encoder = self.encoder("standard")
+        notes = list(prepared.warnings)
+        with torch.enable_grad():
+            res = invert(g, prepared.image, mask=prepared.mask, camera=prepared.label(), encoder=encoder,
+                         policy=policy, progress=inversion_progress, cancel=cancel)
+        notes += res.notes
+        portrait = res.portrait(g, source_image=prepared.image, source_mask=prepared.mask,
+                                generator_config=config_dict(g), model_hint=self.model_spec,
+                                params={"photo": Path(req.photo_file).name, "mask_source": prepared.mask_source,
+                                        "policy": {"optimise_steps": policy.optimise_steps,
+                                                   "tune_steps": policy.tune_steps}})
+
+        def tail(done, _total, message=""):
+            report(progress, photo_steps + inv_steps + done, total, message, cancel)
+
+        return self._publish(self._new_id(), portrait, out_dir, tail, cancel, notes=notes,
+                             generator=res.generator.eval().requires_grad_(False))
+
+    # -- using and editing portraits --------------------------------------------------------------------
+    def _do_render(self, req: P.RenderRequest, out_dir, progress, cancel) -> P.ViewResult:
+        import torch
+
+        if req.width < 1 or req.height < 1 or max(req.width, req.height) > 8192:
+            raise BadRequest(f"render size must be 1..8192 pixels per side, got {req.width}x{req.height}")
+        report(progress, 0, 1, "rendering", cancel)
+        entry = self._entry(req)
+        dev = self.device()
+        planes, ws, swap = entry.render_inputs(dev)
+        label, n, x0, y0 = square_view(np.asarray(req.label, np.float64), req.width, req.height)
+        c = torch.from_numpy(label)[None].to(dev)
+        out = entry.generator.render(planes, c, ws, texture_swap=swap)
+        image_file, labels_file, _ = write_view(out, out_dir, "view", size=(n, n), crop=(x0, y0, req.width, req.height))
+        report(progress, 1, 1, "done", cancel)
+        return P.ViewResult(image_file=image_file, labels_file=labels_file, width=req.width, height=req.height)
+
+    def _do_mask_edit(self, req: P.MaskEditRequest, out_dir, progress, cancel) -> P.PortraitResult:
+        from ide3d_core import editing
+
+        report(progress, 0, 2, "editing", cancel)
+        entry = self._entry(req)
+        editor = self.encoder("canonical")
+        if editor is None:
+            folder = self.model_folder()
+            where = (str(folder / "encoders" / "canonical") if folder is not None
+                     else "a model folder's encoders/canonical")
+            raise BadRequest(f"mask edits need the canonical editor, and this model has none (expected {where}, "
+                             "written by `ide3d train-encoders`)")
+        g = entry.generator
+        current = entry.canonical_labels
+        if current is None:
+            current = editing.canonical_labels(g, entry.portrait.state)
+        mask = _read_labels(req.labels_file, int(current.shape[0]))
+        try:
+            portrait = editing.mask_edit(entry.portrait, g, editor, mask, mode=req.mode, current=current)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return self._publish(req.portrait_id, portrait, out_dir, progress, cancel, generator=g)
+
+    def _style_codes(self, entry, seed: int, truncation: float, document_file: str = ""):
+        """Codes [1, num_ws, w_dim] of a style source (a seed, or a portrait document) and its description."""
+        from ide3d_core import editing
+        from ide3d_core.portrait import PortraitError, load_portrait
+
+        if document_file:
+            try:
+                other = load_portrait(document_file)
+            except PortraitError as exc:
+                raise BadRequest(str(exc)) from None
+            return other.ws, {"kind": "portrait", "file": Path(document_file).name}
+        if not 0.0 <= truncation <= 1.0:
+            raise BadRequest(f"truncation must be in [0, 1], got {truncation}")
+        return (editing.codes_from_seed(entry.generator, int(seed), float(truncation)),
+                {"kind": "seed", "seed": int(seed), "truncation_psi": float(truncation)})
+
+    def _do_restyle(self, req: P.RestyleRequest, out_dir, progress, cancel) -> P.PortraitResult:
+        from ide3d_core import editing
+
+        entry = self._entry(req)
+        style, source = self._style_codes(entry, req.style_seed, req.truncation, req.style_document_file)
+        try:
+            portrait = editing.restyle(entry.portrait, req.classes, style, source)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return self._publish(req.portrait_id, portrait, out_dir, progress, cancel, generator=entry.generator)
+
+    def _do_style(self, req: P.StyleRequest, out_dir, progress, cancel) -> P.PortraitResult:
+        from ide3d_core import editing
+
+        for name in ("shape_alpha", "texture_alpha"):
+            if not -1.0 <= getattr(req, name) <= 2.0:
+                raise BadRequest(f"{name} must be in [-1, 2], got {getattr(req, name)}")
+        entry = self._entry(req)
+        other, source = self._style_codes(entry, req.style_seed, req.truncation)
+        portrait = editing.global_style(entry.portrait, other, int(entry.generator.num_shape_ws),
+                                        float(req.shape_alpha), float(req.texture_alpha), source)
+        return self._publish(req.portrait_id, portrait, out_dir, progress, cancel, generator=entry.generator)
+
+    def _do_history(self, req: P.HistoryRequest, out_dir, progress, cancel) -> P.PortraitResult:
+        from ide3d_core import editing
+
+        if req.step not in (-1, 1):
+            raise BadRequest(f"history step must be -1 (undo) or +1 (redo), got {req.step}")
+        entry = self._entry(req)
+        try:
+            portrait = editing.undo(entry.portrait) if req.step < 0 else editing.redo(entry.portrait)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return self._publish(req.portrait_id, portrait, out_dir, progress, cancel, generator=entry.generator)
+
+    def _do_mesh(self, req: P.MeshRequest, out_dir, progress, cancel) -> P.MeshResult:
+        try:
+            from ide3d_core.mesh import GridConfig, MeshConfig, extract_head_mesh
+            from ide3d_core.mesh.generator_field import GeneratorField
+        except ImportError as exc:
+            raise NotAvailable("head mesh extraction (ide3d_core.mesh) is not available yet in this backend: "
+                               f"{exc}") from None
+        if not 8 <= req.resolution <= 1024:
+            raise BadRequest(f"mesh resolution must be in 8..1024, got {req.resolution}")
+        entry = self._entry(req)
+        state = entry.portrait.state
+        restyle = state.restyle
+        field = GeneratorField(entry.generator, state.ws, None if restyle is None else restyle.style_ws,
+                               () if restyle is None else tuple(restyle.classes))
+        config = MeshConfig(grid=GridConfig(resolution=int(req.resolution)))
+        try:
+            mesh = extract_head_mesh(field, config, progress=progress, cancel=cancel).mesh
+        except ValueError as exc:  # e.g. the density never reaches the surface level
+            raise BadRequest(f"no head surface could be extracted (an untrained model?): {exc}") from None
+        if mesh.num_faces == 0:
+            raise BadRequest("no head surface could be extracted (an untrained model?): empty mesh")
+        arrays = {"vertices": mesh.vertices.astype(np.float32), "faces": mesh.faces.astype(np.int32)}
+        if mesh.colors is not None:
+            arrays["colors"] = mesh.colors.astype(np.float32)
+        if mesh.labels is not None:
+            arrays["labels"] = mesh.labels.astype(np.uint8)
+        path = out_dir / "mesh.npz"
+        np.savez(path, **arrays)
+        return P.MeshResult(mesh_file=str(path), num_vertices=int(mesh.num_vertices), num_faces=int(mesh.num_faces))

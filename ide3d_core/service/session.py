@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The worker's portrait session: the portrait documents it holds, keyed by portrait id.
+
+Each :class:`SessionPortrait` holds one :class:`ide3d_core.portrait.Portrait` at one *revision* (the
+content hash of its ``.ide3d`` document, :func:`revision_of`), plus what is expensive to rebuild: the
+generator it renders with (the base model plus its pivotal-tuned delta), the tri-planes of its current
+state and its canonical label map (the map a mask edit paints on).
+
+The client owns the truth: every request on a portrait names (id, revision, document file). When the
+session holds that id at that revision it is used as it is; otherwise (a restarted worker, a portrait
+from a reopened .blend, Blender's own undo) the document is loaded and checked against the revision.
+So a worker that dies loses nothing the client did not already have.
+
+The session is bounded (least recently used portraits are dropped first); nothing here is global.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Portraits kept at once; older ones are reloaded from their documents when asked for again.
+MAX_PORTRAITS = 4
+
+
+def revision_of(document: bytes) -> str:
+    """The revision of a document: the first 16 hex digits of the SHA-256 of its bytes."""
+    return hashlib.sha256(document).hexdigest()[:16]
+
+
+def config_dict(generator: Any) -> dict:
+    """The generator's config as a JSON-able dict (dataclass configs; plain dicts pass through)."""
+    cfg = getattr(generator, "config", None)
+    if is_dataclass(cfg):
+        return asdict(cfg)
+    return dict(cfg) if isinstance(cfg, dict) else {}
+
+
+@dataclass(eq=False)
+class SessionPortrait:
+    """One portrait of the session at one revision (see the module docstring).
+
+    Attributes:
+        portrait: the document value.
+        revision: :func:`revision_of` its encoded bytes.
+        generator: the generator it renders with (``portrait.generator(base)``).
+        canonical_labels: (R, R) uint8 label ids of its canonical view, once rendered.
+        planes: cached ``(planes, texture_swap)`` of its current state, once built.
+    """
+
+    portrait: Any
+    revision: str
+    generator: Any
+    canonical_labels: np.ndarray | None = None
+    planes: Any = None
+    extra: dict = field(default_factory=dict)
+
+    def render_inputs(self, device):
+        """``(planes, ws [1, num_ws, w_dim], texture_swap)`` of the current state on ``device``."""
+        if self.planes is None:
+            state = self.portrait.state
+            ws = state.ws.to(device)
+            swap = None
+            if state.restyle is not None:
+                swap = (self.generator.planes(state.restyle.style_ws.to(device)).texture,
+                        tuple(int(c) for c in state.restyle.classes))
+            self.planes = (self.generator.planes(ws), ws, swap)
+        return self.planes
+
+
+class PortraitSession:
+    """Portraits by id, least recently used first out beyond ``capacity``."""
+
+    def __init__(self, capacity: int = MAX_PORTRAITS) -> None:
+        self.capacity = int(capacity)
+        self._items: OrderedDict[str, SessionPortrait] = OrderedDict()
+
+    def get(self, portrait_id: str, revision: str) -> SessionPortrait | None:
+        """The session entry of ``portrait_id`` if it is at ``revision``, else None."""
+        entry = self._items.get(portrait_id)
+        if entry is None or entry.revision != revision:
+            return None
+        self._items.move_to_end(portrait_id)
+        return entry
+
+    def put(self, portrait_id: str, entry: SessionPortrait) -> None:
+        self._items[portrait_id] = entry
+        self._items.move_to_end(portrait_id)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def __contains__(self, portrait_id: str) -> bool:
+        return portrait_id in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def write_document(document: bytes, path: Path) -> Path:
+    """Write document bytes to ``path`` (a fresh file in a job folder; no one else reads it yet)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(document)
+    return path
