@@ -136,3 +136,15 @@ def test_tuple_values_composite_like_concatenated_values():
     a = render_rays(field, origins, dirs, NEAR, FAR, 16, 16).composite
     b = render_rays(tuple_field, origins, dirs, NEAR, FAR, 16, 16).composite
     assert torch.equal(torch.cat(b.values, dim=-1), a.values) and torch.equal(a.depth, b.depth)
+
+
+def test_render_rays_puts_fine_samples_on_the_surface():
+    origins, dirs = rays_along_z([0.0])
+    a, b = 3.0, 3.05  # a thin, nearly opaque shell
+    rays = render_rays(slab_field(a, b, 200.0), origins, dirs, NEAR, FAR, 32, 64)
+    d = rays.depths[0, 0]
+    assert d.shape == (96,) and torch.all(d[1:] >= d[:-1])  # merged and sorted
+    # Only the coarse sample at 3.03125 (bin 16 of 32 over [2, 4]) hits the shell; its interval is
+    # [3.0, 3.0625], so the importance samples must all land there (1 coarse + 64 fine).
+    inside = ((d >= 3.0) & (d <= 3.0625)).sum().item()
+    assert inside == 65
