@@ -3,7 +3,6 @@
 
 Each function takes the scene and a result dataclass of the protocol and returns a one-line summary.
 """
-import os
 import shutil
 
 import bpy
@@ -19,12 +18,10 @@ def portrait(scene, result) -> str:
     and refresh the canonical preview and the mask image."""
     with open(result.document_file, "rb") as f:
         document = f.read()
-    old = scene.ide3d.document_path
     properties.set_ws(scene, np.load(result.ws_file), result.num_shape_ws)
     properties.set_document(scene, document, result.portrait_id, result.revision, result.history, result.current)
-    new = properties.document_file(scene, runtime.documents_folder())
-    if old and old != new and os.path.dirname(old) == os.path.dirname(new) and os.path.isfile(old):
-        os.remove(old)  # an older revision; the .blend or Blender's undo can rewrite it from its bytes
+    properties.document_file(scene, runtime.documents_folder())
+    properties.prune_documents(runtime.documents_folder(), result.portrait_id)
     conversions.image_from_array(IMAGE_NAMES["canonical"], conversions.load_png(result.image_file)[..., :3])
     ids = conversions.load_label_png(result.labels_file)
     conversions.image_from_array(IMAGE_NAMES["mask"], labels.colorize(ids))

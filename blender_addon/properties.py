@@ -126,6 +126,25 @@ def document_file(scene, folder: str) -> str | None:
     return path
 
 
+def prune_documents(folder: str, portrait_id: str, keep: int = 8) -> list[str]:
+    """Delete all but the ``keep`` newest document files of ``portrait_id`` in ``folder``; returns the
+    deleted paths. Older revisions are kept a while because requests already queued may name them;
+    any revision the .blend (or Blender's undo) brings back is rewritten from its bytes."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(portrait_id + "-") and n.endswith(".ide3d")]
+    except OSError:
+        return []
+    paths = sorted((os.path.join(folder, n) for n in names), key=os.path.getmtime, reverse=True)
+    removed = []
+    for path in paths[keep:]:
+        try:
+            os.remove(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
     folder = os.path.dirname(path) or "."

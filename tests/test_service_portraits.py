@@ -171,5 +171,20 @@ def test_photo_import_runs_prepare_and_inversion(model, tmp_path):
 
     doc = load_portrait(res.document_file)
     assert doc.source_image is not None and doc.delta is not None  # tuned weights travel in the document
+    # Esc in Blender sets the request's cancel token: the inversion stops at its next step.
+    from ide3d_core.progress import CancelToken
+
+    token, steps = CancelToken(), []
+
+    def on_line(line):
+        msg = P.decode(line)
+        if isinstance(msg, P.ProgressMessage):
+            steps.append(msg.done)
+            if msg.message.startswith("inversion: "):
+                token.cancel()
+
+    long = P.InvertRequest(photo_file=req.photo_file, steps=10_000, tune_steps=0)
+    lines = service.call(P.encode(P.RequestMessage(2, long, str(tmp_path / "c"))), on_line=on_line, cancel=token)
+    assert P.decode(lines[-1]).error.kind == "cancelled" and max(steps) < 6 + 10
     missing = _call(service, P.InvertRequest(photo_file=str(tmp_path / "none.jpg")), tmp_path / "x")
     assert missing.error.kind == "bad_request" and "none.jpg" in missing.error.message
