@@ -181,10 +181,10 @@ def sample_heads(n: int, generator: torch.Generator, device: torch.device | str 
     bld.add("chin", centre=v3(0.0, chin_y, face_z(zero, chin_y) - chin_r[:, 2] + 0.006 + chin_fwd.clamp_min(0)),
             radii=chin_r, **skin_slot)
     for sgn, side in ((1, "l"), (-1, "r")):
-        cx = sgn * (0.062 * jaw_w + side_jitter(0.003))
+        cx = sgn * (0.055 * jaw_w + side_jitter(0.003))
         cy = -0.03 + oy + side_jitter(0.003)
         cr = v3(0.044 * cheek, 0.042 * cheek, 0.055)
-        bld.add(f"{side}_cheek", centre=v3(cx, cy, face_z(cx, cy) - cr[:, 2] + 0.0015), radii=cr,
+        bld.add(f"{side}_cheek", centre=v3(cx, cy, face_z(cx, cy) - cr[:, 2] + 0.0), radii=cr,
                 label=ID["skin"], material=Material.SKIN, colour1=skin, colour2=blush, param=r.u(0.2, 0.8))
 
     # nose: bridge, tip, wings
@@ -202,11 +202,11 @@ def sample_heads(n: int, generator: torch.Generator, device: torch.device | str 
             radii=v3(0.031 * nose_w, 0.014, 0.016), **nose_slot)
 
     # eyes (eyeball with iris) and upper lids
-    eye_r = v3(0.024 * eye_s, 0.0125 * eye_s, 0.016)
-    lid_cut = eye_y + r.u(0.0015, 0.0045)
+    eye_r = v3(0.025 * eye_s, 0.0145 * eye_s, 0.016)
+    lid_cut = eye_y + r.u(0.004, 0.0075)
     for sgn, side in ((1, "l"), (-1, "r")):
         ex = sgn * (eye_x + side_jitter(0.002))
-        ez = face_z(ex, eye_y) - eye_r[:, 2] + 0.005
+        ez = face_z(ex, eye_y) - eye_r[:, 2] + 0.0065
         yaw = torch.full((n,), sgn * deg(12.0))
         bld.add(f"{side}_eye", label=ID[f"{side}_eye"], material=Material.EYE, centre=v3(ex, eye_y, ez),
                 radii=eye_r, rot=rotation_xyz(zero, yaw, zero), colour1=sclera, colour2=iris,
@@ -218,8 +218,8 @@ def sample_heads(n: int, generator: torch.Generator, device: torch.device | str 
     # brows
     for sgn, side in ((1, "l"), (-1, "r")):
         bx = sgn * (eye_x + 0.004 + side_jitter(0.002))
-        by = eye_y + 0.036 + brow_dy + side_jitter(0.002)
-        brow_r = v3(0.028, 0.0052 * brow_t, 0.010)
+        by = eye_y + 0.04 + brow_dy + side_jitter(0.002)
+        brow_r = v3(0.031, 0.0068 * brow_t, 0.010)
         rot = rotation_xyz(zero, torch.full((n,), sgn * deg(18.0)), -sgn * brow_tilt * math.pi / 180)
         bld.add(f"{side}_brow", label=ID[f"{side}_brow"], material=Material.BROW,
                 centre=v3(bx, by, face_z(bx, by) - 0.005), radii=brow_r, rot=rot,

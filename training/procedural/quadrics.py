@@ -121,7 +121,7 @@ def intersect(origin: torch.Tensor, dirs: torch.Tensor, centre: torch.Tensor, ro
     zeros6 = torch.zeros_like(_sym_coefficients(m_a))
     coef_a = torch.cat([_sym_coefficients(m_a), zeros3], -1)  # (B, P, 9)
     coef_d = torch.cat([_sym_coefficients(m_disc), zeros3], -1)
-    coef_b = torch.cat([zeros6, g], -1)
+    coef_b = torch.cat([zeros6, -g], -1)  # the matmul yields -b
     dense = clipped_planes(planes, plane_slots)[:, n_plain:].reshape(b_, -1, 4).double()  # (B, 2C, 4)
     normals, heights = dense[..., :3], dense[..., 3]
     coef_s = torch.cat([torch.zeros_like(normals[..., :1]).expand(-1, -1, 6), normals], -1)
@@ -129,15 +129,15 @@ def intersect(origin: torch.Tensor, dirs: torch.Tensor, centre: torch.Tensor, ro
     r = (heights - (normals * origin[:, None, :].double()).sum(-1)).to(dt)[:, None, :]  # (B, 1, 2C)
 
     out = _direction_features(dirs) @ weights.transpose(1, 2)  # (B, N, 3P + 2C)
-    qa, qd, qb, s = out[..., :p_], out[..., p_:2 * p_], out[..., 2 * p_:3 * p_], out[..., 3 * p_:]
+    qa, qd, nb, s = out[..., :p_], out[..., p_:2 * p_], out[..., 2 * p_:3 * p_], out[..., 3 * p_:]
     # Branch-free on purpose: torch.where and sqrt of negative numbers run ~4-10 ns per element on
     # this CPU (mispredicted branches / slow paths) against ~0.2-1 ns for arithmetic, min and max.
     # A miss (qd < 0) is pushed beyond any real distance by a penalty; no primitive reaches behind the
     # camera (cameras are outside the head box), so no "t > 0" test is needed.
     inv_a = 1.0 / qa.clamp_min(1e-20)
     sq = (qd.clamp_min(0.0) + 1e-30).sqrt()
-    miss = (-qd).clamp_min(0.0) * _BIG
-    t0 = (-qb - sq) * inv_a
+    miss = qd.clamp_max(0.0) * -_BIG
+    t0 = (nb - sq) * inv_a
     t_plain = t0[..., :n_plain] + miss[..., :n_plain]
     # clipped primitives: half-spaces n . (o + t d) <= h  <=>  s t <= r with s = n . d: an entry
     # t >= r / s where s < 0, an exit t <= r / s where s > 0.  s == 0 reads as an exit at +-1e30 r
@@ -147,7 +147,7 @@ def intersect(origin: torch.Tensor, dirs: torch.Tensor, centre: torch.Tensor, ro
     enter = (q * neg - (1.0 - neg) * _BIG).reshape(b_, n_, -1, 2)
     leave = (q * (1.0 - neg) + neg * _BIG).reshape(b_, n_, -1, 2)
     t0c = t0[..., n_plain:]
-    t1c = (sq[..., n_plain:] - qb[..., n_plain:]) * inv_a[..., n_plain:]
+    t1c = (nb[..., n_plain:] + sq[..., n_plain:]) * inv_a[..., n_plain:]
     t_in = torch.maximum(t0c, torch.maximum(enter[..., 0], enter[..., 1]))
     t_out = torch.minimum(t1c, torch.minimum(leave[..., 0], leave[..., 1]))
     t_clip = t_in + miss[..., n_plain:] + (t_in - t_out).clamp_min(0.0) * _BIG
@@ -186,8 +186,8 @@ def quadric_gradient(x: torch.Tensor, prim: torch.Tensor, centre: torch.Tensor, 
     """Unnormalised outward gradient ``A^T A (x - c)`` of primitive ``prim`` at points x (B, N, 3)."""
     a_mat = gather_prim(local_matrix(rot, inv_radii), prim).to(x.dtype)  # (B, N, 3, 3)
     off = x - gather_prim(centre, prim).to(x.dtype)
-    xl = (a_mat @ off[..., None])
-    return (a_mat.transpose(-1, -2) @ xl)[..., 0]
+    xl = (a_mat * off[..., None, :]).sum(-1)  # elementwise: tiny batched matmuls are slow on the CPU
+    return (a_mat * xl[..., :, None]).sum(-2)
 
 
 def signed_distance(x: torch.Tensor, centre: torch.Tensor, rot: torch.Tensor, inv_radii: torch.Tensor,

@@ -52,7 +52,7 @@ def _shade_rays(heads: HeadBatch, origin: torch.Tensor, dirs: torch.Tensor, hits
     prim = hits.prim
     centre = gather_prim(heads.centre, prim).to(dt)
     rot = gather_prim(heads.rot, prim).to(dt)
-    xm = (rot @ (x - centre)[..., None])[..., 0]
+    xm = (rot * (x - centre)[..., None, :]).sum(-1)
     xu = xm * gather_prim(heads.inv_radii, prim).to(dt)
     sym = heads.symmetric[:, None, None]
     fold = lambda v: torch.where(sym, torch.cat([v[..., :1].abs(), v[..., 1:]], -1), v)  # noqa: E731
