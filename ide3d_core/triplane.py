@@ -11,7 +11,8 @@ dimension W, the second along H). The project's planes are ``("xy", "yz", "xz")`
 Sampling is ``grid_sample`` bilinear with ``align_corners=False`` (texel centres at
 ``-box/2 + (i + 0.5) * box / P``, so a plane mirrored along an axis is exactly ``flip`` of the tensor)
 and zero padding outside the cube. Features of the three planes are aggregated by "mean", "sum" or
-"concat" (plane order).
+"concat" (plane order). Sampling always runs in float32, also under bf16 autocast (bf16 coordinates
+would snap points to half-texel steps).
 """
 from __future__ import annotations
 
@@ -53,16 +54,20 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, aggregation: str =
         coords: [B, n_planes, N, 2] from :func:`project_onto_planes`.
         aggregation: "mean", "sum" or "concat".
     Returns:
-        [B, N, C] (mean/sum) or [B, N, n_planes * C] (concat), in the planes' dtype.
+        [B, N, C] (mean/sum) or [B, N, n_planes * C] (concat), float32 (float64 for float64 planes).
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     b, n, c, h, w = planes.shape
     if coords.shape[:2] != (b, n) or coords.shape[-1] != 2:
         raise ValueError(f"coords {tuple(coords.shape)} do not match planes {tuple(planes.shape)}")
-    grid = coords.reshape(b * n, 1, -1, 2).to(planes.dtype)
-    out = F.grid_sample(planes.reshape(b * n, c, h, w), grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=False)  # [B*n, C, 1, N]
+    # Sampling runs in (at least) float32: bf16 coordinates have 8 mantissa bits, i.e. steps of up to
+    # half a texel of a 256 px plane, which would quantise the field under autocast.
+    dtype = torch.promote_types(planes.dtype, torch.float32)
+    grid = coords.reshape(b * n, 1, -1, 2).to(dtype)
+    with torch.autocast(planes.device.type, enabled=False):
+        out = F.grid_sample(planes.reshape(b * n, c, h, w).to(dtype), grid, mode="bilinear",
+                            padding_mode="zeros", align_corners=False)  # [B*n, C, 1, N]
     out = out.reshape(b, n, c, -1)  # [B, n, C, N]
     # Reduce before transposing (the result is a transposed view; linear layers take it as is).
     if aggregation == "mean":
