@@ -61,3 +61,15 @@ def test_mirror_planes_is_the_mirrored_field():
         a = sample_triplane(mirror_planes(planes, axes), pts, axes, "concat")
         b = sample_triplane(planes, mirrored_pts, axes, "concat")
         assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_bf16_planes_are_sampled_at_full_coordinate_precision():
+    planes = torch.randn(1, 3, 4, 256, 256).bfloat16()
+    pts = torch.rand(1, 300, 3) * 0.9 - 0.45
+    ref = sample_triplane(planes.float(), pts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sample_triplane(planes, pts.bfloat16().float())  # points as the autocast path sees them
+        out_fp32_pts = sample_triplane(planes, pts)
+    assert out_fp32_pts.dtype == torch.float32
+    assert torch.allclose(out_fp32_pts, ref, atol=1e-5)
+    assert not torch.allclose(out, ref, atol=1e-3)  # what bf16 coordinates would have cost
