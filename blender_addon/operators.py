@@ -237,13 +237,15 @@ class IDE3D_OT_apply_restyle(BackendOperator, bpy.types.Operator):
         classes = tuple(i for i, on in enumerate(state.regions) if on)
         if not classes:
             raise UserError("select at least one region to restyle")
-        style_document = ""
-        if state.style_source == "PORTRAIT":
-            style_document = bpy.path.abspath(state.style_portrait)
-            if not state.style_portrait or not os.path.isfile(style_document):
-                raise UserError(f"no such style portrait: {state.style_portrait or '(none chosen)'}")
-        req = P.RestyleRequest(classes=classes, style_seed=state.style_seed, style_document_file=style_document,
-                               truncation=state.truncation, **jobs.portrait_ref(context))
+        files = {"style_document_file": "", "style_image_file": ""}
+        if state.style_source in ("PORTRAIT", "IMAGE"):
+            key, given = (("style_document_file", state.style_portrait) if state.style_source == "PORTRAIT"
+                          else ("style_image_file", state.style_image))
+            files[key] = bpy.path.abspath(given)
+            if not given or not os.path.isfile(files[key]):
+                raise UserError(f"no such style {state.style_source.lower()}: {given or '(none chosen)'}")
+        req = P.RestyleRequest(classes=classes, style_seed=state.style_seed, truncation=state.truncation,
+                               **files, **jobs.portrait_ref(context))
         return [(req, apply.portrait)]
 
 
@@ -357,7 +359,8 @@ class IDE3D_OT_export_gltf(bpy.types.Operator, ExportHelper):
 
 CLASSES = (IDE3D_OT_check_backend, IDE3D_OT_new_portrait, IDE3D_OT_open_portrait, IDE3D_OT_save_portrait,
            IDE3D_OT_import_photo, IDE3D_OT_history, IDE3D_OT_paint_mask, IDE3D_OT_apply_mask_edit,
-           IDE3D_OT_apply_restyle, IDE3D_OT_apply_style, IDE3D_OT_render_view, IDE3D_OT_render_animation, IDE3D_OT_import_mesh, IDE3D_OT_export_gltf)
+           IDE3D_OT_apply_restyle, IDE3D_OT_apply_style, IDE3D_OT_render_view, IDE3D_OT_render_animation,
+           IDE3D_OT_import_mesh, IDE3D_OT_export_gltf)
 
 
 def register():

@@ -75,7 +75,8 @@ class IDE3D_PT_regions(_Panel, bpy.types.Panel):
         for i, name in enumerate(labels.DISPLAY_NAMES):
             grid.prop(state, "regions", index=i, text=name, toggle=True)
         layout.prop(state, "style_source", expand=True)
-        layout.prop(state, "style_seed" if state.style_source == "SEED" else "style_portrait")
+        layout.prop(state, {"SEED": "style_seed", "PORTRAIT": "style_portrait", "IMAGE": "style_image"}[
+            state.style_source])
         layout.operator("ide3d.apply_restyle", icon="BRUSHES_ALL")
 
 

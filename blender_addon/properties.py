@@ -41,9 +41,12 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     style_seed: IntProperty(name="Style Seed", default=1, min=0, description="Seed of the style source")
     style_source: EnumProperty(name="Style Source", default="SEED", items=(
         ("SEED", "Seed", "The texture of a random portrait (Style Seed)"),
-        ("PORTRAIT", "Portrait", "The texture of another portrait document (.ide3d)")))
+        ("PORTRAIT", "Portrait", "The texture of another portrait document (.ide3d)"),
+        ("IMAGE", "Image", "The texture of a face photo (needs the model's standard encoder)")))
     style_portrait: StringProperty(name="Style Portrait", subtype="FILE_PATH", default="",
                                    description="Portrait document (.ide3d) whose texture Apply Restyle uses")
+    style_image: StringProperty(name="Style Image", subtype="FILE_PATH", default="",
+                                description="Face photo whose texture Apply Restyle uses")
     global_seed: IntProperty(name="Global Style Seed", default=2, min=0,
                              description="Seed whose codes Apply Style moves the portrait toward")
     shape_mix: FloatProperty(name="Shape", default=0.0, min=0.0, max=1.0,

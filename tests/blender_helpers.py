@@ -5,8 +5,9 @@
   throw-away HOME / XDG_CONFIG_HOME / XDG_CACHE_HOME / BLENDER_USER_RESOURCES (Blender can segfault or
   hang at exit, and it writes to the home directory). The script prints ``RESULT <json>`` lines;
   the parsed results are returned.
-* :func:`make_tiny_model` writes a model folder with the untrained ``tiny`` generator and an untrained
-  canonical editor (``encoders/canonical``): enough for the wiring of mask edits, not for their quality.
+* :func:`make_tiny_model` writes a model folder with the untrained ``tiny`` generator and untrained
+  encoders (``encoders/standard`` and the canonical editor ``encoders/canonical``): enough for the
+  wiring of photo import and mask edits, not for their quality.
 * :func:`install_sphere_networks` puts a stand-in ``ide3d_core.networks`` into ``sys.modules``: a
   "generator" following the generator API contract whose render is an analytic sphere, so tests can
   compare a neural render with Blender's own geometry without a trained model.
@@ -60,8 +61,8 @@ def run_blender(script: str, tmp_path: Path, timeout: float = 120.0) -> list:
 
 
 def make_tiny_model(folder: Path) -> Path:
-    """``folder`` with ``config.json``/``generator.safetensors`` of ``Generator("tiny", seed=0)`` and an
-    untrained canonical editor (``encoders/canonical``, weights from torch seed 0); returns it."""
+    """``folder`` with ``config.json``/``generator.safetensors`` of ``Generator("tiny", seed=0)`` and
+    untrained ``encoders/standard`` and ``encoders/canonical`` (weights from torch seed 0); returns it."""
     import torch
 
     from ide3d_core.encoders import HybridEncoder, config_for_generator, save_encoder
@@ -71,10 +72,11 @@ def make_tiny_model(folder: Path) -> Path:
         return folder
     g = Generator("tiny", seed=0)
     save_generator(g, folder)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        editor = HybridEncoder(config_for_generator(g, "tiny", canonical=True), w_avg=g.mapping.w_avg)
-    save_encoder(editor, folder / "encoders" / "canonical")
+    for which in ("standard", "canonical"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            enc = HybridEncoder(config_for_generator(g, "tiny", canonical=which == "canonical"), w_avg=g.mapping.w_avg)
+        save_encoder(enc, folder / "encoders" / which)
     return folder
 
 

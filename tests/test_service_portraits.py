@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The worker's portrait session on the untrained ``tiny`` generator (in-process service): new portrait,
-mask edit through the canonical editor, restyle, global style, undo/redo, render, and a restarted
-service that reloads the portrait from its document. Truth is computed independently from the saved
+mask edit through the canonical editor, restyle (seed, reference photo), global style, undo/redo, render,
+photo import with cancel, and a restarted service that reloads the portrait from its document. Truth is computed independently from the saved
 model and editor (codes of a seed, the residual mask-edit formula, the document's own hash)."""
 from __future__ import annotations
 
@@ -152,6 +152,8 @@ def test_open_document_and_missing_editor(model, tmp_path):
     Image.fromarray(np.asarray(Image.open(new.labels_file)), "L").save(mask)
     reply = _call(plain, P.MaskEditRequest(labels_file=str(mask), **_ref(new)), tmp_path / "d")
     assert reply.error.kind == "bad_request" and "canonical editor" in reply.error.message, reply.error
+    reply = _call(plain, P.RestyleRequest(classes=(13,), style_image_file=str(mask), **_ref(new)), tmp_path / "e")
+    assert reply.error.kind == "bad_request" and "standard encoder" in reply.error.message, reply.error
 
 
 def test_photo_import_runs_prepare_and_inversion(model, tmp_path):
@@ -186,5 +188,19 @@ def test_photo_import_runs_prepare_and_inversion(model, tmp_path):
     long = P.InvertRequest(photo_file=req.photo_file, steps=10_000, tune_steps=0)
     lines = service.call(P.encode(P.RequestMessage(2, long, str(tmp_path / "c"))), on_line=on_line, cancel=token)
     assert P.decode(lines[-1]).error.kind == "cancelled" and max(steps) < 6 + 10
+    # A reference photo as the style source: texture codes from the standard encoder, shape codes kept.
+    from ide3d_core.encoders import load_encoder
+    from ide3d_core.photo import prepare
+
+    ref = dict(portrait_id=res.portrait_id, revision=res.revision, document_file=res.document_file)
+    styled = _ok(service, P.RestyleRequest(classes=(13, 18), style_image_file=req.photo_file, **ref), tmp_path / "st")
+    doc = load_portrait(styled.document_file)
+    encoder = load_encoder(model / "encoders" / "standard")
+    with torch.no_grad():
+        w_t = encoder.encode_texture(prepare(req.photo_file, size=64).image_tensor())[0]
+    ns = res.num_shape_ws
+    np.testing.assert_array_equal(doc.state.restyle.style_ws[:, :ns].numpy(), doc.ws[:, :ns].numpy())
+    np.testing.assert_allclose(doc.state.restyle.style_ws[:, ns:].numpy(), w_t.numpy(), atol=1e-6)
+    assert styled.restyle_classes == (13, 18) and doc.history[-1].params["source"]["kind"] == "image"
     missing = _call(service, P.InvertRequest(photo_file=str(tmp_path / "none.jpg")), tmp_path / "x")
     assert missing.error.kind == "bad_request" and "none.jpg" in missing.error.message

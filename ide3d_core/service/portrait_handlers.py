@@ -286,11 +286,43 @@ class PortraitHandlers:
         return (editing.codes_from_seed(entry.generator, int(seed), float(truncation)),
                 {"kind": "seed", "seed": int(seed), "truncation_psi": float(truncation)})
 
+    def _image_style_codes(self, entry, path: str, cancel):
+        """Codes [1, num_ws, w_dim] whose texture codes come from a face photo (aligned by photo import,
+        encoded by the standard encoder) and whose shape codes are the portrait's own."""
+        import torch
+
+        encoder = self.encoder("standard")
+        if encoder is None:
+            folder = self.model_folder()
+            where = (str(folder / "encoders" / "standard") if folder is not None
+                     else "a model folder's encoders/standard")
+            raise BadRequest(f"a style from a reference image needs the standard encoder, and this model has none "
+                             f"(expected {where}, written by `ide3d train-encoders`)")
+        try:
+            from ide3d_core.photo import PhotoError, prepare
+        except ImportError as exc:
+            raise NotAvailable(f"photo import (ide3d_core.photo) is not available in this backend: {exc}") from None
+        try:
+            prepared = prepare(path, size=max(64, int(entry.generator.img_resolution)), cancel=cancel)
+        except PhotoError as exc:
+            raise BadRequest(str(exc)) from None
+        dev = self.device()
+        w_t, _ = encoder.encode_texture(prepared.image_tensor(dev))
+        ws = entry.portrait.ws.detach().float().cpu()
+        ns = int(entry.generator.num_shape_ws)
+        style = torch.cat([ws[:, :ns], w_t.detach().float().cpu().to(ws.dtype)], 1)
+        return style, {"kind": "image", "file": Path(path).name}
+
     def _do_restyle(self, req: P.RestyleRequest, out_dir, progress, cancel) -> P.PortraitResult:
         from ide3d_core import editing
 
         entry = self._entry(req)
-        style, source = self._style_codes(entry, req.style_seed, req.truncation, req.style_document_file)
+        if req.style_image_file and req.style_document_file:
+            raise BadRequest("give one style source: a portrait document or a reference image")
+        if req.style_image_file:
+            style, source = self._image_style_codes(entry, req.style_image_file, cancel)
+        else:
+            style, source = self._style_codes(entry, req.style_seed, req.truncation, req.style_document_file)
         try:
             portrait = editing.restyle(entry.portrait, req.classes, style, source)
         except ValueError as exc:

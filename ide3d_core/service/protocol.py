@@ -170,8 +170,9 @@ class MaskEditRequest:
 
 @dataclass(frozen=True)
 class RestyleRequest:
-    """Give the regions ``classes`` the texture of ``style_seed`` (or, when set, of the portrait in
-    ``style_document_file``)."""
+    """Give the regions ``classes`` the texture of ``style_seed``, or, when set, of the portrait in
+    ``style_document_file`` or of the face photo ``style_image_file`` (its texture codes from the
+    model's standard encoder, its shape codes the portrait's own)."""
 
     KIND: ClassVar[str] = "restyle"
     portrait_id: str
@@ -180,6 +181,7 @@ class RestyleRequest:
     classes: tuple[int, ...]
     style_seed: int = 0
     style_document_file: str = ""
+    style_image_file: str = ""
     truncation: float = 0.7
 
 
