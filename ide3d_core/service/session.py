@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ class SessionPortrait:
         revision: :func:`revision_of` its encoded bytes.
         generator: the generator it renders with (``portrait.generator(base)``).
         canonical_labels: (R, R) uint8 label ids of its canonical view, once rendered.
-        planes: cached ``(planes, texture_swap)`` of its current state, once built.
+        planes: cached ``(planes, ws, texture_swap)`` of its current state on the device, once built.
     """
 
     portrait: Any
@@ -57,7 +57,6 @@ class SessionPortrait:
     generator: Any
     canonical_labels: np.ndarray | None = None
     planes: Any = None
-    extra: dict = field(default_factory=dict)
 
     def render_inputs(self, device):
         """``(planes, ws [1, num_ws, w_dim], texture_swap)`` of the current state on ``device``."""
