@@ -44,6 +44,8 @@ class GridConfig:
         chunk: most points per field query (bounds memory: about chunk * 1 KiB for the generator).
         block: block size in cells of block-sparse sampling (see the module docstring); 0 = dense.
         band: fraction of the level a coarse corner must exceed to mark a non-inside block.
+        max_sparse_fraction: sample densely after all when more than this fraction of the blocks
+            would be queried (gathering scattered samples costs more per sample than dense slabs).
     """
 
     resolution: int = 256
@@ -51,6 +53,7 @@ class GridConfig:
     chunk: int = 1 << 18
     block: int = 8
     band: float = 0.25
+    max_sparse_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if not 8 <= self.resolution <= 1024:
@@ -158,6 +161,10 @@ def _sparse(field: Field, config: GridConfig, level: float, axis: torch.Tensor, 
     # therefore covers every sample of every active block, each queried once.
     pad = F.pad(active[None, None].float(), (1, 0, 1, 0, 1, 0))
     wanted = F.max_pool3d(pad, 2, stride=1)[0, 0] > 0
+    if float(wanted.float().mean()) > config.max_sparse_fraction:
+        # the surface is everywhere (an untrained model): dense slabs are cheaper than gathers
+        _dense(field, config, axis, out, progress, cancel, 1, r + 1)
+        return coarse.numel() + r ** 3
     nb = active.shape[0]
     sizes = torch.full((nb,), b, dtype=torch.long, device=device)
     sizes[-1] = r - b * (nb - 1)
