@@ -107,6 +107,10 @@ def test_folder_batches_depend_only_on_seed_step_and_rank(folder):
     a, b = src.batch(5, 0, 8), src.batch(5, 0, 8)
     assert torch.equal(a.image, b.image) and torch.equal(a.cameras, b.cameras)
     assert not torch.equal(a.image, src.batch(5, 1, 8).image)
+    # The batch prepared in the background for step 6 equals a direct load of step 6.
+    plain = FolderSource(DatasetFolder(folder), 16, seed=3, device=torch.device("cpu"), prefetch=0, workers=1)
+    assert (5 + 1, 0, 8) in src._pending
+    assert torch.equal(src.batch(6, 0, 8).image, plain.batch(6, 0, 8).image)
     assert a.image.shape == (8, 3, 16, 16) and a.labels.dtype == torch.int64
     assert a.image.min() >= -1 and a.image.max() <= 1
     # x-flip: some samples come mirrored, each with the mirrored camera (negated entry 3 = -x position).

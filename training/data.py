@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -184,25 +185,41 @@ class DatasetFolder:
 
 
 class FolderSource:
-    """Random batches (with replacement) from a :class:`DatasetFolder`, optional x-flip, at ``resolution``."""
+    """Random batches (with replacement) from a :class:`DatasetFolder`, optional x-flip, at ``resolution``.
+
+    Images of a batch are decoded by ``workers`` threads (PNG decoding releases the GIL), and the
+    batches of the next ``prefetch`` steps are prepared in the background while the current step
+    trains; both keep the result a pure function of ``(seed, step, rank)``."""
 
     def __init__(self, folder: DatasetFolder, resolution: int, seed: int, device: torch.device,
-                 xflip: bool = True) -> None:
+                 xflip: bool = True, workers: int = 4, prefetch: int = 2) -> None:
         self.folder, self.resolution, self.seed = folder, int(resolution), int(seed)
-        self.device, self.xflip = torch.device(device), xflip
+        self.device, self.xflip, self.prefetch = torch.device(device), xflip, int(prefetch)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ide3d-data")
+        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ide3d-prefetch")
+        self._pending: dict[tuple[int, int, int], Future] = {}
 
     def batch(self, step: int, rank: int, batch_size: int) -> DataBatch:
+        key = (step, rank, batch_size)
+        fut = self._pending.pop(key, None)
+        for k in [k for k in self._pending if k[0] < step]:  # a resumed or restarted sequence
+            self._pending.pop(k).cancel()
+        for ahead in range(1, self.prefetch + 1):
+            nxt = (step + ahead, rank, batch_size)
+            if nxt not in self._pending:
+                self._pending[nxt] = self._ahead.submit(self._load_batch, *nxt)
+        return fut.result() if fut is not None else self._load_batch(step, rank, batch_size)
+
+    def _load_one(self, index: int, flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        img, lab, cam = self.folder.load(index, self.resolution)
+        return flip_sample(img, lab, cam) if flip else (img, lab, cam)
+
+    def _load_batch(self, step: int, rank: int, batch_size: int) -> DataBatch:
         rng = step_rng(self.seed, step, rank)
         idx = rng.integers(0, len(self.folder), size=batch_size)
         flips = rng.random(batch_size) < 0.5 if self.xflip else np.zeros(batch_size, bool)
-        images, labels, cams = [], [], []
-        for i, flip in zip(idx, flips):
-            img, lab, cam = self.folder.load(int(i), self.resolution)
-            if flip:
-                img, lab, cam = flip_sample(img, lab, cam)
-            images.append(img)
-            labels.append(lab)
-            cams.append(cam)
+        samples = list(self._pool.map(self._load_one, [int(i) for i in idx], [bool(f) for f in flips]))
+        images, labels, cams = zip(*samples)
         image = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
         return DataBatch(image.to(self.device), torch.from_numpy(np.stack(labels).astype(np.int64)).to(self.device),
                          torch.from_numpy(np.stack(cams)).to(self.device))
