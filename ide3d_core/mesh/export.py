@@ -91,7 +91,8 @@ def export_obj(mesh: HeadMesh, path: PathLike) -> list[Path]:
         if mesh.colors is not None:
             import trimesh
 
-            tm.visual = trimesh.visual.ColorVisuals(tm, vertex_colors=np.round(mesh.colors * 255).astype(np.uint8))
+            rgb = np.round(mesh.colors * 255).astype(np.uint8)
+            tm.visual = trimesh.visual.ColorVisuals(tm, vertex_colors=rgb)
         text = _export(tm, include_texture=False, include_normals=False)
         path.write_text(text)
         return [path]

@@ -35,7 +35,8 @@ class Field(Protocol):
         """points [N, 3] float32 model world -> activated density sigma [N] (>= 0, units 1/model unit)."""
         ...
 
-    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    def query(self, points: torch.Tensor
+              ) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         """points [N, 3] -> (sigma [N], semantic logits [N, 19] or None, rgb [N, 3] in [0, 1] or None)."""
         ...
 

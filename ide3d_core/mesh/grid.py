@@ -63,7 +63,8 @@ class GridConfig:
         if self.chunk < 1:
             raise ValueError(f"chunk must be positive, got {self.chunk}")
         if self.block < 0 or self.block == 1 or not 0.0 <= self.band < 1.0:
-            raise ValueError(f"block must be 0 (dense) or >= 2 and band in [0, 1), got {self.block}, {self.band}")
+            raise ValueError(f"block must be 0 (dense) or >= 2 and band in [0, 1), "
+                             f"got {self.block}, {self.band}")
 
     @property
     def spacing(self) -> float:
