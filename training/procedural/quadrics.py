@@ -122,14 +122,18 @@ def intersect(origin: torch.Tensor, dirs: torch.Tensor, centre: torch.Tensor, ro
     coef_a = torch.cat([_sym_coefficients(m_a), zeros3], -1)  # (B, P, 9)
     coef_d = torch.cat([_sym_coefficients(m_disc), zeros3], -1)
     coef_b = torch.cat([zeros6, -g], -1)  # the matmul yields -b
-    dense = clipped_planes(planes, plane_slots)[:, n_plain:].reshape(b_, -1, 4).double()  # (B, 2C, 4)
+    # planes of the clipped primitives, slot 0 of all of them then slot 1: (B, 2C, 4)
+    dense = clipped_planes(planes, plane_slots)[:, n_plain:].transpose(1, 2).reshape(b_, -1, 4).double()
+    n_clip = p_ - n_plain
     normals, heights = dense[..., :3], dense[..., 3]
     coef_s = torch.cat([torch.zeros_like(normals[..., :1]).expand(-1, -1, 6), normals], -1)
     weights = torch.cat([coef_a, coef_d, coef_b, coef_s], 1).to(dt)  # (B, 3P + 2C, 9)
-    r = (heights - (normals * origin[:, None, :].double()).sum(-1)).to(dt)[:, None, :]  # (B, 1, 2C)
+    r = (heights - (normals * origin[:, None, :].double()).sum(-1)).to(dt)[..., None]  # (B, 2C, 1)
 
-    out = _direction_features(dirs) @ weights.transpose(1, 2)  # (B, N, 3P + 2C)
-    qa, qd, nb, s = out[..., :p_], out[..., p_:2 * p_], out[..., 2 * p_:3 * p_], out[..., 3 * p_:]
+    # Layout (B, K, N): primitives outside, rays inside, so every slice below is a contiguous block and
+    # elementwise loops run over long rows (3x faster than (B, N, K) on the CPU, measured).
+    out = weights @ _direction_features(dirs).transpose(1, 2)  # (B, 3P + 2C, N)
+    qa, qd, nb, s = out[:, :p_], out[:, p_:2 * p_], out[:, 2 * p_:3 * p_], out[:, 3 * p_:]
     # Branch-free on purpose: torch.where and sqrt of negative numbers run ~4-10 ns per element on
     # this CPU (mispredicted branches / slow paths) against ~0.2-1 ns for arithmetic, min and max.
     # A miss (qd < 0) is pushed beyond any real distance by a penalty; no primitive reaches behind the
@@ -138,34 +142,33 @@ def intersect(origin: torch.Tensor, dirs: torch.Tensor, centre: torch.Tensor, ro
     sq = (qd.clamp_min(0.0) + 1e-30).sqrt()
     miss = qd.clamp_max(0.0) * -_BIG
     t0 = (nb - sq) * inv_a
-    t_plain = t0[..., :n_plain] + miss[..., :n_plain]
+    t_plain = t0[:, :n_plain] + miss[:, :n_plain]
     # clipped primitives: half-spaces n . (o + t d) <= h  <=>  s t <= r with s = n . d: an entry
     # t >= r / s where s < 0, an exit t <= r / s where s > 0.  s == 0 reads as an exit at +-1e30 r
     # (no bound when r > 0, empty when r < 0), which is what the "no plane" slot (0 . x <= 1) needs.
     q = r / (s + 1e-30)
     neg = (s < 0).to(dt)
-    enter = (q * neg - (1.0 - neg) * _BIG).reshape(b_, n_, -1, 2)
-    leave = (q * (1.0 - neg) + neg * _BIG).reshape(b_, n_, -1, 2)
-    t0c = t0[..., n_plain:]
-    t1c = (nb[..., n_plain:] + sq[..., n_plain:]) * inv_a[..., n_plain:]
-    t_in = torch.maximum(t0c, torch.maximum(enter[..., 0], enter[..., 1]))
-    t_out = torch.minimum(t1c, torch.minimum(leave[..., 0], leave[..., 1]))
-    t_clip = t_in + miss[..., n_plain:] + (t_in - t_out).clamp_min(0.0) * _BIG
-    t_min, prim = torch.cat([t_plain, t_clip], -1).min(-1)
+    enter = q * neg - (1.0 - neg) * _BIG  # (B, 2C, N)
+    leave = q * (1.0 - neg) + neg * _BIG
+    t0c = t0[:, n_plain:]
+    t1c = (nb[:, n_plain:] + sq[:, n_plain:]) * inv_a[:, n_plain:]
+    t_in = torch.maximum(t0c, torch.maximum(enter[:, :n_clip], enter[:, n_clip:]))
+    t_out = torch.minimum(t1c, torch.minimum(leave[:, :n_clip], leave[:, n_clip:]))
+    t_clip = t_in + miss[:, n_plain:] + (t_in - t_out).clamp_min(0.0) * _BIG
+    t_min, prim = torch.cat([t_plain, t_clip], 1).min(1)  # (B, N)
     hit = t_min < _FAR
 
     # Which constraint made the entry: the quadric (0) or plane slot 0/1 (1, 2).
-    ci = (prim - n_plain).clamp_min(0)[..., None]
-    e_hit = enter.gather(2, ci[..., None].expand(-1, -1, 1, 2))[..., 0, :]  # (B, N, 2)
-    t0_hit = t0.gather(-1, prim[..., None])
-    kinds = torch.cat([t0_hit, e_hit], -1)
-    kind = torch.where(prim >= n_plain, kinds.argmax(-1), 0)  # (B, N)
+    ci = (prim - n_plain).clamp_min(0)[:, None, :]  # (B, 1, N)
+    e_hit = torch.cat([enter[:, :n_clip].gather(1, ci), enter[:, n_clip:].gather(1, ci)], 1)  # (B, 2, N)
+    kinds = torch.cat([t0.gather(1, prim[:, None, :]), e_hit], 1)
+    kind = torch.where(prim >= n_plain, kinds.argmax(1), 0)  # (B, N)
     t_safe = torch.where(hit, t_min, torch.zeros_like(t_min))
     x = origin[:, None, :].to(dt) + t_safe[..., None] * dirs
     quad_n = quadric_gradient(x, prim, centre, rot, inv_radii)
-    pn = normals.to(dt).reshape(b_, -1, 2, 3)
-    plane_n = pn.gather(1, ci[..., None].expand(-1, -1, 2, 3))  # (B, N, 2, 3)
-    plane_n = torch.where((kind == 2)[..., None], plane_n[..., 1, :], plane_n[..., 0, :])
+    pn = normals.to(dt).reshape(b_, 2, n_clip, 3)  # (B, slot, C, 3)
+    idx = ci[:, 0, :, None].expand(-1, -1, 3)  # (B, N, 3)
+    plane_n = torch.where((kind == 2)[..., None], pn[:, 1].gather(1, idx), pn[:, 0].gather(1, idx))
     normal = torch.where((kind == 0)[..., None], quad_n, plane_n)
     normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     normal = torch.where(hit[..., None], normal, torch.zeros_like(normal))

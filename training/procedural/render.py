@@ -130,6 +130,9 @@ def render_heads(heads: HeadBatch, cameras: torch.Tensor, resolution: int, antia
     parts = []
     for s in range(0, heads.batch_size, step):
         sel = slice(s, s + step)
-        parts.append(_render_chunk(heads.index(sel), cams[sel], resolution, antialias, block))
+        chunk = heads.index(sel)
+        if chunk.device.type == "cpu":
+            chunk = chunk.select_slots(chunk.active.any(0))
+        parts.append(_render_chunk(chunk, cams[sel], resolution, antialias, block))
     image, labels, depth, mask = (torch.cat(x) for x in zip(*parts))
     return ProceduralRender(image=image, labels=labels, depth=depth, mask=mask, cameras=cams)

@@ -45,8 +45,11 @@ def value_noise(p: torch.Tensor) -> torch.Tensor:
     z0, z1, wz = _smooth_cell(p, 2)
     a0, a1 = y0 ^ z0, y1 ^ z0
     b0, b1 = y0 ^ z1, y1 ^ z1
-    lo = torch.lerp(torch.lerp(_mix01(x0 ^ a0), _mix01(x1 ^ a0), wx), torch.lerp(_mix01(x0 ^ a1), _mix01(x1 ^ a1), wx), wy)
-    hi = torch.lerp(torch.lerp(_mix01(x0 ^ b0), _mix01(x1 ^ b0), wx), torch.lerp(_mix01(x0 ^ b1), _mix01(x1 ^ b1), wx), wy)
+    def row(c: torch.Tensor) -> torch.Tensor:
+        return torch.lerp(_mix01(x0 ^ c), _mix01(x1 ^ c), wx)
+
+    lo = torch.lerp(row(a0), row(a1), wy)
+    hi = torch.lerp(row(b0), row(b1), wy)
     return torch.lerp(lo, hi, wz)
 
 
@@ -55,11 +58,8 @@ def value_noise2(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     x0, x1, wx = _smooth_cell(u[..., None], 0)
     y0, y1, wy = _smooth_cell(v[..., None], 0)
     y0, y1 = y0 * 31 + 7, y1 * 31 + 7
-    return torch.lerp(torch.lerp(_mix01(x0 ^ y0), _mix01(x1 ^ y0), wx), torch.lerp(_mix01(x0 ^ y1), _mix01(x1 ^ y1), wx), wy)
-
-
-def _scale(p: torch.Tensor, sx: float, sy: float, sz: float) -> torch.Tensor:
-    return p * torch.tensor([sx, sy, sz], dtype=p.dtype, device=p.device)
+    lo = torch.lerp(_mix01(x0 ^ y0), _mix01(x1 ^ y0), wx)
+    return torch.lerp(lo, torch.lerp(_mix01(x0 ^ y1), _mix01(x1 ^ y1), wx), wy)
 
 
 def albedo(material: torch.Tensor, p: torch.Tensor, xm: torch.Tensor, xu: torch.Tensor, colour1: torch.Tensor,
@@ -114,7 +114,8 @@ def albedo(material: torch.Tensor, p: torch.Tensor, xm: torch.Tensor, xu: torch.
     put(Material.LIP, c1 * ((0.9 + 0.15 * n_mid) * crease)[..., None])
     # mouth: teeth in the upper part, dark inside
     teeth = (xu[..., 1] > 0.15) & (xu[..., 0].abs() < 0.75)
-    put(Material.MOUTH, torch.where(teeth[..., None], c2 * (0.9 + 0.1 * n_fine)[..., None], c1 * (0.7 + 0.5 * n_mid)[..., None]))
+    inside = c1 * (0.7 + 0.5 * n_mid)[..., None]
+    put(Material.MOUTH, torch.where(teeth[..., None], c2 * (0.9 + 0.1 * n_fine)[..., None], inside))
     # cloth: pattern kind = floor(param), frequency from frac(param); all patterns even in x
     kind = torch.floor(param)
     freq = 35.0 + 70.0 * (param - kind)
