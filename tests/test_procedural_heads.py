@@ -85,6 +85,7 @@ def test_head_mesh_matches_rendered_depth_and_labels():
     head = sample_heads(1, _gen(2))
     mesh = head_mesh(head, resolution=48)
     assert isinstance(mesh, trimesh.Trimesh) and len(mesh.faces) > 1000
+    assert mesh.is_watertight and mesh.volume > 0  # closed, faces wound outward
     labels = mesh.vertex_attributes["label"]
     assert labels.shape == (len(mesh.vertices),)
     assert {ID["skin"], ID["hair"], ID["nose"], ID["neck"], ID["cloth"]} <= set(labels.tolist())

@@ -43,6 +43,9 @@ def head_mesh(head: HeadBatch, resolution: int = 128):
 
     if resolution < 8:
         raise ValueError(f"mesh resolution must be at least 8, got {resolution}")
+    full_labels = head.label.cpu().numpy()
+    slot_ids = torch.nonzero(head.active[0].cpu()).reshape(-1).numpy()
+    head = head.select_slots(head.active[0])  # inactive slots only cost time
     dev = head.device
     lin = torch.linspace(-0.5, 0.5, resolution, device=dev)
     grid = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)
@@ -54,9 +57,9 @@ def head_mesh(head: HeadBatch, resolution: int = 128):
     verts = (verts - 1.0) * step - 0.5
     verts = np.clip(verts, -0.5, 0.5)
     _, prim = head_field(head, torch.from_numpy(verts).to(dev, torch.float32))
-    prim = prim.cpu().numpy()
-    labels = head.label.cpu().numpy()[prim]
-    # mcubes orients faces for "inside = above the level"; flip to outward winding
-    mesh = trimesh.Trimesh(verts, faces[:, ::-1], process=False,
+    prim = slot_ids[prim.cpu().numpy()]
+    labels = full_labels[prim]
+    # with "inside = above the level" mcubes' winding is already outward (positive volume, tested)
+    mesh = trimesh.Trimesh(verts, faces, process=False,
                            vertex_attributes={"label": labels.astype(np.int64), "primitive": prim.astype(np.int64)})
     return mesh
