@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=512, help="side of the aligned image (default 512)")
     p.add_argument("--framing", choices=("model", "ffhq"), default="model",
                    help="crop for the project's cameras (default) or the original FFHQ alignment")
+    p.add_argument("--domain", choices=("human", "procedural"), default="human",
+                   help="3D landmark template for the head pose: a photo of a person (default) or an image "
+                        "of the project's procedural heads")
     p.set_defaults(func=run)
 
 
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if not 64 <= args.size <= 4096:
         raise UserError(f"--size must be between 64 and 4096, got {args.size}")
     try:
-        result = prepare(args.photo, size=args.size, framing=args.framing, face_index=args.face, mask=args.mask)
+        result = prepare(args.photo, size=args.size, framing=args.framing, face_index=args.face, mask=args.mask,
+                         domain=args.domain)
     except PhotoError as exc:
         raise UserError(str(exc)) from None
     try:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ide3d_core.cameras import canonical_camera
 
-from .pose import TEMPLATE_INDICES, PoseEstimate, solve_pose, template_world
+from .pose import DEFAULT_DOMAIN, PoseEstimate, pose_template, solve_pose, template_world
 
 FRAMINGS = ("model", "ffhq")
 #: MediaPipe indices of the two eye contours (subject's right, subject's left) and the mouth corners.
@@ -66,18 +66,21 @@ def apply_matrix(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     return p @ m[:, :2].T + m[:, 2]
 
 
-def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def similarity_fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Least-squares similarity (no reflection) with ``dst ~ s R src + t``; returns (2, 3).
 
-    Closed form of Umeyama (1991): SVD of the cross-covariance of the centred point sets."""
+    Closed form of Umeyama (1991): SVD of the cross-covariance of the centred point sets; ``weights`` (N,)
+    weight each point's squared error (default: equal)."""
     a = np.asarray(src, dtype=np.float64)
     b = np.asarray(dst, dtype=np.float64)
-    ma, mb = a.mean(0), b.mean(0)
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    ma, mb = w @ a, w @ b
     ac, bc = a - ma, b - mb
-    var = (ac ** 2).sum() / len(a)
+    var = float(w @ (ac ** 2).sum(1))
     if var < 1e-12:
         raise ValueError("degenerate landmarks (all points coincide)")
-    u, s, vt = np.linalg.svd(bc.T @ ac / len(a))
+    u, s, vt = np.linalg.svd((bc * w[:, None]).T @ ac)
     d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
     rot = u @ d @ vt
     scale = float(np.trace(np.diag(s) @ d) / var)
@@ -132,28 +135,32 @@ def ffhq_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
     return similarity_fit(corners, target)
 
 
-def align_face(landmarks: np.ndarray, size: int = 512, framing: str = "model", rounds: int = 3) -> Alignment:
+def align_face(landmarks: np.ndarray, size: int = 512, framing: str = "model", rounds: int = 3,
+               domain: str = DEFAULT_DOMAIN) -> Alignment:
     """Crop matrix and head pose of a face from its (468, 2+) MediaPipe landmarks in photo pixels.
 
-    Raises ``ValueError`` on an unknown framing or degenerate landmarks."""
+    ``domain`` picks the 3D landmark template (:func:`.pose.pose_template`: ``"human"`` for photos,
+    ``"procedural"`` for images of the procedural heads). Raises ``ValueError`` on an unknown framing or
+    domain, or degenerate landmarks."""
     if framing not in FRAMINGS:
         raise ValueError(f"unknown framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
     if size < 16:
         raise ValueError(f"aligned size must be at least 16 pixels, got {size}")
+    template = pose_template(domain)
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    pts = lm[TEMPLATE_INDICES]
-    world = template_world()
+    pts = lm[template.indices]
+    world = template.points
     if framing == "ffhq":
         m = ffhq_matrix(lm, size)
-        return Alignment(m, size, framing, solve_pose(apply_matrix(m, pts), size))
+        return Alignment(m, size, framing, solve_pose(apply_matrix(m, pts), size, template=template))
     # Start from the frontal framing, then alternate pose fit and crop fit.
     target, _ = canonical_camera().project(world, size, size)
-    m = similarity_fit(pts, target)
-    pose = solve_pose(apply_matrix(m, pts), size)
+    m = similarity_fit(pts, target, template.weights)
+    pose = solve_pose(apply_matrix(m, pts), size, template=template)
     for _ in range(rounds):
         target, _ = pose.camera.project(world, size, size)
-        m = similarity_fit(pts, target)
-        pose = solve_pose(apply_matrix(m, pts), size)
+        m = similarity_fit(pts, target, template.weights)
+        pose = solve_pose(apply_matrix(m, pts), size, template=template)
     return Alignment(m, size, framing, pose)
 
 

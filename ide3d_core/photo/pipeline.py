@@ -22,6 +22,7 @@ from .detect import Face, detect_faces, mediapipe_available
 from .errors import PhotoError
 from .load import MAX_SIDE, LoadedImage, load_image
 from .mask import box_mask, landmark_mask, person_probability, user_mask
+from .pose import DEFAULT_DOMAIN, DOMAINS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -89,8 +90,8 @@ class PreparedPhoto:
 
 def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing: str = "model",
             face_index: Optional[int] = None, mask: Optional[str | Path | np.ndarray] = None,
-            max_side: int = MAX_SIDE, use_mediapipe: bool = True, progress: Optional[ProgressFn] = None,
-            cancel: Optional[CancelToken] = None) -> PreparedPhoto:
+            max_side: int = MAX_SIDE, use_mediapipe: bool = True, domain: str = DEFAULT_DOMAIN,
+            progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> PreparedPhoto:
     """Turn any photo into an aligned image, a camera and a label mask.
 
     Args:
@@ -102,10 +103,14 @@ def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing:
             ``size`` x ``size``; replaces the automatic mask.
         max_side: photos are downscaled to this longest side before detection.
         use_mediapipe: False forces the OpenCV-only path (Haar box, frontal pose, box mask).
+        domain: landmark template for the pose (:mod:`.pose`): ``"human"`` (default) for photos of people,
+            ``"procedural"`` for images of the project's procedural heads (the default model's domain).
         progress, cancel: see :mod:`ide3d_core.progress`.
     Raises:
         PhotoError: unreadable photo or mask, no face, face index out of range.
     """
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     timings: dict[str, float] = {}
     total = len(STEPS)
 
@@ -144,7 +149,7 @@ def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing:
     t0 = time.perf_counter()
     if face.landmarks is not None:
         try:
-            al: Alignment | None = align_face(face.landmarks, size, framing)
+            al: Alignment | None = align_face(face.landmarks, size, framing, domain=domain)
         except ValueError as exc:
             if "framing" in str(exc) or "size" in str(exc):
                 raise
