@@ -17,8 +17,6 @@ from ide3d_core.labels import ID, NAMES, NUM_CLASSES
 from training.procedural import (ProceduralStream, head_mesh, render_heads, sample_cameras, sample_heads)
 from training.procedural.mesh import head_field
 
-torch.set_num_threads(2)
-
 
 def _gen(seed):
     return torch.Generator().manual_seed(seed)

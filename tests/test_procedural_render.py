@@ -14,8 +14,6 @@ from ide3d_core import cameras as C
 from ide3d_core.labels import ID, NUM_CLASSES, mirror_labels
 from training.procedural import orbit_labels, render_heads, sample_cameras, sample_heads
 
-torch.set_num_threads(2)
-
 
 def _heads(n, seed, symmetric=False):
     return sample_heads(n, torch.Generator().manual_seed(seed), symmetric=symmetric)

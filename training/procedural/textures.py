@@ -172,7 +172,7 @@ def shade(albedo_rgb: torch.Tensor, normal: torch.Tensor, light: torch.Tensor) -
         (towards the light). Returns (B, N, 3) in [0, 1].
     """
     key = (normal * light[:, None, :]).sum(-1).clamp_min(0.0)
-    fill_dir = light * torch.tensor([-1.0, 0.0, 1.0], dtype=light.dtype, device=light.device)
+    fill_dir = torch.stack([-light[:, 0], torch.zeros_like(light[:, 0]), light[:, 2]], -1)  # mirrored, level
     fill_dir = fill_dir / fill_dir.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     fill = (normal * fill_dir[:, None, :]).sum(-1).clamp_min(0.0)
     sky = 0.5 + 0.5 * normal[..., 1]
