@@ -1,34 +1,223 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""``ide3d demo``: runs every capability that works today end to end and writes pictures to --out."""
+"""``ide3d demo``: runs every capability that works today end to end and writes pictures to --out.
+
+Steps (each prints what it wrote; open ``OUT/index.txt`` for the list):
+
+1. ``procedural``  procedural heads and their exact semantic masks from several poses (the project's
+   own training data), and a small dataset folder through ``ide3d dataset procedural``.
+2. ``mesh``        a procedural head through the product's mesh path (density grid, marching cubes,
+   clean-up, per-vertex labels, UV unwrap, texture baked from renders) -> textured ``.glb`` with one
+   part per semantic class, plus ``.obj``/``.ply``.
+3. ``blender``     real Blender (the bpy module) imports that ``.glb`` and renders it from the same
+   cameras as the procedural renderer: the two rows must line up; and the add-on zip is built.
+4. ``photo``       a real portrait photo through ``ide3d prepare`` (landmarks, alignment, head pose,
+   semantic mask).
+5. ``generator``   ``ide3d generate``, ``invert``, ``restyle`` and ``render`` with the bundled model. Until
+   a trained model ships, these run on untrained weights (noise pictures, clearly labelled) so the
+   wiring is exercised; the step says so.
+"""
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 DemoStep = Callable[[Path, argparse.Namespace], list[Path]]
+REPO = Path(__file__).resolve().parent.parent.parent
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "config.json"
+YAWS = (-35.0, 0.0, 35.0)
 
 
-def _steps() -> list[tuple[str, DemoStep]]:
-    return []
+def _cli(*argv: str) -> None:
+    from ide3d_core.cli import main
+
+    rc = main([str(a) for a in argv])
+    if rc != 0:
+        raise RuntimeError(f"ide3d {' '.join(map(str, argv))} exited with {rc}")
+
+
+def _save(path: Path, image: np.ndarray) -> Path:
+    from PIL import Image
+
+    Image.fromarray(image).save(path)
+    return path
+
+
+def _labels(yaws=YAWS, pitch: float = 0.0) -> np.ndarray:
+    from ide3d_core.cameras import orbit_camera, stack_labels
+
+    return stack_labels([orbit_camera(math.radians(y), math.radians(pitch)) for y in yaws])
+
+
+def step_procedural(out: Path, args: argparse.Namespace) -> list[Path]:
+    from training.procedural import contact_sheet
+
+    sheet = contact_sheet(seed=args.seed, n_heads=4, yaws_deg=YAWS, resolution=128)
+    files = [_save(out / "01_procedural_heads.png", sheet)]
+    _cli("dataset", "procedural", "--count", "16", "--resolution", "64", "--seed", str(args.seed),
+         "--out", out / "01_dataset")
+    return files + [out / "01_dataset" / "images" / "dataset.json"]
+
+
+def _demo_head(args: argparse.Namespace):
+    import torch
+
+    from training.procedural import sample_heads
+
+    return sample_heads(1, torch.Generator().manual_seed(args.seed + 1), "cpu")
+
+
+def step_mesh(out: Path, args: argparse.Namespace) -> list[Path]:
+    from ide3d_core.mesh import BakeConfig, CleanupConfig, GridConfig, MeshConfig, export_mesh, extract_head_mesh
+    from ide3d_core.progress import TqdmProgress
+    from training.procedural.mesh_field import ProceduralField, ProceduralRenderer
+
+    head = _demo_head(args)
+    config = MeshConfig(grid=GridConfig(resolution=128), cleanup=CleanupConfig(target_faces=20000),
+                        bake=BakeConfig(texture_size=1024))
+    with TqdmProgress("mesh") as bar:
+        result = extract_head_mesh(ProceduralField(head), config, ProceduralRenderer(head, 256, 1), progress=bar)
+    files = export_mesh(result.mesh, out / "02_head.glb", parts=True)
+    files += export_mesh(result.mesh, out / "02_head.obj")
+    files += export_mesh(result.mesh, out / "02_head.ply")
+    print(f"[demo] mesh: {len(result.mesh.vertices)} vertices, {len(result.mesh.faces)} faces; seconds "
+          + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    return files
+
+
+def step_blender(out: Path, args: argparse.Namespace) -> list[Path]:
+    import importlib.util
+
+    import torch
+    from PIL import Image
+
+    from training.procedural import render_heads
+    from training.procedural.contact import to_uint8
+
+    _cli("addon", "build", "--out", out / "03_addon")
+    files = sorted((out / "03_addon").glob("*.zip"))
+    if importlib.util.find_spec("bpy") is None:
+        print("[demo] blender: the bpy module is not installed (pip install -e .[blender]); skipping the render")
+        return files
+    glb = out / "02_head.glb"
+    if not glb.exists():
+        raise RuntimeError("the blender step needs the mesh step's 02_head.glb")
+    labels = _labels()
+    np.save(out / "03_cameras.npy", labels)
+    home = out / "03_blender_home"
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home), XDG_CACHE_HOME=str(home),
+               BLENDER_USER_RESOURCES=str(home))
+    size = 256
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "blender_render_mesh.py"), "--mesh", str(glb),
+                           "--cameras", str(out / "03_cameras.npy"), "--size", str(size),
+                           "--out", str(out / "03_blender")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Blender render failed: {proc.stderr.strip().splitlines()[-1:]}")
+    head = _demo_head(args)
+    r = render_heads(head.index(torch.zeros(len(labels), dtype=torch.long)), torch.from_numpy(labels), size, 2)
+    top = np.concatenate(list(to_uint8(r.image)), axis=1)
+    bottom = np.concatenate([np.asarray(Image.open(out / "03_blender" / f"blender_{i}.png").convert("RGB"))
+                             for i in range(len(labels))], axis=1)
+    files.append(_save(out / "03_blender_vs_render.png", np.concatenate([top, bottom], axis=0)))
+    return files
+
+
+def step_photo(out: Path, args: argparse.Namespace) -> list[Path]:
+    try:
+        from matplotlib import cbook
+
+        photo = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    except Exception as exc:  # matplotlib's sample data is optional
+        print(f"[demo] photo: no sample portrait available ({exc}); skipping")
+        return []
+    _cli("prepare", photo, "--out", out / "04_photo", "--size", "256")
+    return sorted((out / "04_photo").glob("*.png"))
+
+
+def step_generator(out: Path, args: argparse.Namespace) -> list[Path]:
+    trained = BUNDLED_MODEL.is_file()
+    model = [] if trained else ["--model", "config:default"]
+    if not trained:
+        print("[demo] generator: no trained model is bundled yet (training needs a GPU session); running "
+              "generate / invert / restyle / render on UNTRAINED weights to exercise the wiring only")
+    gen = out / "05_generate"
+    _cli("generate", "--seeds", f"{args.seed}-{args.seed + 1}", "--yaw", *map(str, YAWS), "--out", gen,
+         *([] if trained else ["--config", "default"]), "--quiet")
+    # Invert a procedural head with its exact mask and camera, restyle its hair, render new views.
+    import torch
+
+    from ide3d_core.labels import colorize
+    from training.procedural import render_heads
+    from training.procedural.contact import to_uint8
+
+    head = _demo_head(args)
+    label = _labels((20.0,))
+    r = render_heads(head, torch.from_numpy(label), 256, 2)
+    _save(out / "05_target.png", to_uint8(r.image)[0])
+    _save(out / "05_target_mask.png", colorize(r.labels[0].numpy()))
+    steps = ["--steps", "60", "--tune-steps", "30"] if trained else ["--steps", "3", "--tune-steps", "2"]
+    _cli("invert", out / "05_target.png", "--mask", out / "05_target_mask.png", "--yaw", "20", "--pitch", "0",
+         *steps, *model, "--out", out / "05_portrait.ide3d", "--quiet")
+    _cli("restyle", out / "05_portrait.ide3d", "--regions", "hair", "--style-seed", "7",
+         "--out", out / "05_restyled.ide3d", "--quiet")
+    _cli("render", out / "05_restyled.ide3d", "--yaw", "-30", "--out", out / "05_restyled_yaw-30.png", "--quiet")
+    return sorted(gen.glob("*.png"))[:6] + [out / "05_portrait.ide3d", out / "05_restyled.ide3d",
+                                            out / "05_restyled_yaw-30.png"]
+
+
+STEPS: dict[str, DemoStep] = {
+    "procedural": step_procedural,
+    "mesh": step_mesh,
+    "blender": step_blender,
+    "photo": step_photo,
+    "generator": step_generator,
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole pipeline on the bundled model and write pictures",
-                       description=__doc__)
+    p = sub.add_parser("demo", help="run the whole pipeline end to end and write pictures",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the demo portraits")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the demo heads (default 0)")
+    p.add_argument("--steps", default=",".join(STEPS),
+                   help=f"comma-separated subset of: {', '.join(STEPS)} (default: all)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ide3d_core.cli import UserError
+
+    names = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STEPS]
+    if unknown:
+        raise UserError(f"unknown demo step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, step in _steps():
+    written: list[str] = []
+    failed: list[str] = []
+    for name in names:
         t0 = time.perf_counter()
-        files = step(args.out, args)
+        print(f"[demo] {name} ...", flush=True)
+        try:
+            files = STEPS[name](args.out, args)
+        except Exception as exc:  # report and go on: one broken step must not hide the others
+            failed.append(name)
+            print(f"[demo] {name}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
         print(f"[demo] {name}: {len(files)} file(s) in {time.perf_counter() - t0:.1f} s")
+        written += [f"{name}: {f}" for f in files]
         for f in files:
             print(f"         {f}")
-    print(f"[demo] done; pictures in {args.out}/")
+    (args.out / "index.txt").write_text("\n".join(written) + "\n")
+    if failed:
+        print(f"[demo] finished with failed step(s): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(f"[demo] done; pictures in {args.out}/ (list in {args.out / 'index.txt'})")
     return 0
