@@ -166,3 +166,15 @@ def test_bad_cameras_are_rejected():
         render_heads(heads, torch.zeros(3, 25), 16)
     with pytest.raises(ValueError):
         render_heads(heads, torch.zeros(2, 25), 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_render_matches_cpu():
+    heads = _heads(4, seed=9)
+    cams = sample_cameras(4, torch.Generator().manual_seed(2))
+    cpu = render_heads(heads, cams, 48)
+    gpu = render_heads(heads.to("cuda"), cams.cuda(), 48)
+    assert (gpu.labels.cpu() == cpu.labels).float().mean() > 0.999
+    assert (gpu.image.cpu() - cpu.image).abs().mean() < 0.01
+    assert torch.allclose(gpu.depth.cpu(), cpu.depth, atol=1e-3)
