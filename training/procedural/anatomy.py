@@ -183,9 +183,12 @@ def sample_heads(n: int, generator: torch.Generator, device: torch.device | str 
     for sgn, side in ((1, "l"), (-1, "r")):
         cx = sgn * (0.055 * jaw_w + side_jitter(0.003))
         cy = -0.03 + oy + side_jitter(0.003)
-        cr = v3(0.044 * cheek, 0.042 * cheek, 0.055)
-        bld.add(f"{side}_cheek", centre=v3(cx, cy, face_z(cx, cy) - cr[:, 2] + 0.0), radii=cr,
-                label=ID["skin"], material=Material.SKIN, colour1=skin, colour2=blush, param=r.u(0.2, 0.8))
+        # wide, shallow cheek pads sunk into the face: a soft swelling, not a ball
+        cr = v3(0.05 * cheek, 0.04 * cheek, 0.08)
+        yaw = torch.full((n,), sgn * deg(30.0))
+        bld.add(f"{side}_cheek", centre=v3(cx, cy, face_z(cx, cy) - cr[:, 2] + 0.001), radii=cr,
+                rot=rotation_xyz(zero, yaw, zero),
+                label=ID["skin"], material=Material.SKIN, colour1=skin, colour2=blush, param=r.u(0.1, 0.45))
 
     # nose: bridge, tip, wings
     nose_top = eye_y + 0.012
