@@ -166,6 +166,9 @@ def test_bad_cameras_are_rejected():
         render_heads(heads, torch.zeros(3, 25), 16)
     with pytest.raises(ValueError):
         render_heads(heads, torch.zeros(2, 25), 0)
+    inside = C.look_at((0.1, 0.0, 0.3), (0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="inside the head box"):
+        render_heads(heads, torch.from_numpy(np.tile(C.pack_label(inside, C.intrinsics()), (2, 1))), 16)
 
 
 @pytest.mark.gpu

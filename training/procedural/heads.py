@@ -9,7 +9,7 @@ per-head geometry (clipped quadric, see :mod:`.quadrics`), colours, a pattern pa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 
 import torch
@@ -148,9 +148,6 @@ class HeadBatch:
         kw["n_plain"] = int(keep[: self.n_plain].sum())
         kw["names"] = tuple(n for n, k in zip(self.names, keep.tolist()) if k) if self.names else ()
         return HeadBatch(**kw)
-
-    def with_symmetric(self) -> "HeadBatch":
-        return replace(self, symmetric=torch.ones_like(self.symmetric))
 
 
 # ----------------------------------------------------------------------------------------------

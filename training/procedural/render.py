@@ -113,6 +113,8 @@ def render_heads(heads: HeadBatch, cameras: torch.Tensor, resolution: int, antia
         cameras: (B, 25) packed labels (ide3d_core.cameras), any float dtype; moved to the heads' device.
         resolution: output size R (square images).
         antialias: rays per pixel side for the RGB (1 = pixel centre only).
+        Camera centres must lie outside the head box [-0.5, 0.5]^3 (checked for CPU cameras; every
+        orbit camera at radius 2.7 is far outside).
     Returns:
         :class:`ProceduralRender`. Work is split into blocks of images and rays to bound memory.
     """
@@ -123,6 +125,11 @@ def render_heads(heads: HeadBatch, cameras: torch.Tensor, resolution: int, antia
     cams = torch.as_tensor(cameras).to(device=heads.device, dtype=torch.float32)
     if cams.ndim != 2 or cams.shape[1] != LABEL_DIM or cams.shape[0] != heads.batch_size:
         raise ValueError(f"cameras must be ({heads.batch_size}, {LABEL_DIM}), got {tuple(cams.shape)}")
+    given = torch.as_tensor(cameras)
+    if given.device.type == "cpu":  # not for GPU cameras: reading them would synchronise the device
+        if bool((given.float()[:, [3, 7, 11]].abs() <= 0.5).all(-1).any()):
+            raise ValueError("a camera centre lies inside the head box [-0.5, 0.5]^3; the renderer needs "
+                             "cameras outside it")
     width = 5 * heads.centre.shape[1]
     budget = _BLOCK_ELEMENTS["cuda" if heads.device.type == "cuda" else "cpu"]
     step = max(1, min(heads.batch_size, budget // (4096 * width)))
