@@ -20,7 +20,6 @@ loading is strict.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ide3d_core.labels import NUM_CLASSES
+from ide3d_core.networks.layers import Conv2dLayer, FullyConnected, ResidualDownBlock, init_parameters
 
 FORMAT = "ide3d-encoder"
 VERSION = 1
@@ -91,54 +91,41 @@ def config_for_generator(generator: nn.Module, preset: str = "default",
 # Networks
 # ------------------------------------------------------------------------------------------------
 
-class _ResDown(nn.Module):
-    """3x3 conv, 3x3 conv + 2x average-pool down-sampling, plus a pooled 1x1 skip; sum / sqrt(2)."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv0 = nn.Conv2d(cin, cin, 3, padding=1)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.leaky_relu(self.conv0(x), 0.2)
-        y = F.avg_pool2d(F.leaky_relu(self.conv1(y), 0.2), 2)
-        return (y + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2.0)
-
-
 class EncoderTower(nn.Module):
-    """[B, in_channels, R, R] -> [B, num_outputs] through residual stages down to 4 x 4."""
+    """[B, in_channels, R, R] -> [B, num_outputs]: a 1x1 linear stem, residual down-sampling blocks
+    (:class:`~ide3d_core.networks.layers.ResidualDownBlock`) to 4 x 4, and a fully connected head over
+    the 4 x 4 features whose initial weights are scaled by 0.1, so the tower starts with small outputs
+    (codes near the average code)."""
 
     def __init__(self, in_channels: int, num_outputs: int, cfg: EncoderConfig) -> None:
         super().__init__()
         res, ch = cfg.resolution, min(cfg.base_channels, cfg.max_channels)
-        self.stem = nn.Conv2d(in_channels, ch, 1)
+        self.stem = Conv2dLayer(in_channels, ch, 1, activation="linear")
         blocks = []
         while res > 4:
             nxt = min(ch * 2, cfg.max_channels)
-            blocks.append(_ResDown(ch, nxt))
+            blocks.append(ResidualDownBlock(ch, nxt))
             ch, res = nxt, res // 2
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Conv2d(ch, num_outputs, 4)
-        with torch.no_grad():  # start near the average code: small residual outputs
-            self.head.weight.mul_(0.1)
-            self.head.bias.zero_()
+        self.head = FullyConnected(ch * 4 * 4, num_outputs, weight_init=0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x))).flatten(1)
+        return self.head(self.blocks(self.stem(x)).flatten(1))
 
 
 class HybridEncoder(nn.Module):
     """The texture and semantic encoders of one pair (standard or canonical editor).
 
     Buffers: ``w_avg`` [w_dim], the generator's average code the predictions are offsets from.
+    Weights are drawn from ``torch.Generator().manual_seed(seed)`` (the same on every machine).
     """
 
-    def __init__(self, cfg: EncoderConfig, w_avg: torch.Tensor | None = None) -> None:
+    def __init__(self, cfg: EncoderConfig, w_avg: torch.Tensor | None = None, seed: int = 0) -> None:
         super().__init__()
         self.config = cfg
         self.texture = EncoderTower(3, cfg.num_texture_ws * cfg.w_dim + 2, cfg)
         self.semantic = EncoderTower(NUM_CLASSES, cfg.num_shape_ws * cfg.w_dim, cfg)
+        init_parameters(self, torch.Generator().manual_seed(seed))
         self.register_buffer("w_avg", torch.zeros(cfg.w_dim) if w_avg is None
                              else w_avg.detach().clone().float().reshape(cfg.w_dim))
 

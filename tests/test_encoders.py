@@ -22,8 +22,7 @@ def gen():
 
 
 def _encoder(g, canonical=False, seed=0):
-    torch.manual_seed(seed)
-    return HybridEncoder(config_for_generator(g, "tiny", canonical=canonical), g.mapping.w_avg)
+    return HybridEncoder(config_for_generator(g, "tiny", canonical=canonical), g.mapping.w_avg, seed=seed)
 
 
 def test_shapes_and_any_input_size(gen):

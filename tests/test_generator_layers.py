@@ -2,11 +2,12 @@
 """Network primitives against their textbook definitions (StyleGAN2 per-sample weights, FIR filters)."""
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from ide3d_core.networks.layers import (FullyConnected, ModulatedConv2d, downsample2x, init_parameters,
-                                        upsample2x)
+from ide3d_core.networks.layers import (FullyConnected, ModulatedConv2d, ResidualDownBlock, downsample2x,
+                                        init_parameters, upsample2x)
 
 
 def test_modulated_conv_equals_per_sample_demodulated_weights():
@@ -45,6 +46,21 @@ def test_downsample_keeps_constants_and_linear_ramps():
     assert y.shape == (1, 2, 4, 4)
     assert torch.allclose(y[0, 0, 0, 1:3], torch.tensor([2.5, 4.5], dtype=torch.float64))
     assert torch.allclose(downsample2x(torch.ones(1, 1, 6, 6)), torch.ones(1, 1, 3, 3))
+    with pytest.raises(ValueError, match="even sizes"):
+        downsample2x(torch.ones(1, 1, 7, 6))
+
+
+def test_residual_down_block_is_skip_plus_convs_over_sqrt2():
+    block = ResidualDownBlock(3, 3).double()
+    with torch.no_grad():
+        block.skip.weight.copy_(torch.eye(3, dtype=torch.float64)[:, :, None, None] * math.sqrt(3))  # identity
+        block.conv1.weight.zero_()
+        block.conv1.bias.fill_(0.5)  # conv branch = lrelu(0.5) * sqrt(2)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    y = block(x)
+    assert y.shape == (2, 3, 4, 4) and block.skip.bias is None
+    ref = (downsample2x(x) + 0.5 * math.sqrt(2.0)) * math.sqrt(0.5)
+    assert torch.allclose(y, ref, atol=1e-12)
 
 
 def test_fully_connected_equalised_learning_rate():
@@ -54,6 +70,14 @@ def test_fully_connected_equalised_learning_rate():
     assert abs(stored.std().item() - 100.0) < 30  # stored as N(0, 1) / lr_mult
     ref = x @ (stored * 0.01 / 4.0).T + 2.0
     assert torch.allclose(fc(x), ref, atol=1e-5)
+
+
+def test_fully_connected_weight_init_scales_the_initial_weights():
+    g = torch.Generator().manual_seed(3)
+    a, b = FullyConnected(64, 32), FullyConnected(64, 32, weight_init=0.1)
+    init_parameters(torch.nn.ModuleList([a]), torch.Generator().manual_seed(3))
+    init_parameters(torch.nn.ModuleList([b]), g)
+    assert torch.allclose(b.weight, 0.1 * a.weight) and b.weight.std().item() == pytest.approx(0.1, rel=0.15)
 
 
 def test_init_parameters_is_seeded():

@@ -10,7 +10,7 @@ import torch
 
 from training.discriminator import DiscriminatorConfig, DualDiscriminator, downsample_real, prepare_inputs
 from training.ema import ema_beta, update_ema
-from training.layers import minibatch_stddev
+from ide3d_core.networks.layers import minibatch_stddev
 from training.losses import (blur_sigma, density_regularization, discriminator_loss, gaussian_blur,
                              generator_loss, mix_styles, neural_resolution, r1_penalty,
                              swap_conditioning, swap_probability)

@@ -24,7 +24,8 @@ from torch import nn
 
 from ide3d_core.cameras import LABEL_DIM
 from ide3d_core.labels import NUM_CLASSES
-from training.layers import EqualConv2d, EqualLinear, minibatch_stddev
+from ide3d_core.networks.layers import (Conv2dLayer, FullyConnected, ResidualDownBlock, init_parameters,
+                                        minibatch_stddev, normalize_2nd_moment)
 
 RGB_CHANNELS = 6
 SEMANTIC_CHANNELS = 2 * NUM_CLASSES
@@ -65,31 +66,17 @@ class DiscriminatorConfig:
         return max(1, min(self.channel_base // res, self.channel_max))
 
 
-class ResidualBlock(nn.Module):
-    """StyleGAN2 'resnet' discriminator block: [B, Cin, R, R] -> [B, Cout, R/2, R/2]."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv0 = EqualConv2d(cin, cin, 3, activation=True)
-        self.conv1 = EqualConv2d(cin, cout, 3, activation=True, down=True)
-        self.skip = EqualConv2d(cin, cout, 1, bias=False, down=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
-
-
 class LabelMapping(nn.Module):
     """Camera label [B, 25] -> conditioning embedding [B, cmap_dim] (normalised input, MLP)."""
 
     def __init__(self, cmap_dim: int, layers: int, lr_multiplier: float) -> None:
         super().__init__()
-        self.embed = EqualLinear(LABEL_DIM, cmap_dim)
-        self.layers = nn.ModuleList(EqualLinear(cmap_dim, cmap_dim, activation=True,
-                                                lr_multiplier=lr_multiplier) for _ in range(layers))
+        self.embed = FullyConnected(LABEL_DIM, cmap_dim)
+        self.layers = nn.ModuleList(FullyConnected(cmap_dim, cmap_dim, activation="lrelu",
+                                                   lr_mult=lr_multiplier) for _ in range(layers))
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        x = self.embed(c)
-        x = x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        x = normalize_2nd_moment(self.embed(c))
         for layer in self.layers:
             x = layer(x)
         return x
@@ -102,17 +89,17 @@ class DiscriminatorBranch(nn.Module):
         super().__init__()
         self.cfg = cfg
         r = cfg.resolution
-        self.from_rgb = EqualConv2d(in_channels, cfg.channels(r), 1, activation=True)
+        self.from_rgb = Conv2dLayer(in_channels, cfg.channels(r), 1)
         blocks = []
         while r > 4:
-            blocks.append(ResidualBlock(cfg.channels(r), cfg.channels(r // 2)))
+            blocks.append(ResidualDownBlock(cfg.channels(r), cfg.channels(r // 2)))
             r //= 2
         self.blocks = nn.ModuleList(blocks)
         c4 = cfg.channels(4)
-        self.conv = EqualConv2d(c4 + cfg.mbstd_channels, c4, 3, activation=True)
-        self.fc = EqualLinear(c4 * 16, c4, activation=True)
+        self.conv = Conv2dLayer(c4 + cfg.mbstd_channels, c4, 3)
+        self.fc = FullyConnected(c4 * 16, c4, activation="lrelu")
         out_dim = cfg.cmap_dim if cfg.cmap_dim > 0 else 1
-        self.out = EqualLinear(c4, out_dim)
+        self.out = FullyConnected(c4, out_dim)
         self.mapping = (LabelMapping(cfg.cmap_dim, cfg.mapping_layers, cfg.mapping_lr_multiplier)
                         if cfg.cmap_dim > 0 else None)
 
@@ -141,13 +128,17 @@ class DiscriminatorOutput:
 
 
 class DualDiscriminator(nn.Module):
-    """RGB branch + semantic branch (see the module docstring). Plain module, no device policy."""
+    """RGB branch + semantic branch (see the module docstring). Plain module, no device policy.
 
-    def __init__(self, cfg: DiscriminatorConfig) -> None:
+    Weights are drawn from ``torch.Generator().manual_seed(seed)`` (the same on every machine).
+    """
+
+    def __init__(self, cfg: DiscriminatorConfig, seed: int = 0) -> None:
         super().__init__()
         self.config = cfg
         self.rgb = DiscriminatorBranch(cfg, RGB_CHANNELS)
         self.semantic = DiscriminatorBranch(cfg, SEMANTIC_CHANNELS)
+        init_parameters(self, torch.Generator().manual_seed(seed))
 
     def forward(self, rgb: torch.Tensor, semantic: torch.Tensor, c: torch.Tensor) -> DiscriminatorOutput:
         """rgb [B, 6, R, R], semantic [B, 38, R, R], c [B, 25] -> :class:`DiscriminatorOutput`."""

@@ -108,10 +108,7 @@ def _build(cfg: TrainConfig, ctx: DistContext, factory: GeneratorFactory) -> _Mo
     dcfg = DiscriminatorConfig(resolution=G.img_resolution, channel_base=cfg.d_channel_base,
                                channel_max=cfg.d_channel_max, cmap_dim=cfg.d_cmap_dim,
                                mapping_layers=cfg.d_mapping_layers, mbstd_group=cfg.mbstd_group)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed + 1)
-        D = DualDiscriminator(dcfg)
-    D = D.to(ctx.device).train()
+    D = DualDiscriminator(dcfg, seed=cfg.seed + 1).to(ctx.device).train()
     broadcast_module(G, ctx)
     broadcast_module(D, ctx)
     G_ema = make_ema(G)

@@ -9,8 +9,8 @@
   is one ordinary ``conv2d`` (fast cuDNN/oneDNN kernels, bf16 under autocast, any batch size).
 * Up-sampling by 2 is bilinear with ``align_corners=False``: this is the ``[1, 3, 3, 1]`` FIR filter of
   StyleGAN2 (each output pixel is 3/4 of its nearest and 1/4 of its next input pixel) with the border
-  replicated instead of zero-padded (no dark frame at the edges). Down-sampling (for discriminators)
-  uses the same filter.
+  replicated instead of zero-padded (no dark frame at the edges). Down-sampling (for discriminators
+  and encoders) uses the same filter, then keeps every second pixel.
 * No per-pixel noise inputs: they add nothing to a 3D-consistent tri-plane generator and would need
   random draws in the forward pass.
 
@@ -70,13 +70,19 @@ def _randn_(param: torch.Tensor, generator: torch.Generator, scale: float = 1.0)
 
 
 class FullyConnected(nn.Module):
-    """Equalised-lr linear layer ``[..., in] -> [..., out]`` with bias and activation."""
+    """Equalised-lr linear layer ``[..., in] -> [..., out]`` with bias and activation.
+
+    ``weight_init`` scales the initial weights (1 = unit-gain He initialisation); an output head that
+    should start near zero (the encoders' offsets from ``w_avg``) uses a small value.
+    """
 
     def __init__(self, in_features: int, out_features: int, activation: str = "linear",
-                 lr_mult: float = 1.0, bias: bool = True, bias_init: float = 0.0) -> None:
+                 lr_mult: float = 1.0, bias: bool = True, bias_init: float = 0.0,
+                 weight_init: float = 1.0) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.activation, self.lr_mult, self.bias_init = activation, lr_mult, bias_init
+        self.weight_init = weight_init
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.weight_gain = lr_mult / math.sqrt(in_features)
@@ -84,7 +90,7 @@ class FullyConnected(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        _randn_(self.weight, generator, 1.0 / self.lr_mult)
+        _randn_(self.weight, generator, self.weight_init / self.lr_mult)
         if self.bias is not None:
             self.bias.fill_(self.bias_init / self.lr_mult)
 
@@ -127,6 +133,21 @@ class Conv2dLayer(nn.Module):
         return bias_act(x, self.bias, self.activation, clamp=self.clamp)
 
 
+class ResidualDownBlock(nn.Module):
+    """StyleGAN2 residual down-sampling block ``[B, Cin, R, R] -> [B, Cout, R/2, R/2]`` (discriminators,
+    encoders): 3x3 conv, 3x3 conv + 2x down, plus a 1x1 skip (no bias) + 2x down; the sum is scaled by
+    ``sqrt(1/2)`` so the output variance matches the input's."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv0 = Conv2dLayer(in_channels, in_channels, 3)
+        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, down=True)
+        self.skip = Conv2dLayer(in_channels, out_channels, 1, activation="linear", down=True, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
+
+
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, W] -> [B, C, 2H, 2W]``: the [1, 3, 3, 1] filter, border replicated (see module doc)."""
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -135,6 +156,8 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 def downsample2x(x: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, W] -> [B, C, H/2, W/2]``: low-pass with the separable [1, 3, 3, 1] / 8 filter
     (border replicated), then keep every second pixel. H and W must be even."""
+    if x.shape[-1] % 2 or x.shape[-2] % 2:
+        raise ValueError(f"downsample2x needs even sizes, got {tuple(x.shape[-2:])}")
     c = x.shape[1]
     # [1, 3, 3, 1] / 8 built on the device by arithmetic (no host-to-device copy: graph capturable).
     i = torch.arange(4, dtype=x.dtype, device=x.device)
@@ -225,3 +248,23 @@ def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     """Scale ``x`` so that its mean square along ``dim`` is one (StyleGAN's pixel norm)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def minibatch_stddev(x: torch.Tensor, group_size: int, num_channels: int = 1) -> torch.Tensor:
+    """Append the minibatch standard deviation feature(s) (Karras et al. 2018; discriminators).
+
+    x: [B, C, H, W] -> [B, C + num_channels, H, W]. Samples are split into groups of
+    ``min(group_size, B)`` (B must be divisible by it; sample i is in group ``i % (B / g)``); each
+    group's per-feature standard deviation is averaged over ``C / num_channels`` channels and the
+    spatial positions. Computed in fp32.
+    """
+    b, c, h, w = x.shape
+    g = min(group_size, b)
+    if b % g:
+        raise ValueError(f"batch {b} is not divisible by the minibatch-stddev group {g}")
+    f = num_channels
+    y = x.reshape(g, -1, f, c // f, h, w).float()
+    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()
+    y = y.mean(dim=(2, 3, 4)).reshape(-1, f, 1, 1)
+    y = y.repeat(g, 1, h, w).to(x.dtype)
+    return torch.cat([x, y], dim=1)
