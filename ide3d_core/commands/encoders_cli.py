@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ide3d_core.commands.portrait_cli import _device, load_base
+    from ide3d_core.commands.model_args import device_arg, load_base
     from ide3d_core.encoders import HybridEncoder, config_for_generator, save_encoder
     from ide3d_core.progress import TqdmProgress
     from training.encoders import EncoderTrainingPolicy, train_encoders
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--which takes standard and/or canonical, got {args.which!r}")
     if args.steps < 0 or args.batch < 1 or args.views < 1 or not args.lr > 0:
         raise UserError("--steps >= 0, --batch >= 1, --views >= 1 and --lr > 0 are required")
-    device = _device(args.device)
+    device = device_arg(args.device)
     g = load_base(args.model, device)
     policy = EncoderTrainingPolicy(steps=args.steps, batch_codes=args.batch, views=args.views, lr=args.lr,
                                    seed=args.seed)

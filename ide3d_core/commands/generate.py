@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from ide3d_core.cli import UserError
-
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+from ide3d_core.commands.model_args import device_arg, load_base
+from ide3d_core.model_loading import BUNDLED_MODEL_DIR
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -59,26 +59,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _generator(args: argparse.Namespace, device):
-    from ide3d_core.networks import CONFIGS, Generator, load_generator
-
+def _model_spec(args: argparse.Namespace) -> str:
+    """The :mod:`ide3d_core.model_loading` spec of ``--model`` / ``--config`` (see the module docstring)."""
     if args.model is not None and args.config is not None:
         raise UserError("--config chooses an untrained generator; do not combine it with --model")
-    folder = args.model
-    if folder is None and args.config is None and (BUNDLED_MODEL_DIR / "config.json").is_file():
-        folder = BUNDLED_MODEL_DIR
-    if folder is not None:
-        folder = folder.expanduser()
-        if not (folder / "config.json").is_file():
-            raise UserError(f"no model at {folder} (expected config.json and generator.safetensors)")
-        try:
-            return load_generator(folder, device=device)
-        except ValueError as exc:
-            raise UserError(f"could not load the model from {folder}: {exc}") from None
-    name = args.config or "default"
-    print(f"ide3d generate: warning: no trained model found; using an UNTRAINED '{name}' generator "
-          "(random weights, seed 0) - the pictures are noise", file=sys.stderr)
-    return Generator(CONFIGS[name], seed=0).to(device).eval()
+    if args.model is not None:
+        return str(args.model)
+    if args.config is not None:
+        return f"config:{args.config}"
+    if (BUNDLED_MODEL_DIR / "config.json").is_file():
+        return ""
+    print(f"ide3d generate: warning: no trained model found (none bundled at {BUNDLED_MODEL_DIR})",
+          file=sys.stderr)
+    return "config:default"
 
 
 def _to_uint8(image) -> "object":
@@ -103,13 +96,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--pitch must be within (-89, 89) degrees, got {args.pitch}")
     if not math.isfinite(args.trunc):
         raise UserError("--trunc must be a number")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise UserError(f"unknown device {args.device!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but CUDA is not available")
-    G = _generator(args, device)
+    device = device_arg(args.device)
+    G = load_base(_model_spec(args), device)
     args.out.mkdir(parents=True, exist_ok=True)
     views = [(yaw, orbit_camera(math.radians(yaw), math.radians(args.pitch))) for yaw in args.yaw]
     written: list[Path] = []

@@ -15,8 +15,7 @@ import argparse
 from pathlib import Path
 
 from ide3d_core.cli import UserError
-
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+from ide3d_core.commands.model_args import device_arg, load_base
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,33 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load_generator(spec: str, device):
-    import torch
-
-    from ide3d_core.networks import CONFIGS, Generator, load_generator
-
-    if spec.startswith("config:"):
-        name = spec.split(":", 1)[1]
-        if name not in CONFIGS:
-            raise UserError(f"unknown generator config {name!r}; known: {', '.join(CONFIGS)}")
-        return Generator(CONFIGS[name], seed=0).to(device).eval().requires_grad_(False)
-    folder = Path(spec).expanduser() if spec else BUNDLED_MODEL_DIR
-    if folder.is_file():
-        folder = folder.parent
-    if not (folder / "config.json").is_file():
-        raise UserError(f"no model at {folder} (expected config.json and generator.safetensors); "
-                        "pass --model")
-    try:
-        g = load_generator(folder, device=str(device))
-    except Exception as exc:  # noqa: BLE001 - any load failure is a bad model file for the user
-        raise UserError(f"could not load the model from {folder}: {exc}") from None
-    return g.eval().requires_grad_(False).to(torch.float32)
-
-
 def _field(args: argparse.Namespace, device):
     from ide3d_core.mesh.generator_field import GeneratorField
 
-    base = _load_generator(args.model, device)
+    base = load_base(args.model, device)
     if args.seed is not None:
         return GeneratorField(base, base.codes_from_seeds([args.seed], truncation_psi=args.truncation))
     from ide3d_core.portrait import PortraitError, load_portrait
@@ -85,8 +61,6 @@ def _field(args: argparse.Namespace, device):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ide3d_core.mesh.bake import BakeConfig
     from ide3d_core.mesh.cleanup import CleanupConfig
     from ide3d_core.mesh.export import export_mesh
@@ -110,12 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--faces must be 0 (no decimation) or at least 100, got {args.faces}")
     if args.portrait is not None and not args.portrait.is_file():
         raise UserError(f"no portrait file {args.portrait}")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        raise UserError(f"bad --device {args.device!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but no CUDA device is available")
+    device = device_arg(args.device)
 
     field = _field(args, device)
     config = MeshConfig(grid=GridConfig(resolution=args.resolution),

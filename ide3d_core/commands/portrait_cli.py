@@ -26,69 +26,12 @@ import sys
 from pathlib import Path
 
 from ide3d_core.cli import UserError
-
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
-
+from ide3d_core.commands.model_args import device_arg, load_base, load_encoders
+from ide3d_core.model_loading import model_folder
 
 # ------------------------------------------------------------------------------------------------
 # Shared helpers
 # ------------------------------------------------------------------------------------------------
-
-def _device(name: str):
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but CUDA is not available")
-    return dev
-
-
-def _model_folder(spec: str) -> Path | None:
-    if spec.startswith("config:"):
-        return None
-    folder = Path(spec).expanduser() if spec else BUNDLED_MODEL_DIR
-    return folder.parent if folder.is_file() else folder
-
-
-def load_base(spec: str, device):
-    """The base generator of a model spec ("" bundled, "config:NAME", or a folder)."""
-    from ide3d_core.networks import CONFIGS, Generator, load_generator
-
-    if spec.startswith("config:"):
-        name = spec.split(":", 1)[1]
-        if name not in CONFIGS:
-            raise UserError(f"unknown generator config {name!r}; known: {', '.join(CONFIGS)}")
-        print(f"ide3d: warning: using an UNTRAINED '{name}' generator (random weights, seed 0)", file=sys.stderr)
-        return Generator(CONFIGS[name], seed=0).to(device).eval().requires_grad_(False)
-    folder = _model_folder(spec)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"no model at {folder} (expected config.json and generator.safetensors); pass --model")
-    try:
-        return load_generator(folder, device=device).eval().requires_grad_(False)
-    except ValueError as exc:
-        raise UserError(f"could not load the model from {folder}: {exc}") from None
-
-
-def load_encoders(encoders: Path | None, model_spec: str, which: str, device):
-    """The ``which`` ("standard" | "canonical") encoder, or None when there is none."""
-    from ide3d_core.encoders import load_encoder
-
-    if encoders is None:
-        folder = _model_folder(model_spec)
-        if folder is None:
-            return None
-        encoders = folder / "encoders"
-    sub = encoders.expanduser() / which
-    if not (sub / "config.json").is_file():
-        return None
-    try:
-        return load_encoder(sub, device=device)
-    except ValueError as exc:
-        raise UserError(f"could not load the {which} encoder: {exc}") from None
-
 
 def read_rgb(path: Path):
     """(H, W, 3) uint8 RGB of an image file."""
@@ -241,7 +184,7 @@ def run_invert(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".ide3d":
         raise UserError(f"--out must end in .ide3d, got {args.out.name!r}")
-    device = _device(args.device)
+    device = device_arg(args.device)
     photo = read_rgb(args.photo)
     h, w = photo.shape[:2]
     if abs(h - w) > 1:
@@ -313,7 +256,7 @@ def _read_camera(path: Path):
 def _parser(folder: Path | None, model_spec: str, device):
     """A callable image [1, 3, R, R] -> (R, R) uint8 label ids from the project's SegNet, or None."""
     if folder is None:
-        model_dir = _model_folder(model_spec)
+        model_dir = model_folder(model_spec)
         folder = model_dir / "segnet" if model_dir is not None else None
         if folder is None or not (folder / "config.json").is_file():
             return None
@@ -351,7 +294,7 @@ def run_edit(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
         _save(portrait, args.out)
         return 0
-    device = _device(args.device)
+    device = device_arg(args.device)
     base, g, spec = _generator_for(portrait, args, device)
     editor = load_encoders(args.encoders, spec, "canonical", device)
     if editor is None:
@@ -375,7 +318,7 @@ def run_restyle(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     portrait = _load(args.portrait)
-    device = _device(args.device)
+    device = device_arg(args.device)
     _, g, _ = _generator_for(portrait, args, device)
     if args.style_seed is not None:
         style = editing.codes_from_seed(g, args.style_seed, args.trunc)
@@ -419,7 +362,7 @@ def run_render(args: argparse.Namespace) -> int:
     if args.orbit < 0:
         raise UserError("--orbit must be >= 0")
     portrait = _load(args.portrait)
-    device = _device(args.device)
+    device = device_arg(args.device)
     _, g, _ = _generator_for(portrait, args, device)
     pitch = math.radians(args.pitch or 0.0)
     if not -math.pi / 2 < pitch < math.pi / 2:

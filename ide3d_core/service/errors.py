@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Exceptions of the backend service; :func:`ide3d_core.service.handlers.run_request` turns each into an
 error value of its own kind (``not_available``, ``bad_request``)."""
+from ide3d_core.model_loading import ModelError  # noqa: F401 (re-export: the model could not be found or loaded)
 
 
 class NotAvailable(Exception):
@@ -10,6 +11,3 @@ class NotAvailable(Exception):
 class BadRequest(Exception):
     """The request itself is wrong (bad file, wrong shape, bad value, no trained editor)."""
 
-
-class ModelError(Exception):
-    """The model could not be found or loaded."""

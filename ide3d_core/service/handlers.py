@@ -20,13 +20,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from ide3d_core import model_loading
 from ide3d_core.progress import Cancelled, CancelToken, ProgressFn, report
 from ide3d_core.service import protocol as P
 from ide3d_core.service.errors import BadRequest, ModelError, NotAvailable
 from ide3d_core.service.portrait_handlers import PortraitHandlers, square_view  # noqa: F401 (re-export)
 from ide3d_core.service.session import PortraitSession
-
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 def _networks():
@@ -59,51 +58,23 @@ class Backend(PortraitHandlers):
 
     # -- resources -----------------------------------------------------------------------------
     def device(self):
-        import torch
-
-        if self.device_name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device_name == "cuda" and not torch.cuda.is_available():
-            raise BadRequest("device 'cuda' was asked for but torch sees no CUDA device")
-        return torch.device(self.device_name)
+        try:
+            return model_loading.resolve_device(self.device_name)
+        except model_loading.ModelError as exc:
+            raise BadRequest(str(exc)) from None
 
     def model_description(self) -> str:
-        return self.model_spec or f"bundled ({BUNDLED_MODEL_DIR})"
+        return model_loading.describe(self.model_spec)
 
     def generator(self):
-        if self._generator is not None:
-            return self._generator
-        import torch
-
-        networks = _networks()
-        spec, dev = self.model_spec, self.device()
-        if spec.startswith("config:"):
-            name = spec.split(":", 1)[1]
-            if name not in networks.CONFIGS:
-                raise ModelError(f"unknown generator config {name!r}; known: {', '.join(networks.CONFIGS)}")
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                g = networks.Generator(networks.CONFIGS[name])
-            g = g.to(dev)
-        else:
-            folder = Path(spec).expanduser() if spec else BUNDLED_MODEL_DIR
-            if folder.is_file():
-                folder = folder.parent
-            if not (folder / "config.json").is_file():
-                raise ModelError(f"no model at {folder} (expected config.json and generator.safetensors)")
-            try:
-                g = networks.load_generator(folder, device=str(dev))
-            except Exception as exc:  # noqa: BLE001 - any load failure is reported as a bad model file
-                raise ModelError(f"could not load the model from {folder}: {exc}") from None
-        self._generator = g.eval().requires_grad_(False)
+        if self._generator is None:
+            _networks()  # NotAvailable when this build has no generator
+            self._generator = model_loading.load_base_generator(self.model_spec, self.device())
         return self._generator
 
     def model_folder(self) -> Path | None:
         """The model's folder (None for ``config:NAME`` generators)."""
-        if self.model_spec.startswith("config:"):
-            return None
-        folder = Path(self.model_spec).expanduser() if self.model_spec else BUNDLED_MODEL_DIR
-        return folder.parent if folder.is_file() else folder
+        return model_loading.model_folder(self.model_spec)
 
     def fingerprint(self) -> str:
         """:func:`ide3d_core.portrait.generator_fingerprint` of the base model (computed once)."""
@@ -117,16 +88,7 @@ class Backend(PortraitHandlers):
         """The ``which`` ("standard" | "canonical") encoder of the model (``<model>/encoders/<which>``,
         written by ``ide3d train-encoders``), or None when the model has none."""
         if which not in self._encoders:
-            folder = self.model_folder()
-            enc = None
-            if folder is not None and (folder / "encoders" / which / "config.json").is_file():
-                from ide3d_core.encoders import load_encoder
-
-                try:
-                    enc = load_encoder(folder / "encoders" / which, device=self.device())
-                except ValueError as exc:
-                    raise ModelError(f"could not load the {which} encoder: {exc}") from None
-            self._encoders[which] = enc
+            self._encoders[which] = model_loading.load_model_encoder(self.model_spec, which, self.device())
         return self._encoders[which]
 
     # -- dispatch ------------------------------------------------------------------------------
