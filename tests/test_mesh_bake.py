@@ -14,6 +14,8 @@ from ide3d_core.mesh.cleanup import decimate
 from ide3d_core.mesh.extract import marching_cubes
 from ide3d_core.mesh.field import RenderedViews
 from ide3d_core.mesh.grid import GridConfig, sample_density_grid
+from ide3d_core.mesh.types import HeadMesh
+from ide3d_core.mesh.uv import rasterize_uv, unwrap
 
 cv2 = pytest.importorskip("cv2")
 
@@ -113,3 +115,76 @@ def test_bake_rejects_occluded_views(sphere):
 
     baked = bake_texture(mesh, field, Occluded(), BakeConfig(texture_size=128))
     np.testing.assert_allclose(_sample_texture(baked), 0.5, atol=0.01)
+
+
+XATLAS_AREA_EPSILON = 1.1920929e-07  # FLT_EPSILON: xatlas leaves faces smaller than this uncharted
+
+
+def _with_slivers(mesh, every=5, offset=1e-6):
+    """Split every ``every``-th face (a, b, c) at a point ``offset`` off the midpoint of edge ab:
+    (a, b, p) is a sliver far below xatlas' area epsilon, (b, c, p) and (c, a, p) are ordinary. The
+    surface (and watertightness) is unchanged, as after a decimation that leaves slivers."""
+    v, faces, extra = mesh.vertices.astype(np.float64), [], []
+    for i, (a, b, c) in enumerate(mesh.faces):
+        if i % every:
+            faces.append((a, b, c))
+            continue
+        mid = 0.5 * (v[a] + v[b])
+        n = len(v) + len(extra)
+        extra.append(mid + offset * (v[c] - mid) / np.linalg.norm(v[c] - mid))
+        faces += [(a, b, n), (b, c, n), (c, a, n)]
+    return HeadMesh(np.concatenate([v, np.array(extra)]).astype(np.float32), np.array(faces))
+
+
+@pytest.fixture(scope="module")
+def sliver_sphere(sphere):
+    field, mesh = sphere
+    out = _with_slivers(mesh)
+    t = out.vertices[out.faces].astype(np.float64)
+    area = 0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1)
+    assert (area < XATLAS_AREA_EPSILON).sum() >= (mesh.num_faces + 4) // 5
+    return field, out
+
+
+def test_uncharted_slivers_cover_no_texels(sliver_sphere):
+    """Regression (issue 7): the corners of slivers xatlas cannot chart were snapped to UVs in
+    different charts, so each sliver became a UV triangle across the atlas that overwrote the texels
+    of the charts under it (grey patches and cloth colour on the face of baked heads)."""
+    _, mesh = sliver_sphere
+    out, vmapping = unwrap(mesh, padding=2, resolution=256)
+    np.testing.assert_array_equal(out.vertices, mesh.vertices[vmapping])
+    p = out.vertices[out.faces].astype(np.float64)
+    area3 = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+    t = out.uv[out.faces].astype(np.float64)
+    area_uv = 0.5 * np.abs(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]))
+    sliver = area3 < XATLAS_AREA_EPSILON
+    # charts are disjoint pieces of the unit square with (nearly) one texel scale: the UV areas sum to
+    # less than 1 and no face covers much more than its share (xatlas gives nearly collinear faces a
+    # few texels more); slivers keep zero UV area
+    assert area_uv.sum() < 1.0
+    scale = np.median(area_uv[~sliver] / area3[~sliver])
+    assert (area_uv * 256 ** 2 <= (4.0 * scale * area3) * 256 ** 2 + 16.0).all()
+    assert (area_uv[sliver] == 0).all()
+    # every sliver sits on (a UV of) a vertex next to it in 3D, not at the atlas corner
+    assert (out.uv[out.faces[sliver]].reshape(-1, 2) > 0).any(axis=1).all()
+    # and every texel still maps to a surface point: texel points of the rasterised atlas lie on the
+    # sphere's polygonisation (within its chord error), wherever the later triangles were drawn
+    cover = rasterize_uv(out.uv, out.faces, 256)
+    pts = (out.vertices[out.faces[cover.face]] * cover.bary[:, :, None]).sum(1)
+    radius = np.linalg.norm(pts - np.asarray(CENTER), axis=1)
+    assert np.abs(radius - RADIUS).max() < 0.01
+
+
+def test_bake_with_slivers_reproduces_projected_colour(sliver_sphere):
+    """The same bake as above on a mesh with uncharted slivers: triangle centroids are all right."""
+    field, mesh = sliver_sphere
+    renderer = SphereRenderer(CENTER, RADIUS, colour_fn, width=128, height=128)
+    cfg = BakeConfig(texture_size=256, yaws_degrees=(-30.0, 0.0, 30.0), pitches_degrees=(-15.0, 15.0))
+    baked = bake_texture(mesh, field, renderer, cfg)
+    t = baked.uv[baked.faces].astype(np.float64)
+    charted = 0.5 * np.abs(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])) > 0
+    cen = baked.vertices[baked.faces].mean(1)
+    got = _sample_texture(baked, baked.uv[baked.faces].mean(1))
+    err = np.abs(got - colour_fn(torch.from_numpy(cen)).numpy()).max(1)
+    front = (cen[:, 2] - CENTER[2]) / RADIUS > 0.3
+    assert err[front & charted].max() < 0.04

@@ -135,13 +135,18 @@ def bake_texture(mesh: HeadMesh, field: Field, renderer: Optional[Renderer],
     cams = config.cameras() if renderer is not None else []
     steps = 3 + len(cams)
     report(progress, 0, steps, "unwrap", cancel)
-    out, _ = unwrap(drop_degenerate(mesh), padding=config.padding, resolution=size)
+    base = drop_degenerate(mesh)
+    out, vmapping = unwrap(base, padding=config.padding, resolution=size)
+    # normals of the connected surface: on the unwrapped mesh a seam vertex would average only its own
+    # chart's faces, and a one-face chart of a near-degenerate face would take that face's arbitrary
+    # normal, so views would be weighted or rejected by the wrong angle
+    normals = base.vertex_normals().astype(np.float32)[vmapping]
     report(progress, 1, steps, "rasterise", cancel)
     cover = rasterize_uv(out.uv, out.faces, size)
     tri = torch.from_numpy(out.faces)[torch.from_numpy(cover.face)]  # [K, 3]
     w = torch.from_numpy(cover.bary)[:, :, None]  # [K, 3, 1]
     pts = (torch.from_numpy(out.vertices)[tri] * w).sum(1)
-    nrm = (torch.from_numpy(out.vertex_normals().astype(np.float32))[tri] * w).sum(1)
+    nrm = (torch.from_numpy(normals)[tri] * w).sum(1)
     nrm = nrm / nrm.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     del tri, w
     report(progress, 2, steps, "field colour", cancel)

@@ -58,22 +58,48 @@ def unwrap(mesh: HeadMesh, padding: int = 2, resolution: int = 1024,
 
 
 def _snap_unchartered(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """xatlas leaves slivers it cannot chart (area ~1e-8) with all three UVs at (0, 0). Give every
-    vertex used only by such faces the UV of the nearest (in 3D) charted vertex, so it takes the
-    colour of the surface next to it instead of the atlas corner."""
+    """Give the faces xatlas could not chart a UV inside a chart, keeping their UV area zero.
+
+    xatlas ignores faces whose area is below its epsilon (``FLT_EPSILON`` = 1.2e-7 model units^2:
+    decimation slivers) and gives their own vertex copies UV (0, 0), the atlas corner. Each group of
+    such "lost" vertices (vertices in no face of positive UV area, connected through zero-area faces)
+    gets **one** UV: that of a charted vertex of the group's faces if there is one, otherwise that of
+    the charted vertex nearest (in 3D) to the group, so the sliver takes the colour of the surface
+    next to it. One UV per group matters: snapping the three corners of a sliver independently can
+    land them in three different charts, and the resulting triangle (up to a fifth of the atlas) then
+    overwrites the texels of every chart under it with points of the sliver when the atlas is
+    rasterised.
+
+    verts [V, 3], faces [F, 3] int64, uv [V, 2] -> uv [V, 2] (a copy when changed).
+    """
     t = uv[faces]
     area = np.abs(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]))
     charted = np.zeros(len(verts), bool)
     charted[faces[area > 0].reshape(-1)] = True
-    lost = np.nonzero(~charted)[0]
-    if len(lost) == 0 or not charted.any():
+    if charted.all() or not charted.any():
         return uv
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
-    good = np.nonzero(charted)[0]
-    _, nearest = cKDTree(verts[good]).query(verts[lost])
+    flat = faces[area == 0]
+    rows = np.concatenate([flat[:, 0], flat[:, 1], flat[:, 2]])
+    cols = np.concatenate([flat[:, 1], flat[:, 2], flat[:, 0]])
+    graph = sp.coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(len(verts),) * 2)
+    _, group = connected_components(graph, directed=False)
+    lost = np.nonzero(~charted)[0]
+    # the UV source of each group: a charted member if any (largest index wins, any would do) ...
+    source = np.full(group.max() + 1, -1, dtype=np.int64)
+    members = np.nonzero(charted)[0]
+    source[group[members]] = members
+    # ... else the charted vertex nearest to the group's first lost vertex
+    groups, first = np.unique(group[lost], return_index=True)
+    orphan = source[groups] < 0
+    if orphan.any():
+        _, nearest = cKDTree(verts[members]).query(verts[lost[first[orphan]]])
+        source[groups[orphan]] = members[nearest]
     uv = uv.copy()
-    uv[lost] = uv[good[nearest]]
+    uv[lost] = uv[source[group[lost]]]
     return uv
 
 
