@@ -8,7 +8,8 @@ Usage:
 Images/s counts complete training samples: fresh heads + cameras drawn, RGB (antialias 2), labels, depth
 and mask rendered (what ProceduralStream delivers). CPU runs use ``--threads`` torch threads (default 2).
 Wall time and process CPU time are both printed: on a shared machine the wall figure includes waiting
-for the CPU (the load average is printed too).
+for the CPU (the load average is printed too). On an oversubscribed CPU, two threads can be much slower
+than one (OpenMP spin-waiting); try ``--threads 1`` or ``OMP_WAIT_POLICY=PASSIVE``.
 """
 from __future__ import annotations
 

@@ -19,10 +19,10 @@ from .heads import HeadBatch
 from .quadrics import gather_prim, intersect
 from .textures import BACKGROUND_NOISE_SCALE, albedo, background, shade, value_noise
 
-#: Elements (images x rays x (3 P + L)) of one intersection block. Small on the CPU so temporaries stay
-#: in cache (big fresh tensors cost page faults: ~7 ns per element against ~0.2 ns measured here),
-#: large on a GPU so a batch runs in a few kernel launches.
-_BLOCK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 27}
+#: Elements (images x rays x 5 P) of one intersection block. Small on the CPU so temporaries stay in
+#: cache (big fresh tensors cost page faults: ~7 ns per element against ~0.2 ns measured here); large
+#: on a GPU (whole images, ~1 GiB per float32 temporary) so a batch runs in few kernel launches.
+_BLOCK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 28}
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,13 @@ def render_heads(heads: HeadBatch, cameras: torch.Tensor, resolution: int, antia
             raise ValueError("a camera centre lies inside the head box [-0.5, 0.5]^3; the renderer needs "
                              "cameras outside it")
     width = 5 * heads.centre.shape[1]
-    budget = _BLOCK_ELEMENTS["cuda" if heads.device.type == "cuda" else "cpu"]
-    step = max(1, min(heads.batch_size, budget // (4096 * width)))
-    block = max(1024, budget // (step * width))
+    if heads.device.type == "cuda":  # whole images per chunk: few, large kernel launches
+        rays = (resolution * antialias) ** 2
+        step = max(1, min(heads.batch_size, _BLOCK_ELEMENTS["cuda"] // (rays * width)))
+        block = rays
+    else:  # one or a few images per chunk, rays in cache-sized blocks
+        step = max(1, min(heads.batch_size, _BLOCK_ELEMENTS["cpu"] // (4096 * width)))
+        block = max(1024, _BLOCK_ELEMENTS["cpu"] // (step * width))
     parts = []
     for s in range(0, heads.batch_size, step):
         sel = slice(s, s + step)
