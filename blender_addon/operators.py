@@ -8,7 +8,7 @@ from bpy.props import BoolProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import apply, conversions, jobs, properties, runtime
-from ._shared import labels, protocol as P
+from ._shared import atomic_file, labels, protocol as P
 from .jobs import BackendOperator, UserError
 from .properties import IMAGE_NAMES, MESH_NAME
 
@@ -80,7 +80,7 @@ class IDE3D_OT_save_portrait(bpy.types.Operator, ExportHelper):
             return {"CANCELLED"}
         path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".ide3d")
         try:
-            properties.write_atomic(path, data)
+            atomic_file.write_atomic(path, data)
         except OSError as exc:
             self.report({"ERROR"}, f"cannot write {path}: {exc.strerror or exc}")
             return {"CANCELLED"}

@@ -13,14 +13,13 @@ array; shape in ``ws_shape``) for display and scripts; images (canonical preview
 datablocks named in :data:`IMAGE_NAMES`.
 """
 import os
-import tempfile
 
 import bpy
 import numpy as np
 from bpy.props import BoolProperty, BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, \
     IntVectorProperty, PointerProperty, StringProperty
 
-from ._shared import labels
+from ._shared import atomic_file, labels
 
 #: Names of the image datablocks the add-on writes.
 IMAGE_NAMES = {"canonical": "IDE-3D Canonical", "mask": "IDE-3D Mask"}
@@ -123,7 +122,7 @@ def document_file(scene, folder: str) -> str | None:
     state = scene.ide3d
     path = os.path.join(folder, f"{state.portrait_id}-{state.revision}.ide3d")
     if not os.path.isfile(path) or os.path.getsize(path) != len(data):
-        write_atomic(path, data)
+        atomic_file.write_atomic(path, data)
     if state.document_path != path:
         state.document_path = path
     return path
@@ -146,23 +145,6 @@ def prune_documents(folder: str, portrait_id: str, keep: int = 8) -> list[str]:
         except OSError:
             pass
     return removed
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ide3d-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def register():

@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from ide3d_core.atomic_file import write_atomic
 
 FORMAT = "ide3d-portrait"
 VERSION = 1
@@ -392,23 +393,7 @@ def decode_portrait(data: bytes, name: str = "portrait") -> Portrait:
 
 def save_portrait(portrait: Portrait, path: str | Path) -> Path:
     """Write ``portrait`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
-    path = Path(path)
-    data = encode_portrait(portrait)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return write_atomic(path, encode_portrait(portrait))
 
 
 def load_portrait(path: str | Path) -> Portrait:

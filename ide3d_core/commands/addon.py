@@ -2,7 +2,7 @@
 """``ide3d addon build --out DIR``: builds the installable Blender extension zip.
 
 The zip holds ``blender_addon/`` (manifest at the root), verbatim copies of the numpy-only convention
-modules and the stdlib-only protocol in ``_vendor/`` (the add-on imports them through ``_shared.py``;
+modules and the stdlib-only protocol and atomic file writes in ``_vendor/`` (the add-on imports them through ``_shared.py``;
 it never re-derives a flip or a palette), and ``_build_info.json`` recording the repository and its
 ``.venv`` interpreter, the default backend Python of the add-on's preferences.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent.parent
 ADDON_DIR = REPO / "blender_addon"
 VENDORED = {"cameras.py": REPO / "ide3d_core" / "cameras.py", "labels.py": REPO / "ide3d_core" / "labels.py",
-            "protocol.py": REPO / "ide3d_core" / "service" / "protocol.py"}
+            "protocol.py": REPO / "ide3d_core" / "service" / "protocol.py",
+            "atomic_file.py": REPO / "ide3d_core" / "atomic_file.py"}
 
 
 def _venv_python(repo: Path) -> str:
