@@ -200,6 +200,9 @@ class HeadBuilder:
         if len(planes) > 2:
             raise ValueError("a primitive has at most two clipping planes")
         radii = self._vec(radii)
+        if torch.isinf(radii).any() and not planes:
+            raise ValueError(f"slot {name!r}: an infinite cylinder needs clipping planes (plain slots must be "
+                             "bounded, the intersection relies on it)")
         rot = torch.eye(3).expand(self.b, 3, 3).clone() if rot is None else rot.float()
         self._slots.append(dict(
             centre=self._vec(centre), rot=rot, inv_radii=torch.where(torch.isinf(radii), 0.0, 1.0 / radii),
