@@ -5,9 +5,9 @@
 the same heads on any device) and lays out the primitive slots with :class:`.heads.HeadBuilder`.
 
 Frame and size (model world, ide3d_core.cameras): y up, the face looks toward +z, subject's left = +x.
-Chin at y ~ -0.21, crown (with hair) at y ~ +0.24, so chin to crown is ~0.45 units (0.42-0.47) and the canonical
-camera (focal 4.2647, radius 2.7, pivot (0, 0, 0.2)) frames head, neck and the top of the shoulders
-like an FFHQ crop. Everything lies inside [-0.5, 0.5]^3.
+Chin at y ~ -0.21, crown (with hair) at y ~ +0.24, so chin to crown is ~0.45 units (0.42-0.47) and
+the canonical camera (focal 4.2647, radius 2.7, pivot (0, 0, 0.2)) frames head, neck and the top of
+the shoulders like an FFHQ crop. Everything lies inside [-0.5, 0.5]^3.
 
 Parts are placed relative to the analytic surface of the skull/face ellipsoids (:func:`_surface_z`), so
 eyes, brows, nose and lips sit on the face whatever the proportions.
