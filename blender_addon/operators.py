@@ -362,12 +362,5 @@ CLASSES = (IDE3D_OT_check_backend, IDE3D_OT_new_portrait, IDE3D_OT_open_portrait
            IDE3D_OT_apply_restyle, IDE3D_OT_apply_style, IDE3D_OT_render_view, IDE3D_OT_render_animation,
            IDE3D_OT_import_mesh, IDE3D_OT_export_gltf)
 
-
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+#: Registers CLASSES in order and unregisters them in reverse (Blender's own helper).
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

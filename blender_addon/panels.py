@@ -116,12 +116,5 @@ class IDE3D_PT_mesh(_Panel, bpy.types.Panel):
 
 CLASSES = (IDE3D_PT_portrait, IDE3D_PT_mask, IDE3D_PT_regions, IDE3D_PT_style, IDE3D_PT_views, IDE3D_PT_mesh)
 
-
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+#: Registers CLASSES in order and unregisters them in reverse (Blender's own helper).
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

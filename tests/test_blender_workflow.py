@@ -20,8 +20,8 @@ from blender_helpers import SPHERE_HAIR_Y, SPHERE_RADIUS, requires_bpy, run_blen
 
 pytestmark = [pytest.mark.blender, requires_bpy]
 
-PRELUDE = """
-import json, os, sys
+# Both scripts' helpers: say(**kw) prints a RESULT line; run(op) -> (sorted result set, error text).
+SCRIPT_HELPERS = """
 import numpy as np
 import bpy, mathutils
 def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
@@ -30,6 +30,11 @@ def run(op, **kw):
         return sorted(op(**kw)), ""
     except RuntimeError as exc:   # an ERROR report raises in background mode
         return ["CANCELLED"], str(exc).strip()
+"""
+
+PRELUDE = """
+import json, os, sys
+""" + SCRIPT_HELPERS + """
 if STAND_IN:
     import blender_helpers
     blender_helpers.install_sphere_networks(resolution=96)
@@ -217,14 +222,7 @@ def test_mesh_conversion_and_gltf_export(tmp_path):
 
 TINY_WORKFLOW = """
 import hashlib, json, os, shutil, sys, threading, time
-import numpy as np
-import bpy, mathutils
-def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
-def run(op, **kw):
-    try:
-        return sorted(op(**kw)), ""
-    except RuntimeError as exc:   # an ERROR report raises in background mode
-        return ["CANCELLED"], str(exc).strip()
+""" + SCRIPT_HELPERS + """
 bpy.ops.preferences.addon_enable(module="blender_addon")
 from blender_addon import conversions, properties, runtime
 from ide3d_core import labels as L

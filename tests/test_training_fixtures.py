@@ -11,11 +11,23 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from ide3d_core.cameras import orbit_camera
 from ide3d_core.labels import ID
 from training.config import TRAIN_CONFIGS, TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks on a shared 2-core machine: one torch thread avoids contention (and is faster);
+    the thread count is restored afterwards. Import it into a test module to use it there."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def synthetic_sample(res: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

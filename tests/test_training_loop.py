@@ -15,21 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_training_fixtures import tiny_config, write_dataset
+from test_training_fixtures import one_thread, tiny_config, write_dataset  # noqa: F401 (autouse fixture)
 from training import checkpoint as ckpt
 from training.data import open_source
 from training.loop import TrainingError, train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks on a shared 2-core machine: one thread avoids contention (and is faster).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,9 @@ import pytest
 import torch
 
 from ide3d_core.cameras import orbit_camera
+from test_training_fixtures import one_thread  # noqa: F401 (autouse fixture)
 from training.metrics import (evaluate_generator, frequency_distance, label_frequency, laplacian_pyramid,
                               mean_iou, sliced_wasserstein, view_consistency)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _textures(n: int, seed: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ to keep them). Usable as ``with torch.autocast("cuda", dtype=torch.bfloat16)`` c
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Callable
 
 import torch
 
@@ -21,6 +22,21 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     # cache_enabled=False: the autocast weight-cast cache must not outlive a graph capture.
     return (torch.autocast(device.type, dtype=dtype, cache_enabled=False) if dtype is not None
             else nullcontext())
+
+
+def _capture(run: Callable[[], RenderResult], warmup: int) -> tuple[torch.cuda.CUDAGraph, RenderResult]:
+    """Call ``run`` ``warmup`` times on a side stream (library autotuning and lazy allocations happen
+    outside the capture), then capture one call; returns the graph and its static outputs."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.no_grad():
+        for _ in range(warmup):
+            run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        out = run()
+    return graph, out
 
 
 class GraphedRender:
@@ -34,15 +50,7 @@ class GraphedRender:
         self.G, self.neural_resolution, self.autocast_dtype = G, neural_resolution, autocast_dtype
         self.planes = TriPlanes(planes.semantic.clone(), planes.texture.clone())
         self.c, self.ws = c.clone(), ws.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(warmup):
-                self._run()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
-            self.out = self._run()
+        self.graph, self.out = _capture(self._run, warmup)
 
     def _run(self) -> RenderResult:
         with _autocast(self.c.device, self.autocast_dtype):
@@ -71,15 +79,7 @@ class GraphedForward:
             raise ValueError("CUDA graphs need CUDA tensors")
         self.G, self.neural_resolution, self.autocast_dtype = G, neural_resolution, autocast_dtype
         self.ws, self.c = ws.clone(), c.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(warmup):
-                self._run()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
-            self.out = self._run()
+        self.graph, self.out = _capture(self._run, warmup)
 
     def _run(self) -> RenderResult:
         with _autocast(self.c.device, self.autocast_dtype):

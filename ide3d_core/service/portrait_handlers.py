@@ -247,18 +247,22 @@ class PortraitHandlers:
         report(progress, 1, 1, "done", cancel)
         return P.ViewResult(image_file=image_file, labels_file=labels_file, width=req.width, height=req.height)
 
+    def _required_encoder(self, which: str, need: str):
+        """The model's ``which`` encoder; raises :class:`BadRequest` "<need>, and this model has none ..."."""
+        encoder = self.encoder(which)
+        if encoder is None:
+            folder = self.model_folder()
+            where = (str(folder / "encoders" / which) if folder is not None
+                     else f"a model folder's encoders/{which}")
+            raise BadRequest(f"{need}, and this model has none (expected {where}, written by `ide3d train-encoders`)")
+        return encoder
+
     def _do_mask_edit(self, req: P.MaskEditRequest, out_dir, progress, cancel) -> P.PortraitResult:
         from ide3d_core import editing
 
         report(progress, 0, 2, "editing", cancel)
         entry = self._entry(req)
-        editor = self.encoder("canonical")
-        if editor is None:
-            folder = self.model_folder()
-            where = (str(folder / "encoders" / "canonical") if folder is not None
-                     else "a model folder's encoders/canonical")
-            raise BadRequest(f"mask edits need the canonical editor, and this model has none (expected {where}, "
-                             "written by `ide3d train-encoders`)")
+        editor = self._required_encoder("canonical", "mask edits need the canonical editor")
         g = entry.generator
         current = entry.canonical_labels
         if current is None:
@@ -291,13 +295,7 @@ class PortraitHandlers:
         encoded by the standard encoder) and whose shape codes are the portrait's own."""
         import torch
 
-        encoder = self.encoder("standard")
-        if encoder is None:
-            folder = self.model_folder()
-            where = (str(folder / "encoders" / "standard") if folder is not None
-                     else "a model folder's encoders/standard")
-            raise BadRequest(f"a style from a reference image needs the standard encoder, and this model has none "
-                             f"(expected {where}, written by `ide3d train-encoders`)")
+        encoder = self._required_encoder("standard", "a style from a reference image needs the standard encoder")
         try:
             from ide3d_core.photo import PhotoError, prepare
         except ImportError as exc:
