@@ -48,9 +48,9 @@ from ide3d_core.cameras import canonical_camera, orbit_camera  # noqa: E402
 from ide3d_core.encoders import HybridEncoder, config_for_generator, load_encoder  # noqa: E402
 from ide3d_core.inversion import InversionPolicy, invert, mean_iou, psnr, ssim  # noqa: E402
 from ide3d_core.labels import ID  # noqa: E402
+from ide3d_core.model_loading import BUNDLED_MODEL_DIR, load_base_generator  # noqa: E402
 
 HELD_OUT_SEED = 90_210_613
-BUNDLED = ROOT / "ide3d_core" / "models" / "default"
 
 
 def parse_args(argv=None):
@@ -77,15 +77,12 @@ def parse_args(argv=None):
 # ------------------------------------------------------------------------------------------------
 
 def load_model(args, device):
-    from ide3d_core.networks import CONFIGS, Generator, load_generator
-
-    folder = args.model or (BUNDLED if (BUNDLED / "config.json").is_file() else None)
+    folder = args.model or (BUNDLED_MODEL_DIR if (BUNDLED_MODEL_DIR / "config.json").is_file() else None)
     if folder is not None:
-        return load_generator(folder, device=device).eval().requires_grad_(False), str(folder), True
-    print(f"WARNING: no trained model (none bundled at {BUNDLED}); evaluating an UNTRAINED "
+        return load_base_generator(str(folder), device), str(folder), True
+    print(f"WARNING: no trained model (none bundled at {BUNDLED_MODEL_DIR}); evaluating an UNTRAINED "
           f"'{args.config}' generator. The numbers below only show that the pipeline runs.", file=sys.stderr)
-    g = Generator(CONFIGS[args.config], seed=0).to(device).eval().requires_grad_(False)
-    return g, f"untrained config:{args.config}", False
+    return load_base_generator(f"config:{args.config}", device), f"untrained config:{args.config}", False
 
 
 def load_encoders(args, g, model_dir, device):
@@ -95,7 +92,6 @@ def load_encoders(args, g, model_dir, device):
         if base is not None and (base / which / "config.json").is_file():
             out[which] = load_encoder(base / which, device=device)
             continue
-        torch.manual_seed(0)
         enc = HybridEncoder(config_for_generator(g, "default" if g.img_resolution >= 128 else "tiny",
                                                  canonical=which == "canonical"), g.mapping.w_avg).to(device)
         if args.encoder_steps:

@@ -33,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ide3d_core.commands.model_args import device_arg, load_base
     from ide3d_core.encoders import HybridEncoder, config_for_generator, save_encoder
     from ide3d_core.progress import TqdmProgress
@@ -50,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
     policy = EncoderTrainingPolicy(steps=args.steps, batch_codes=args.batch, views=args.views, lr=args.lr,
                                    seed=args.seed)
     for name in which:
-        torch.manual_seed(args.seed)
         enc = HybridEncoder(config_for_generator(g, args.preset, canonical=name == "canonical"),
-                            g.mapping.w_avg).to(device)
+                            g.mapping.w_avg, seed=args.seed).to(device)
         with TqdmProgress(f"train {name}", disable=args.quiet) as progress:
             res = train_encoders(g, enc, policy, progress=progress)
         folder = save_encoder(enc, args.out / name)
