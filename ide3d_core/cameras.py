@@ -114,15 +114,26 @@ def look_at(eye: Sequence[float], target: Sequence[float],
             up: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
     """OpenCV cam2world (4x4) of a camera at ``eye`` looking at ``target`` with world ``up`` as the
     image's upward direction (camera ``-y``)."""
-    eye = np.asarray(eye, dtype=np.float64)
-    forward = _normalize(np.asarray(target, dtype=np.float64) - eye)
-    right = np.cross(forward, np.asarray(up, dtype=np.float64))
-    if np.linalg.norm(right) < 1e-9:
+    return _look_at_batch(np.asarray(eye, dtype=np.float64)[None], target, up)[0]
+
+
+def _look_at_batch(eyes: np.ndarray, target: Sequence[float],
+                   up: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
+    """(n, 3) camera centres -> (n, 4, 4) OpenCV cam2world matrices looking at ``target``."""
+    eyes = np.asarray(eyes, dtype=np.float64)
+    forward = np.asarray(target, dtype=np.float64)[None] - eyes
+    fn = np.linalg.norm(forward, axis=1, keepdims=True)
+    if (fn < 1e-12).any():
+        raise ValueError("look_at: the camera is at its target")
+    forward = forward / fn
+    right = np.cross(forward, np.asarray(up, dtype=np.float64)[None])
+    rn = np.linalg.norm(right, axis=1, keepdims=True)
+    if (rn < 1e-9).any():
         raise ValueError("look_at: viewing direction is parallel to the up vector")
-    right = _normalize(right)
+    right = right / rn
     down = np.cross(forward, right)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, down, forward, eye
+    m = np.tile(np.eye(4), (len(eyes), 1, 1))
+    m[:, :3, 0], m[:, :3, 1], m[:, :3, 2], m[:, :3, 3] = right, down, forward, eyes
     return m
 
 
@@ -266,9 +277,12 @@ def _pixel_directions_np(k: np.ndarray, width: int, height: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 def pack_label(cam2world: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """(16 row-major OpenCV cam2world, 9 row-major normalised intrinsics) -> float32 (25,)."""
-    return np.concatenate([np.asarray(cam2world, dtype=np.float64).reshape(16),
-                           np.asarray(k, dtype=np.float64).reshape(9)]).astype(np.float32)
+    """(..., 4, 4) OpenCV cam2world and (..., 3, 3) normalised intrinsics -> float32 (..., 25):
+    16 row-major cam2world entries, then 9 row-major intrinsics entries."""
+    c2w = np.asarray(cam2world, dtype=np.float64)
+    kk = np.broadcast_to(np.asarray(k, dtype=np.float64), c2w.shape[:-2] + (3, 3))
+    return np.concatenate([c2w.reshape(c2w.shape[:-2] + (16,)), kk.reshape(kk.shape[:-2] + (9,))],
+                          axis=-1).astype(np.float32)
 
 
 def unpack_label(label: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -296,16 +310,30 @@ def mirror_label(label: np.ndarray) -> np.ndarray:
 # Poses
 # ----------------------------------------------------------------------------------------------
 
+def _orbit_cam2world(yaw: np.ndarray, pitch: np.ndarray, radius: float,
+                     pivot: Sequence[float]) -> np.ndarray:
+    """(n,) yaw and pitch in radians -> (n, 4, 4) cam2world of :func:`orbit_camera`."""
+    yaw, pitch = np.asarray(yaw, dtype=np.float64), np.asarray(pitch, dtype=np.float64)
+    if (np.abs(pitch) >= math.pi / 2).any():
+        raise ValueError(f"pitch must be within (-90, 90) degrees, got {np.degrees(pitch).round(1)}")
+    eyes = radius * np.stack([np.cos(pitch) * np.sin(yaw), np.sin(pitch), np.cos(pitch) * np.cos(yaw)], 1)
+    return _look_at_batch(eyes, pivot)
+
+
 def orbit_camera(yaw: float, pitch: float = 0.0, radius: float = CANONICAL_RADIUS,
                  pivot: Sequence[float] = CANONICAL_PIVOT, focal: float = CANONICAL_FOCAL) -> Camera:
     """Camera at ``radius`` from the world origin at ``yaw``/``pitch`` (radians), looking at ``pivot``.
 
     See the module docstring for the sign conventions."""
-    if not -math.pi / 2 < pitch < math.pi / 2:
-        raise ValueError(f"pitch must be within (-90, 90) degrees, got {math.degrees(pitch):.1f}")
-    eye = radius * np.array([math.cos(pitch) * math.sin(yaw), math.sin(pitch),
-                             math.cos(pitch) * math.cos(yaw)])
-    return Camera(look_at(eye, pivot), intrinsics(focal))
+    return Camera(_orbit_cam2world(np.array([yaw]), np.array([pitch]), radius, pivot)[0], intrinsics(focal))
+
+
+def orbit_labels(angles: np.ndarray, radius: float = CANONICAL_RADIUS, focal: float = CANONICAL_FOCAL,
+                 pivot: Sequence[float] = CANONICAL_PIVOT) -> np.ndarray:
+    """(n, 2) yaw/pitch in radians -> (n, 25) float32 packed labels of :func:`orbit_camera`, vectorised
+    (no per-camera objects: training draws thousands of cameras a second)."""
+    angles = np.asarray(angles, dtype=np.float64).reshape(-1, 2)
+    return pack_label(_orbit_cam2world(angles[:, 0], angles[:, 1], radius, pivot), intrinsics(focal))
 
 
 def canonical_camera() -> Camera:

@@ -5,33 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ide3d_core.cameras import CANONICAL_PIVOT, PoseDistribution, intrinsics
+from ide3d_core.cameras import PoseDistribution, orbit_labels
 
 from .anatomy import sample_heads
 from .render import ProceduralRender, render_heads
-
-
-def orbit_labels(angles: np.ndarray, radius: float, focal: float,
-                 pivot: tuple[float, float, float] = CANONICAL_PIVOT) -> np.ndarray:
-    """(n, 2) yaw/pitch in radians -> (n, 25) float32 labels, vectorised.
-
-    Identical (to float rounding) to ``[orbit_camera(y, p, radius, pivot, focal).label() ...]`` of
-    ide3d_core.cameras, which stays the definition (tests/test_procedural_render.py compares the two);
-    the loop over ``Camera`` objects costs ~0.1 ms per camera, too slow for thousands of images a second.
-    """
-    yaw, pitch = angles[:, 0].astype(np.float64), angles[:, 1].astype(np.float64)
-    eye = radius * np.stack([np.cos(pitch) * np.sin(yaw), np.sin(pitch), np.cos(pitch) * np.cos(yaw)], 1)
-    fwd = np.asarray(pivot, dtype=np.float64)[None] - eye
-    fwd /= np.linalg.norm(fwd, axis=1, keepdims=True)
-    right = np.cross(fwd, np.array([0.0, 1.0, 0.0])[None])
-    right /= np.linalg.norm(right, axis=1, keepdims=True)
-    down = np.cross(fwd, right)
-    c2w = np.tile(np.eye(4), (len(angles), 1, 1))
-    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, down, fwd, eye
-    k = intrinsics(focal)
-    # same layout as ide3d_core.cameras.pack_label: 16 row-major cam2world, then 9 row-major K
-    return np.concatenate([c2w.reshape(-1, 16), np.broadcast_to(k.reshape(1, 9), (len(c2w), 9))],
-                          1).astype(np.float32)
 
 
 def sample_cameras(n: int, generator: torch.Generator, poses: PoseDistribution = PoseDistribution()) -> torch.Tensor:
