@@ -16,6 +16,8 @@ would snap points to half-texel steps).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +25,14 @@ import torch.nn.functional as F
 PLANE_AXES = {"xy": (0, 1), "yz": (1, 2), "xz": (0, 2), "zx": (2, 0), "yx": (1, 0), "zy": (2, 1)}
 AGGREGATIONS = ("mean", "sum", "concat")
 
+
+
+def _no_autocast(device: torch.device):
+    """Autocast switched off on devices that have autocast (the meta device, used to check shapes
+    without computing, has none)."""
+    if device.type in ("cpu", "cuda", "xpu", "mps"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 def project_onto_planes(points: torch.Tensor, plane_axes: tuple[str, ...] = ("xy", "yz", "xz"),
                         box_size: float = 1.0) -> torch.Tensor:
@@ -65,7 +75,7 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, aggregation: str =
     # half a texel of a 256 px plane, which would quantise the field under autocast.
     dtype = torch.promote_types(planes.dtype, torch.float32)
     grid = coords.reshape(b * n, 1, -1, 2).to(dtype)
-    with torch.autocast(planes.device.type, enabled=False):
+    with _no_autocast(planes.device):
         out = F.grid_sample(planes.reshape(b * n, c, h, w).to(dtype), grid, mode="bilinear",
                             padding_mode="zeros", align_corners=False)  # [B*n, C, 1, N]
     out = out.reshape(b, n, c, -1)  # [B, n, C, N]
