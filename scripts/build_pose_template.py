@@ -65,9 +65,10 @@ def observe(n_heads: int, views: int, resolution: int, seed: int, chunk: int = 8
 
     Returns arrays over M = 2 * n_heads * views observations (each render and its mirror image):
         labels (M, 25) camera labels (mirrored camera for mirror images); landmarks (M, 468, 2) pixels,
-        NaN where no face was found; mp_z (M, 468) MediaPipe's relative depth (pixels); depth (M, 468) rendered depth at each landmark (bilinear, NaN at the
-        silhouette); head (M,) head index; mirrored (M,) bool; images (n_heads * views, R, R, 3) uint8
-        renders (the mirror images are their left-right flips).
+        NaN where no face was found; mp_z (M, 468) MediaPipe's relative depth (pixels); depth (M, 468)
+        rendered depth at each landmark (bilinear, NaN at the silhouette); head (M,) head index;
+        mirrored (M,) bool; images (n_heads * views, R, R, 3) uint8 renders (the mirror images are their
+        left-right flips).
     """
     import torch
 

@@ -32,12 +32,12 @@ Fitting
 :func:`solve_pose` finds the rigid transform of the template that best explains the 2D points in an
 image assumed to be seen through the model's fixed intrinsics (``CANONICAL_FOCAL``, principal point at
 the centre): ``cv2.solvePnP`` (SQPnP, unweighted) for a start, then weighted Levenberg-Marquardt
-(:func:`_refine`), so landmarks that MediaPipe places less consistently count less. The rigid fit gives the direction from the
-camera to the orbit pivot; :func:`orbit_from_direction` turns that direction into the
+(:func:`_refine`), so landmarks that MediaPipe places less consistently count less. The rigid fit gives the
+direction from the camera to the orbit pivot; :func:`orbit_from_direction` turns that direction into the
 ``orbit_camera(yaw, pitch)`` looking along it, so yaw and pitch have exactly the signs of
 :func:`ide3d_core.cameras.orbit_camera` (positive yaw: the camera sees the subject's left cheek; positive
-pitch: the camera is above, looking down). In-plane roll is returned separately; the aligner removes it
-by rotating the image, because the model's cameras never roll.
+pitch: the camera is above, looking down). In-plane roll is returned separately; the aligner removes it by
+rotating the image, because the model's cameras never roll.
 
 Pixel frame: continuous pixel coordinates with pixel centres at ``i + 0.5`` (the project convention).
 """
