@@ -19,8 +19,7 @@ loading is strict.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,10 +28,11 @@ from torch import nn
 
 from ide3d_core.labels import NUM_CLASSES
 from ide3d_core.networks.layers import Conv2dLayer, FullyConnected, ResidualDownBlock, init_parameters
+from ide3d_core.weights_io import CONFIG_FILE, dataclass_from_dict, load_weights, read_config, save_module
 
 FORMAT = "ide3d-encoder"
 VERSION = 1
-CONFIG_NAME = "config.json"
+CONFIG_NAME = CONFIG_FILE
 WEIGHTS_NAME = "encoder.safetensors"
 
 
@@ -174,34 +174,12 @@ class HybridEncoder(nn.Module):
 
 def save_encoder(encoder: HybridEncoder, folder: str | Path) -> Path:
     """Write ``folder/config.json`` and ``folder/encoder.safetensors`` (float32); returns the folder."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "version": VERSION, "config": asdict(encoder.config)}
-    (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-    state = {k: v.detach().float().contiguous().cpu() for k, v in encoder.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_NAME))
-    return folder
+    return save_module(encoder, folder, format=FORMAT, version=VERSION, config=asdict(encoder.config),
+                       weights_file=WEIGHTS_NAME)
 
 
 def load_encoder(folder: str | Path, device: str | torch.device = "cpu") -> HybridEncoder:
     """Strict inverse of :func:`save_encoder`; raises ``ValueError`` with one line on a bad folder."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise ValueError(f"{folder} is not an encoder folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-    meta = json.loads(cfg_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{cfg_path} is not an IDE-3D encoder config")
-    if int(meta.get("version", -1)) > VERSION:
-        raise ValueError(f"{cfg_path} has version {meta.get('version')}; this build reads up to {VERSION}")
-    known = {f.name for f in fields(EncoderConfig)}
-    unknown = set(meta["config"]) - known
-    if unknown:
-        raise ValueError(f"{cfg_path}: unknown config keys {sorted(unknown)}")
-    encoder = HybridEncoder(EncoderConfig(**meta["config"]))
-    encoder.load_state_dict(load_file(str(w_path)), strict=True)
-    return encoder.to(device).eval()
+    data = read_config(folder, format=FORMAT, version=VERSION)
+    encoder = HybridEncoder(dataclass_from_dict(EncoderConfig, data, str(Path(folder) / CONFIG_NAME)))
+    return load_weights(encoder, folder, WEIGHTS_NAME).to(device).eval()

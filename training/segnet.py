@@ -11,19 +11,22 @@ skip connections); ``R`` must be divisible by 4. Saved as ``config.json`` + ``se
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ide3d_core.labels import NUM_CLASSES
 from ide3d_core.progress import CancelToken, ProgressFn, report
+from ide3d_core.weights_io import CONFIG_FILE, dataclass_from_dict, load_weights, read_config, save_module
+
+FORMAT = "ide3d-segnet"
+VERSION = 1
+WEIGHTS_FILE = "segnet.safetensors"
 
 
 @dataclass(frozen=True)
@@ -102,31 +105,16 @@ def train_segnet(policy: SegNetTraining, device: torch.device, config: SegNetCon
 
 
 def save_segnet(net: SegNet, folder: str | os.PathLike) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(asdict(net.config), indent=2) + "\n")
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-              str(folder / "segnet.safetensors"))
-    return folder
+    """Write ``folder/config.json`` and ``folder/segnet.safetensors`` (see :mod:`ide3d_core.weights_io`)."""
+    return save_module(net, folder, format=FORMAT, version=VERSION, config=asdict(net.config),
+                       weights_file=WEIGHTS_FILE)
 
 
 def load_segnet(folder: str | os.PathLike, device: torch.device | str = "cpu") -> SegNet:
     """Strict load: unknown config keys or unmatched weights raise ``ValueError``."""
-    folder = Path(folder)
-    cfg_path, w_path = folder / "config.json", folder / "segnet.safetensors"
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise ValueError(f"{p}: missing (not a SegNet folder)")
-    data = json.loads(cfg_path.read_text())
-    names = {f.name for f in fields(SegNetConfig)}
-    if set(data) != names:
-        raise ValueError(f"{cfg_path}: expected keys {sorted(names)}, got {sorted(data)}")
-    net = SegNet(SegNetConfig(**data))
-    try:
-        net.load_state_dict(load_file(str(w_path)), strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{w_path}: weights do not match the config ({exc})") from None
-    return net.to(device).eval()
+    data = read_config(folder, format=FORMAT, version=VERSION)
+    net = SegNet(dataclass_from_dict(SegNetConfig, data, str(Path(folder) / CONFIG_FILE)))
+    return load_weights(net, folder, WEIGHTS_FILE).to(device).eval()
 
 
 def main(argv: list[str] | None = None) -> int:
