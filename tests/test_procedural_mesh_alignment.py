@@ -46,6 +46,7 @@ def test_extracted_vertices_lie_on_the_ground_truth_surface(head_and_mesh):
     assert value.abs().max().item() < spacing
 
 
+@pytest.mark.blender
 @requires_bpy
 def test_blender_silhouettes_match_procedural_masks(head_and_mesh, tmp_path):
     head, mesh = head_and_mesh
