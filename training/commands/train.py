@@ -2,6 +2,7 @@
 """``ide3d train``: train a generator on procedural heads or a dataset folder; resumable, multi-process.
 
     ide3d train --config tiny|default|paper --data procedural|DIR --out RUN_DIR [--batch N] [--kimg K] [--resume]
+    ide3d train --data procedural --out RUN_DIR --resume-from TRANSFER_DIR --minutes 7 --transfer-out DEST
     torchrun --nproc_per_node=N -m training.commands.train --config default --data procedural --out RUN_DIR
 
 Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint and exits; ``--resume``
@@ -42,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop (with a checkpoint) once this many steps are done, e.g. to train in sittings")
     p.add_argument("--minutes", type=float, default=None,
                    help="stop (with a checkpoint) after this much wall time, e.g. to fit a GPU lease")
+    p.add_argument("--resume-from", type=Path, default=None, metavar="TRANSFER_DIR",
+                   help="continue from a transfer checkpoint folder (training.transfer), e.g. one carried "
+                        "to a GPU lease; imported into --out unless --out is already at or past its step")
+    p.add_argument("--transfer-out", type=Path, default=None, metavar="DIR",
+                   help="after the sitting, write the newest checkpoint as a compact transfer checkpoint")
+    p.add_argument("--transfer-mib", type=float, default=50.0,
+                   help="size budget of --transfer-out; Adam moments travel only if they fit (default 50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -94,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     from training.distributed import init_distributed, shutdown
     from training.loop import TrainingError, train
 
+    if args.resume_from is not None:
+        _import_transfer(args)
     cfg = _config(args)
     try:
         ctx = init_distributed(args.device)
@@ -136,9 +146,38 @@ def run(args: argparse.Namespace) -> int:
                   f"checkpoint {result.checkpoint}")
             if result.generator_dir is not None:
                 print(f"[train] EMA generator: {result.generator_dir}")
+            if args.transfer_out is not None:
+                from training.transfer import MIB, TransferError, describe, export_run
+                try:
+                    info = export_run(args.out, args.transfer_out, budget_bytes=int(args.transfer_mib * MIB))
+                except TransferError as exc:
+                    raise UserError(str(exc)) from None
+                print(f"[train] wrote {describe(info)}")
     finally:
         shutdown(ctx)
     return 0
+
+
+def _import_transfer(args: argparse.Namespace) -> None:
+    """Seed ``args.out`` from ``--resume-from`` (one process does it; others wait on the file)."""
+    import os
+
+    from training.transfer import TransferError, describe, import_transfer
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        raise UserError("--resume-from runs in one process; import first with "
+                        "'python -m training.transfer import SRC RUN_DIR', then use --resume under torchrun")
+    try:
+        info, imported = import_transfer(args.resume_from, args.out)
+    except TransferError as exc:
+        raise UserError(str(exc)) from None
+    if imported:
+        print(f"[train] resuming from {describe(info)}")
+        if not info.has_moments:
+            print("[train] the transfer checkpoint holds no optimiser moments: Adam is re-initialised")
+    else:
+        print(f"[train] {args.out} is already at or past step {info.step}; resuming from its own checkpoint")
+    args.resume = True
 
 
 def main(argv: list[str] | None = None) -> int:
