@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import bpy
+    import mathutils
 
     labels = np.load(args.cameras).reshape(-1, cameras.LABEL_DIM)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -56,8 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     scene.camera = cam_obj
     for i, label in enumerate(labels):
         bc = cameras.blender_from_camera(cameras.Camera.from_label(label), args.size, args.size)
-        import mathutils
-
         cam_obj.matrix_world = mathutils.Matrix(bc.matrix_world.tolist())
         cam_data.lens, cam_data.sensor_width, cam_data.sensor_height = bc.lens, bc.sensor_width, bc.sensor_height
         cam_data.sensor_fit, cam_data.shift_x, cam_data.shift_y = bc.sensor_fit, bc.shift_x, bc.shift_y

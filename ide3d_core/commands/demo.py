@@ -19,7 +19,6 @@ Steps (each prints what it wrote; open ``OUT/index.txt`` for the list):
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
@@ -51,9 +50,9 @@ def _save(path: Path, image: np.ndarray) -> Path:
 
 
 def _labels(yaws=YAWS, pitch: float = 0.0) -> np.ndarray:
-    from ide3d_core.cameras import orbit_camera, stack_labels
+    from ide3d_core.cameras import orbit_labels
 
-    return stack_labels([orbit_camera(math.radians(y), math.radians(pitch)) for y in yaws])
+    return orbit_labels(np.radians([(y, pitch) for y in yaws]))
 
 
 def step_procedural(out: Path, args: argparse.Namespace) -> list[Path]:

@@ -38,10 +38,13 @@ class ProceduralField:
         self.level = float(level)
         self.device = head.device
 
+    def _sigma(self, value: torch.Tensor) -> torch.Tensor:
+        return (self.level + DENSITY_SLOPE * value).clamp_min(0.0)
+
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """[N, 3] model world -> sigma [N] (>= 0)."""
         value, _ = head_field(self.head, points.to(self.device, torch.float32))
-        return (self.level + DENSITY_SLOPE * value).clamp_min(0.0)
+        return self._sigma(value)
 
     def query(self, points: torch.Tensor):
         """[N, 3] -> (sigma [N], one-hot semantic logits [N, 19], None)."""
@@ -49,7 +52,7 @@ class ProceduralField:
         labels = self.head.label.to(self.device)[prim]
         logits = torch.full((points.shape[0], NUM_CLASSES), -10.0, device=self.device)
         logits.scatter_(1, labels[:, None].long(), 10.0)
-        return (self.level + DENSITY_SLOPE * value).clamp_min(0.0), logits, None
+        return self._sigma(value), logits, None
 
 
 class ProceduralRenderer:
