@@ -47,6 +47,15 @@ class TrainConfig:
         seed: seed of every random draw (weights, data, latent codes); a run is a pure function of it.
         checkpoint_steps, keep_checkpoints: checkpoint period (steps) and how many to keep.
         log_steps, image_steps: scalar logging and image-grid periods (steps).
+        objective: "gan" (adversarial, the paper) or "distill" (supervised regression onto the
+            procedural head of each latent, :mod:`training.distill`; no discriminator step).
+        distill_points, distill_render_interval, distill_render_batch, distill_weights: distillation
+            points per head (uniform + near-surface; half as many colour points), the period and
+            number of heads of its rendered-image loss, and the weights of (density, semantic,
+            colour, image) losses.
+        mapping_lr_scale: Adam learning-rate factor of the mapping network's parameters on top of
+            its equalised-lr multiplier (1 = StyleGAN; the distillation raises it so the mapping
+            learns as fast as the rest).
     """
 
     generator: str = "default"
@@ -85,6 +94,12 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_steps: int = 20
     image_steps: int = 1000
+    objective: str = "gan"
+    distill_points: int = 4096
+    distill_render_interval: int = 2
+    distill_render_batch: int = 2
+    distill_weights: tuple[float, float, float, float] = (1.0, 0.5, 1.0, 1.0)
+    mapping_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -92,6 +107,9 @@ class TrainConfig:
         if self.kimg <= 0:
             raise ValueError(f"kimg must be positive, got {self.kimg}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "distill_weights", tuple(float(w) for w in self.distill_weights))
+        if self.objective not in ("gan", "distill"):
+            raise ValueError(f"objective must be 'gan' or 'distill', got {self.objective!r}")
 
     @property
     def total_steps(self) -> int:
@@ -136,6 +154,19 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
     "default": TrainConfig(
         generator="default", batch_size=32, kimg=4000.0, blur_sigma=5.0, d_channel_base=8192,
         d_channel_max=256, d_cmap_dim=128, d_mapping_layers=2, checkpoint_steps=1000, image_steps=1000),
+    # The bundled model's CPU route: the same generator and run layout, trained by supervised
+    # distillation of the procedural heads (training/distill.py). Batch 8 of 3D-supervised heads, 2 of
+    # them also rendered; EMA half-life 1 kimg (125 steps). docs/training.md has the measured speed.
+    "default-distill": TrainConfig(
+        generator="default", objective="distill", batch_size=8, kimg=400.0, lr_g=0.002,
+        betas=(0.9, 0.99), ema_kimg=1.0, mapping_lr_scale=100.0, density_weight=0.0, r1_interval=0,
+        d_channel_base=8192, d_channel_max=256, d_cmap_dim=128, d_mapping_layers=2,
+        checkpoint_steps=50, keep_checkpoints=2, log_steps=10, image_steps=100),
+    "tiny-distill": TrainConfig(
+        generator="tiny", objective="distill", batch_size=4, kimg=0.2, lr_g=0.002, betas=(0.9, 0.99),
+        ema_kimg=0.01, mapping_lr_scale=100.0, density_weight=0.0, r1_interval=0, distill_points=256,
+        d_channel_base=256, d_channel_max=32, d_cmap_dim=32, d_mapping_layers=2, mbstd_group=2,
+        checkpoint_steps=10, keep_checkpoints=2, log_steps=5, image_steps=25),
     # The paper's configuration: 512 px, 64 px for 10 M images then 128 px for 2.5 M.
     "paper": TrainConfig(
         generator="paper", batch_size=32, kimg=12500.0, neural_resolution_final=128,

@@ -99,8 +99,22 @@ def build_generator(cfg: TrainConfig) -> nn.Module:
 def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch.optim.Adam:
     # Lazy regularisation runs a separate optimiser step every `interval` steps; rescale lr and betas
     # so the effective per-image step size matches the non-lazy schedule (StyleGAN2, appendix B).
+    # `params` may be parameter groups, each with an "lr_scale".
     ratio = interval / (interval + 1) if interval > 0 else 1.0
-    return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=1e-8)
+    groups = params if isinstance(params, list) and params and isinstance(params[0], dict) else [
+        {"params": list(params), "lr_scale": 1.0}]
+    groups = [{"params": g["params"], "lr": lr * ratio * g["lr_scale"]} for g in groups]
+    return torch.optim.Adam(groups, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=1e-8)
+
+
+def _generator_groups(G: nn.Module, cfg: TrainConfig):
+    """G's parameters, the mapping network's in a group of their own scaled by ``mapping_lr_scale``."""
+    mapping = getattr(G, "mapping", None)
+    if cfg.mapping_lr_scale == 1.0 or not isinstance(mapping, nn.Module):
+        return G.parameters()
+    ids = {id(p) for p in mapping.parameters()}
+    return [{"params": [p for p in G.parameters() if id(p) in ids], "lr_scale": cfg.mapping_lr_scale},
+            {"params": [p for p in G.parameters() if id(p) not in ids], "lr_scale": 1.0}]
 
 
 def _build(cfg: TrainConfig, ctx: DistContext, factory: GeneratorFactory) -> _Models:
@@ -112,7 +126,7 @@ def _build(cfg: TrainConfig, ctx: DistContext, factory: GeneratorFactory) -> _Mo
     broadcast_module(G, ctx)
     broadcast_module(D, ctx)
     G_ema = make_ema(G)
-    opt_g = _adam(G.parameters(), cfg.lr_g, cfg.betas, cfg.density_interval if cfg.density_weight > 0 else 0)
+    opt_g = _adam(_generator_groups(G, cfg), cfg.lr_g, cfg.betas, cfg.density_interval if cfg.density_weight > 0 else 0)
     opt_d = _adam(D.parameters(), cfg.lr_d, cfg.betas, cfg.r1_interval)
     return _Models(G, G_ema, D, opt_g, opt_d)
 
@@ -194,8 +208,37 @@ def _autocast(ctx: DistContext, cfg: TrainConfig):
     return contextlib.nullcontext()
 
 
+def _distill_step(m: _Models, cfg: TrainConfig, ctx: DistContext, step: int, images_seen: int,
+                  poses: PoseDistribution) -> dict[str, torch.Tensor]:
+    """One supervised step (``objective="distill"``, :mod:`training.distill`); D is left alone."""
+    from training.distill import distill_losses
+
+    G = m.G
+    with _autocast(ctx, cfg):
+        loss, logs, ws = distill_losses(G, cfg, step, ctx.rank, cfg.batch_size // ctx.world_size,
+                                        ctx.device, poses)
+    m.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(G.parameters(), ctx)
+    m.opt_g.step()
+    logs["loss/G"] = loss.detach()
+    _update_w_avg(G, ws, cfg, ctx)
+    update_ema(m.G_ema, G, ema_beta(cfg.batch_size, cfg.ema_kimg, images_seen, cfg.ema_rampup))
+    return logs
+
+
+def _update_w_avg(G: nn.Module, ws: torch.Tensor, cfg: TrainConfig, ctx: DistContext) -> None:
+    w_avg = getattr(G.mapping, "w_avg", None)
+    if isinstance(w_avg, torch.Tensor):
+        with torch.no_grad():
+            w_mean = mean_over_processes(ws[:, 0].detach().float().mean(0), ctx)
+            w_avg.copy_(w_mean.to(w_avg.dtype).lerp(w_avg, cfg.w_avg_beta))
+
+
 def _step(m: _Models, cfg: TrainConfig, ctx: DistContext, source: DataSource, step: int,
           images_seen: int, poses: PoseDistribution) -> dict[str, torch.Tensor]:
+    if cfg.objective == "distill":
+        return _distill_step(m, cfg, ctx, step, images_seen, poses)
     G, D = m.G, m.D
     dev = ctx.device
     b = cfg.batch_size // ctx.world_size
@@ -228,11 +271,7 @@ def _step(m: _Models, cfg: TrainConfig, ctx: DistContext, source: DataSource, st
     average_gradients(G.parameters(), ctx)
     m.opt_g.step()
     logs["loss/G"] = loss_g.detach()
-    w_avg = getattr(G.mapping, "w_avg", None)
-    if isinstance(w_avg, torch.Tensor):
-        with torch.no_grad():
-            w_mean = mean_over_processes(ws[:, 0].detach().float().mean(0), ctx)
-            w_avg.copy_(w_mean.to(w_avg.dtype).lerp(w_avg, cfg.w_avg_beta))
+    _update_w_avg(G, ws, cfg, ctx)
 
     # -- G reg: density regularisation -----------------------------------------------------------
     if cfg.density_weight > 0 and cfg.density_interval > 0 and step % cfg.density_interval == 0:

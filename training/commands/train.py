@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", choices=("tiny", "default", "paper"), default=None,
+    p.add_argument("--config", choices=("tiny", "tiny-distill", "default", "default-distill", "paper"), default=None,
                    help="training preset (required for a new run; a resumed run keeps its own)")
     p.add_argument("--data", required=True, help="'procedural' (heads drawn on the fly) or a dataset folder")
     p.add_argument("--out", type=Path, required=True, help="run folder (config, checkpoints, logs, generator)")

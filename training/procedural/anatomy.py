@@ -46,22 +46,39 @@ _IRIS_COLOURS = torch.tensor([[0.33, 0.19, 0.09], [0.14, 0.09, 0.05], [0.30, 0.5
 
 
 class _Rand:
-    """Batched draws from one generator (CPU, float32)."""
+    """Batched draws (CPU, float32): from a ``torch.Generator``, or read column by column from a given
+    ``(B, K)`` tensor of uniforms in (0, 1) (:func:`heads_from_latent`). Both give every head the same
+    number of draws in the same order, so column ``k`` always drives the same property."""
 
-    def __init__(self, b: int, g: torch.Generator) -> None:
-        self.b, self.g = b, g
+    def __init__(self, b: int, g: torch.Generator | None, uniforms: torch.Tensor | None = None) -> None:
+        self.b, self.g, self.uniforms, self.used = b, g, uniforms, 0
+
+    def _rand(self, k: int = 0) -> torch.Tensor:
+        """(B,) uniforms, or (B, k) when k > 0."""
+        if self.uniforms is None:
+            return torch.rand(self.b, k, generator=self.g) if k else torch.rand(self.b, generator=self.g)
+        n = max(k, 1)
+        if self.used + n > self.uniforms.shape[1]:
+            raise ValueError(f"the procedural heads need more than {self.uniforms.shape[1]} uniforms")
+        cols = self.uniforms[:, self.used:self.used + n]
+        self.used += n
+        return cols if k else cols[:, 0]
 
     def u(self, lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(self.b, generator=self.g)
+        return lo + (hi - lo) * self._rand()
 
     def cat(self, probs) -> torch.Tensor:
-        return torch.multinomial(torch.tensor(probs, dtype=torch.float32), self.b, True, generator=self.g)
+        p = torch.tensor(probs, dtype=torch.float32)
+        if self.uniforms is None:
+            return torch.multinomial(p, self.b, True, generator=self.g)
+        cdf = torch.cumsum(p / p.sum(), 0)
+        return torch.searchsorted(cdf, self._rand().contiguous(), right=True).clamp_max(len(probs) - 1)
 
     def bern(self, p: float) -> torch.Tensor:
-        return torch.rand(self.b, generator=self.g) < p
+        return self._rand() < p
 
     def rgb(self, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(self.b, 3, generator=self.g)
+        return lo + (hi - lo) * self._rand(3)
 
 
 def _hsv(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -104,7 +121,11 @@ def sample_heads(n: int, generator: torch.Generator, device: torch.device | str 
         raise ValueError(f"number of heads must be positive, got {n}")
     if generator.device.type != "cpu":
         raise ValueError("sample_heads draws on a CPU generator (the same heads on every device)")
-    r = _Rand(n, generator)
+    return _build_heads(_Rand(n, generator), device, symmetric)
+
+
+def _build_heads(r: _Rand, device: torch.device | str, symmetric: bool) -> HeadBatch:
+    n = r.b
     v3 = lambda x, y, z: _stack3(n, x, y, z)  # noqa: E731
     bld = HeadBuilder(n)
     side_jitter = (lambda s: torch.zeros(n)) if symmetric else (lambda s: r.u(-s, s))
@@ -126,7 +147,7 @@ def sample_heads(n: int, generator: torch.Generator, device: torch.device | str 
     i0 = tone.floor().long().clamp_max(2)
     f = (tone - i0)[:, None]
     skin = (1 - f) * _SKIN_TONES[i0] + f * _SKIN_TONES[i0 + 1]
-    skin = (skin * (1 + 0.04 * (torch.rand(n, 3, generator=generator) - 0.5))).clamp(0, 1)
+    skin = (skin * (1 + 0.04 * (r.rgb() - 0.5))).clamp(0, 1)
     blush = torch.tensor([0.85, 0.35, 0.35]) * skin + torch.tensor([0.12, 0.0, 0.02])
     hair_col = _pick(_HAIR_COLOURS, r.cat(_HAIR_COLOUR_P))
     dyed = r.bern(0.04)
@@ -372,3 +393,32 @@ def sample_heads(n: int, generator: torch.Generator, device: torch.device | str 
     traits = dict(hair_style=hair_style, hat=hat, glasses=glasses, earrings=earrings, necklace=necklace.long(),
                   mouth_open=mouth_open.long(), collar=collar, cloth_pattern=pattern)
     return bld.build(light, bg, symmetric, traits, device)
+
+
+def uniforms_from_latent(z: torch.Tensor) -> torch.Tensor:
+    """(B, D) standard-normal latents -> (B, D) uniforms ``Phi(z)`` in (0, 1) (float32, CPU)."""
+    z = z.detach().float().cpu()
+    return (0.5 * (1 + torch.erf(z / math.sqrt(2.0)))).clamp(1e-6, 1 - 1e-6)
+
+
+def heads_from_latent(z: torch.Tensor, device: torch.device | str = "cpu") -> HeadBatch:
+    """The procedural heads *of* latent codes: ``(B, D)`` standard-normal ``z`` (D >= LATENT_DRAWS)
+    -> B heads whose every random property is driven by one coordinate of ``z``.
+
+    Coordinate ``k`` becomes the uniform ``Phi(z[:, k])`` of the ``k``-th draw of :func:`sample_heads`
+    (categories by inverse CDF), so ``z ~ N(0, I)`` gives exactly the heads' distribution, and a
+    generator can be taught "the head of z" by supervision (training/distill.py). Coordinates past
+    LATENT_DRAWS are ignored."""
+    if z.ndim != 2 or z.shape[1] < LATENT_DRAWS:
+        raise ValueError(f"z must be (B, >= {LATENT_DRAWS}), got {tuple(z.shape)}")
+    return _build_heads(_Rand(z.shape[0], None, uniforms_from_latent(z)), device, symmetric=False)
+
+
+def _count_draws() -> int:
+    r = _Rand(1, None, torch.full((1, 4096), 0.5))
+    _build_heads(r, "cpu", symmetric=False)
+    return r.used
+
+
+#: Uniform draws of one head (the latent coordinates that :func:`heads_from_latent` reads).
+LATENT_DRAWS = _count_draws()
