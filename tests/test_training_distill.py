@@ -54,3 +54,24 @@ def test_distillation_lowers_every_loss_and_resumes(tmp_path):
         assert rows[-1][key] < rows[0][key], key
     assert "loss/D" not in rows[-1]       # no discriminator step in this objective
     assert (tmp_path / "run" / "generator" / "config.json").exists()
+
+
+def test_init_from_starts_a_run_from_saved_weights(tmp_path):
+    """``--init-from`` (continue the bundled model when its run folder is gone): step 0 of the new run
+    exports exactly the weights it was given (float16 round trip)."""
+    from ide3d_core.cli import main
+    from ide3d_core.networks import Generator, load_generator, save_generator
+
+    torch.set_num_threads(1)
+    src = Generator("tiny", seed=5)
+    save_generator(src, tmp_path / "gen", dtype=torch.float16)
+    rc = main(["train", "--config", "tiny-distill", "--data", "procedural", "--out", str(tmp_path / "run"),
+               "--init-from", str(tmp_path / "gen"), "--stop-at-step", "0", "--quiet"])
+    assert rc == 0
+    a, b = load_generator(tmp_path / "gen"), load_generator(tmp_path / "run" / "generator")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert (tmp_path / "run" / "init_from.json").exists()
+    rc = main(["train", "--config", "tiny-distill", "--data", "procedural", "--out", str(tmp_path / "run2"),
+               "--init-from", str(tmp_path / "nowhere"), "--stop-at-step", "0", "--quiet"])
+    assert rc == 2

@@ -8,8 +8,8 @@ trained by plain regression instead of an adversarial game, which converges in t
 rather than millions of images: the only way to train the 6 M-parameter ``default`` model on two CPU
 cores. The adversarial objective (:mod:`training.loop`) can continue from a distilled checkpoint.
 
-One step, ``b`` heads with canonical-camera conditioning (no pose swap, no style mixing: both would
-break the z -> head correspondence):
+One step, ``b`` heads, all conditioned on the canonical camera (no pose swap, no style mixing: both
+would put variation into ``w`` that is unrelated to the head, or break the z -> head correspondence):
 
 * **3D** (every step, all ``b`` heads; cheap: no rays). Points: uniform in the plane box, plus points
   near the surface (ground-truth hits of a 64 px procedural render from a random camera, jittered along
@@ -80,8 +80,9 @@ def distill_losses(G, cfg, step: int, rank: int, batch: int, device: torch.devic
     heads = heads_from_latent(F.pad(z, (0, max(0, LATENT_DRAWS - z.shape[1]))), device)
     cams = random_cameras(rng, batch, poses, device)
     nr = G.neural_resolution
+    # Conditioning: always the canonical camera, as every inference path of the project conditions
+    # (a pose-dependent conditioning would be variation of w unrelated to the head: noise to unlearn).
     front = torch.as_tensor(canonical_camera().label(), device=device).expand(batch, 25)
-
     ws = G.mapping(z.to(device), front)
     planes = G.planes(ws)
 

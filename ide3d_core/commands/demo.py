@@ -12,9 +12,9 @@ Steps (each prints what it wrote; open ``OUT/index.txt`` for the list):
    cameras as the procedural renderer: the two rows must line up; and the add-on zip is built.
 4. ``photo``       a real portrait photo through ``ide3d prepare`` (landmarks, alignment, head pose,
    semantic mask).
-5. ``generator``   ``ide3d generate``, ``invert``, ``restyle`` and ``render`` with the bundled model. Until
-   a trained model ships, these run on untrained weights (noise pictures, clearly labelled) so the
-   wiring is exercised; the step says so.
+5. ``generator``   ``ide3d generate``, ``invert``, ``restyle``, ``render`` and ``mesh`` with the bundled
+   model (``ide3d_core/models/default``, see its MODEL_CARD.md). Without one (a stripped install),
+   these run on untrained weights (noise pictures, clearly labelled) so the wiring is exercised.
 """
 from __future__ import annotations
 
@@ -162,14 +162,19 @@ def step_generator(out: Path, args: argparse.Namespace) -> list[Path]:
     r = render_heads(head, torch.from_numpy(label), 256, 2)
     _save(out / "05_target.png", to_uint8(r.image)[0])
     _save(out / "05_target_mask.png", colorize(r.labels[0].numpy()))
-    steps = ["--steps", "60", "--tune-steps", "30"] if trained else ["--steps", "3", "--tune-steps", "2"]
+    steps = ["--steps", "40", "--tune-steps", "20"] if trained else ["--steps", "3", "--tune-steps", "2"]
     _cli("invert", out / "05_target.png", "--mask", out / "05_target_mask.png", "--yaw", "20", "--pitch", "0",
          *steps, *model, "--out", out / "05_portrait.ide3d", "--quiet")
     _cli("restyle", out / "05_portrait.ide3d", "--regions", "hair", "--style-seed", "7",
          "--out", out / "05_restyled.ide3d", "--quiet")
     _cli("render", out / "05_restyled.ide3d", "--yaw", "-30", "--out", out / "05_restyled_yaw-30.png", "--quiet")
+    extra = []
+    if trained:  # a head mesh of the generated seed (vertex colours and labels; docs/mesh.md)
+        _cli("mesh", "--seed", str(args.seed), "--resolution", "128", "--texture", "0",
+             "--out", out / "05_generated_head.glb", "--quiet")
+        extra.append(out / "05_generated_head.glb")
     return sorted(gen.glob("*.png"))[:6] + [out / "05_portrait.ide3d", out / "05_restyled.ide3d",
-                                            out / "05_restyled_yaw-30.png"]
+                                            out / "05_restyled_yaw-30.png"] + extra
 
 
 STEPS: dict[str, DemoStep] = {

@@ -201,8 +201,11 @@ class GeneratorConfig:
 PAPER = GeneratorConfig()
 
 #: ``default``: the shipped CPU model: 256 px output from 64 px rendering, 128 px planes.
+#: ``z_dim`` 128: the bundled model is distilled from the procedural heads, whose 121 random draws each
+#: read one latent coordinate (training/distill.py); with 512 coordinates, 391 would be pure noise in
+#: ``w`` that the regression must first learn to ignore (it stalled on the mean head for 860 steps).
 DEFAULT = GeneratorConfig(
-    channel_base=8192, channel_max=256, shared_resolution=32, shared_channels=64,
+    z_dim=128, channel_base=8192, channel_max=256, shared_resolution=32, shared_channels=64,
     head_channel_base=4096, head_channel_max=128, plane_resolution=128,
     semantic_plane_channels=16, texture_plane_channels=16,
     neural_resolution=64, img_resolution=256, coarse_samples=32, fine_samples=32,

@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kimg", type=float, default=None, help="length of the run in thousands of images")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--seed", type=int, default=None, help="random seed of a new run (default 0)")
+    p.add_argument("--lr", type=float, default=None, help="generator learning rate of a new run (default: the preset's)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--no-xflip", action="store_true", help="do not mirror dataset-folder samples")
     p.add_argument("--checkpoint-steps", type=int, default=None, help="checkpoint period in steps")
@@ -50,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after the sitting, write the newest checkpoint as a compact transfer checkpoint")
     p.add_argument("--transfer-mib", type=float, default=50.0,
                    help="size budget of --transfer-out; Adam moments travel only if they fit (default 50)")
+    p.add_argument("--init-from", type=Path, default=None, metavar="GENERATOR_DIR",
+                   help="start a new run from a saved generator's weights (e.g. ide3d_core/models/default, "
+                        "to continue training the bundled model when the old run folder is gone); "
+                        "optimiser state starts afresh")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -68,6 +73,8 @@ def _config(args: argparse.Namespace):
             raise UserError(f"{args.out} was trained with batch {cfg.batch_size}; a resumed run keeps it")
         if args.seed is not None and args.seed != cfg.seed:
             raise UserError(f"{args.out} was trained with seed {cfg.seed}; a resumed run keeps it")
+        if args.lr is not None and args.lr != cfg.lr_g:
+            raise UserError(f"{args.out} was trained with lr {cfg.lr_g}; a resumed run keeps it")
     else:
         if args.config is None:
             raise UserError("--config is required for a new run")
@@ -77,6 +84,10 @@ def _config(args: argparse.Namespace):
             changes["batch_size"] = args.batch
         if args.seed is not None:
             changes["seed"] = args.seed
+        if args.lr is not None:
+            if not args.lr > 0:
+                raise UserError(f"--lr must be positive, got {args.lr}")
+            changes["lr_g"] = args.lr
         if args.no_xflip:
             changes["xflip"] = False
         if args.checkpoint_steps is not None:
@@ -91,6 +102,30 @@ def _config(args: argparse.Namespace):
         except ValueError as exc:
             raise UserError(str(exc)) from None
     return cfg
+
+
+def _init_factory(folder: Path | None, run_dir: Path):
+    """None, or a generator factory that loads ``folder``'s weights (``--init-from``); the folder is
+    recorded in ``RUN_DIR/init_from.json``."""
+    if folder is None:
+        return None
+
+    def factory(cfg):
+        import json
+
+        from ide3d_core.networks import CONFIGS, load_generator
+
+        try:
+            G = load_generator(folder).float()
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--init-from {folder}: {exc}") from None
+        if G.config != CONFIGS[cfg.generator]:
+            raise UserError(f"--init-from {folder}: its generator config differs from {cfg.generator!r}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "init_from.json").write_text(json.dumps({"generator": str(Path(folder).resolve())}) + "\n")
+        return G
+
+    return factory
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             with TqdmProgress(f"train {cfg.generator}", disable=args.quiet or not ctx.is_main) as bar:
                 result = train(cfg, source, args.out, ctx=ctx, resume=args.resume, progress=bar,
-                               cancel=cancel, stop_at_step=args.stop_at_step)
+                               cancel=cancel, stop_at_step=args.stop_at_step,
+                               generator_factory=_init_factory(args.init_from, args.out))
         except (TrainingError, DatasetError) as exc:
             raise UserError(str(exc)) from None
         finally:

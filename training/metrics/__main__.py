@@ -30,12 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--front-conditioning", action="store_true",
+                    help="condition the mapping on the front camera (the project's inference paths) "
+                         "instead of each image's camera")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     G = load_generator(args.generator, device=dev).eval()
     segnet = load_segnet(args.segnet, dev) if args.segnet else None
     source = open_source(args.data, G.img_resolution, args.seed, dev, xflip=False)
-    fake = evaluate_generator(G, source, args.n, args.batch, args.seed, dev, segnet, args.multiview_heads)
+    fake = evaluate_generator(G, source, args.n, args.batch, args.seed, dev, segnet, args.multiview_heads,
+                              front_conditioning=args.front_conditioning)
     real = evaluate_real(source, args.n, args.batch, args.seed, dev, segnet, args.multiview_heads)
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     print(f"| metric ({args.n} images) | generator | real vs real |\n|---|---|---|")

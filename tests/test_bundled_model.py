@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The shipped ``default`` model (ide3d_core/models/default), against independent truth.
+
+* Teacher: the model was distilled from the procedural heads, so for a latent ``z`` the exact head
+  ``heads_from_latent(z)`` is known; its silhouette and exact labels must agree with the model's render.
+* Frames (issue 7): a mesh extracted from the model's density grid in the model world, rasterised
+  through :mod:`ide3d_core.cameras`, must cover the neural render's opacity mask (IoU > 0.85 now,
+  0.9 once the model is sharper).
+
+The thresholds sit below the values measured when the model was shipped (MODEL_CARD.md), so a broken
+loader, camera, plane orientation or renderer fails them; a future better model passes them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ide3d_core.model_loading import BUNDLED_MODEL_DIR
+
+pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "config.json").is_file(),
+                                reason="no bundled model in this checkout")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from ide3d_core.networks import CONFIGS, load_generator
+
+    torch.set_num_threads(2)
+    G = load_generator(BUNDLED_MODEL_DIR).float().eval().requires_grad_(False)
+    assert G.config == CONFIGS["default"]
+    return G
+
+
+def _front(b: int) -> torch.Tensor:
+    from ide3d_core.cameras import canonical_camera
+
+    return torch.as_tensor(canonical_camera().label()).expand(b, 25).contiguous()
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@torch.no_grad()
+def test_renders_the_procedural_head_of_its_latent(model):
+    from ide3d_core.cameras import orbit_camera
+    from training.metrics.semantic import mean_iou
+    from training.procedural import LATENT_DRAWS, heads_from_latent, render_heads
+
+    z = torch.stack([torch.randn(model.z_dim, generator=torch.Generator().manual_seed(s)) for s in (1001, 1002)])
+    heads = heads_from_latent(F.pad(z, (0, max(0, LATENT_DRAWS - z.shape[1]))))
+    ws = model.mapping(z, _front(2))
+    planes = model.planes(ws)
+    for yaw in (-40.0, 0.0, 40.0):
+        c = torch.as_tensor(orbit_camera(math.radians(yaw)).label()).expand(2, 25).contiguous()
+        out = model.render(planes, c, ws)
+        truth = render_heads(heads, c, 128, antialias=1)
+        opacity = F.interpolate(out.opacity, size=(128, 128), mode="bilinear", align_corners=False)[:, 0] > 0.5
+        assert _iou(opacity.numpy(), truth.mask[:, 0].numpy() > 0.5) > 0.85, yaw
+        labels = F.interpolate(out.semantic, size=(128, 128), mode="bilinear", align_corners=False).argmax(1)
+        assert mean_iou(labels, truth.labels) > 0.25, yaw
+        # background, face skin and hair where the truth has them (the classes every head has)
+        for cls in (0, 1, 17):
+            t = truth.labels == cls
+            if t.sum() > 200:
+                assert _iou(labels.numpy() == cls, t.numpy()) > 0.5, (yaw, cls)
+
+
+@torch.no_grad()
+def test_extracted_mesh_covers_the_neural_silhouette(model):
+    from PIL import Image, ImageDraw
+
+    from ide3d_core.cameras import orbit_camera
+    from ide3d_core.mesh.extract import DEFAULT_LEVEL, marching_cubes
+    from ide3d_core.mesh.generator_field import GeneratorField
+    from ide3d_core.mesh.grid import GridConfig, sample_density_grid
+
+    ws = model.codes_from_seeds([0], truncation_psi=0.7)
+    field = GeneratorField(model, ws)
+    mesh = marching_cubes(sample_density_grid(field, GridConfig(resolution=96)), DEFAULT_LEVEL)
+    assert len(mesh.faces) > 1000
+    res = 128
+    for yaw in (-30.0, 0.0, 30.0):
+        cam = orbit_camera(math.radians(yaw))
+        uv, depth = cam.project(np.asarray(mesh.vertices), res, res)
+        assert (depth > 0).all()
+        img = Image.new("L", (res, res), 0)
+        draw = ImageDraw.Draw(img)
+        for f in np.asarray(mesh.faces):
+            draw.polygon([tuple(p) for p in uv[f] - 0.5], fill=1)  # PIL: pixel centres at integers
+        sil = np.asarray(img) > 0
+        c = torch.as_tensor(cam.label())[None]
+        out = model.render(field.planes, c, ws)
+        opacity = F.interpolate(out.opacity, size=(res, res), mode="bilinear", align_corners=False)[0, 0] > 0.5
+        # Measured with the first shipped model (seed 0, front): IoU 0.886 at the default level 10 and
+        # 0.904 at level 5; its density is still soft, so the opacity mask has a halo the iso-surface
+        # lacks. Issue 7's bar (0.9) is for a fully trained model; this guards the frames.
+        assert _iou(sil, opacity.numpy()) > 0.85, yaw
