@@ -217,14 +217,19 @@ def _distill_step(m: _Models, cfg: TrainConfig, ctx: DistContext, step: int, ima
     with _autocast(ctx, cfg):
         loss, logs, ws = distill_losses(G, cfg, step, ctx.rank, cfg.batch_size // ctx.world_size,
                                         ctx.device, poses)
-    m.opt_g.zero_grad(set_to_none=True)
-    loss.backward()
-    average_gradients(G.parameters(), ctx)
-    m.opt_g.step()
+    _generator_step(m, loss, ctx)
     logs["loss/G"] = loss.detach()
     _update_w_avg(G, ws, cfg, ctx)
     update_ema(m.G_ema, G, ema_beta(cfg.batch_size, cfg.ema_kimg, images_seen, cfg.ema_rampup))
     return logs
+
+
+def _generator_step(m: _Models, loss: torch.Tensor, ctx: DistContext) -> None:
+    """Backward ``loss``, average G's gradients over processes, one Adam step."""
+    m.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(m.G.parameters(), ctx)
+    m.opt_g.step()
 
 
 def _update_w_avg(G: nn.Module, ws: torch.Tensor, cfg: TrainConfig, ctx: DistContext) -> None:
@@ -266,10 +271,7 @@ def _step(m: _Models, cfg: TrainConfig, ctx: DistContext, source: DataSource, st
         fake_rgb, fake_sem = _d_inputs(out, sigma)
         d_fake = D(fake_rgb, fake_sem, c)
         loss_g = generator_loss(d_fake.rgb) + generator_loss(d_fake.semantic)
-    m.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    average_gradients(G.parameters(), ctx)
-    m.opt_g.step()
+    _generator_step(m, loss_g, ctx)
     logs["loss/G"] = loss_g.detach()
     _update_w_avg(G, ws, cfg, ctx)
 
