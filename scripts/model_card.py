@@ -36,19 +36,14 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ide3d_core.cameras import canonical_camera, orbit_camera  # noqa: E402
+from ide3d_core.cameras import orbit_camera  # noqa: E402
 from ide3d_core.labels import colorize  # noqa: E402
 from ide3d_core.networks import load_generator  # noqa: E402
 from training.metrics.semantic import mean_iou  # noqa: E402
-from training.procedural import LATENT_DRAWS, heads_from_latent, render_heads  # noqa: E402
+from training.procedural import heads_from_latent, median_padded, render_heads  # noqa: E402
 from training.procedural.contact import to_uint8  # noqa: E402
 
 YAWS = (-45.0, -22.5, 0.0, 22.5, 45.0)
-
-
-def latents(G, seeds) -> torch.Tensor:
-    """The z of each seed, as ``Generator.codes_from_seeds`` draws it."""
-    return torch.stack([torch.randn(G.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
 def camera(yaw_deg: float, b: int) -> torch.Tensor:
@@ -57,8 +52,7 @@ def camera(yaw_deg: float, b: int) -> torch.Tensor:
 
 @torch.no_grad()
 def render(G, z: torch.Tensor, yaw: float, psi: float = 1.0):
-    front = torch.as_tensor(canonical_camera().label()).expand(len(z), 25)
-    ws = G.mapping(z, front, truncation_psi=psi)
+    ws = G.mapping(z, G.canonical_labels(len(z)), truncation_psi=psi)
     return G.render(G.planes(ws), camera(yaw, len(z)), ws)
 
 
@@ -73,8 +67,8 @@ def grid(rows: list[list[np.ndarray]], pad: int = 4) -> np.ndarray:
 
 @torch.no_grad()
 def teacher_fidelity(G, seeds) -> dict:
-    z = latents(G, seeds)
-    heads = heads_from_latent(torch.nn.functional.pad(z, (0, max(0, LATENT_DRAWS - z.shape[1]))))
+    z = G.latents_from_seeds(list(seeds))
+    heads = heads_from_latent(median_padded(z))
     res = G.img_resolution
     per_yaw = {}
     for yaw in YAWS:
@@ -119,7 +113,7 @@ def card_markdown(report: dict, args: argparse.Namespace) -> str:
         "",
         "## Training",
         "",
-        f"* Data: procedural heads (`training/procedural/`), drawn on the fly; nothing downloaded.",
+        "* Data: procedural heads (`training/procedural/`), drawn on the fly; nothing downloaded.",
         f"* Objective: `{cfg.get('objective', '?')}` (preset `{args.command.split('--config ')[-1].split()[0] if '--config ' in args.command else '?'}`):"
         " supervised distillation of the procedural head of each latent (`training/distill.py`, "
         "docs/training.md), not yet adversarial fine-tuning.",
@@ -188,14 +182,14 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for s in range(6):
-        outs = [render(G, latents(G, [s]), yaw, psi=0.7) for yaw in YAWS]
+        outs = [render(G, G.latents_from_seeds([s]), yaw, psi=0.7) for yaw in YAWS]
         rows.append([to_uint8(o.image)[0] for o in outs])
         rows.append([colorize(o.semantic.argmax(1)[0].numpy()) for o in outs])
     Image.fromarray(grid(rows)).save(args.out / "contact_sheet.png")
 
     rows = []
-    z = latents(G, range(4))
-    heads = heads_from_latent(F.pad(z, (0, max(0, LATENT_DRAWS - z.shape[1]))))
+    z = G.latents_from_seeds(list(range(4)))
+    heads = heads_from_latent(median_padded(z))
     outs = [render(G, z, yaw) for yaw in YAWS]
     teach = [render_heads(heads, camera(yaw, 4), G.img_resolution, 2) for yaw in YAWS]
     for s in range(4):
@@ -222,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
 
     t = report["teacher"]
-    print(f"| yaw | PSNR vs teacher (dB) | silhouette IoU | semantic mIoU vs exact labels |\n|---|---|---|---|")
+    print("| yaw | PSNR vs teacher (dB) | silhouette IoU | semantic mIoU vs exact labels |\n|---|---|---|---|")
     for yaw, v in t["per_yaw"].items():
         print(f"| {yaw} | {v['psnr_db']:.2f} | {v['silhouette_iou']:.3f} | {v['semantic_miou']:.3f} |")
     m = t["mean"]

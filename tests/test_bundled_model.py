@@ -35,12 +35,6 @@ def model():
     return G
 
 
-def _front(b: int) -> torch.Tensor:
-    from ide3d_core.cameras import canonical_camera
-
-    return torch.as_tensor(canonical_camera().label()).expand(b, 25).contiguous()
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
@@ -49,11 +43,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_renders_the_procedural_head_of_its_latent(model):
     from ide3d_core.cameras import orbit_camera
     from training.metrics.semantic import mean_iou
-    from training.procedural import LATENT_DRAWS, heads_from_latent, render_heads
+    from training.procedural import heads_from_latent, median_padded, render_heads
 
-    z = torch.stack([torch.randn(model.z_dim, generator=torch.Generator().manual_seed(s)) for s in (1001, 1002)])
-    heads = heads_from_latent(F.pad(z, (0, max(0, LATENT_DRAWS - z.shape[1]))))
-    ws = model.mapping(z, _front(2))
+    z = model.latents_from_seeds([1001, 1002])
+    heads = heads_from_latent(median_padded(z))
+    ws = model.mapping(z, model.canonical_labels(2))
     planes = model.planes(ws)
     for yaw in (-40.0, 0.0, 40.0):
         c = torch.as_tensor(orbit_camera(math.radians(yaw)).label()).expand(2, 25).contiguous()

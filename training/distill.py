@@ -25,12 +25,10 @@ would put variation into ``w`` that is unrelated to the head, or break the z -> 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from ide3d_core.cameras import canonical_camera, rays_from_labels
+from ide3d_core.cameras import rays_from_labels
 from ide3d_core.networks.generator import TriPlanes
 from training.data import random_cameras, step_rng
 
@@ -70,20 +68,17 @@ def distill_losses(G, cfg, step: int, rank: int, batch: int, device: torch.devic
     """The distillation loss of step ``step`` on process ``rank`` (``batch`` heads).
 
     Returns ``(loss, logs, ws)``; every random draw comes from ``(cfg.seed, step, rank)``."""
-    from training.procedural import LATENT_DRAWS, heads_from_latent, render_heads
+    from training.procedural import heads_from_latent, median_padded, render_heads
 
     rng = step_rng(cfg.seed, step, rank, stream=2)
     gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))  # CPU: same draws on any device
     z = torch.randn(batch, G.z_dim, generator=gen)
-    # A generator with fewer latent coordinates than draws (the tiny test model) drives the first
-    # z_dim draws; the rest sit at their median.
-    heads = heads_from_latent(F.pad(z, (0, max(0, LATENT_DRAWS - z.shape[1]))), device)
+    heads = heads_from_latent(median_padded(z), device)
     cams = random_cameras(rng, batch, poses, device)
     nr = G.neural_resolution
     # Conditioning: always the canonical camera, as every inference path of the project conditions
     # (a pose-dependent conditioning would be variation of w unrelated to the head: noise to unlearn).
-    front = torch.as_tensor(canonical_camera().label(), device=device).expand(batch, 25)
-    ws = G.mapping(z.to(device), front)
+    ws = G.mapping(z.to(device), G.canonical_labels(batch).to(device))
     planes = G.planes(ws)
 
     # -- points and their exact targets --------------------------------------------------------
@@ -152,6 +147,4 @@ def distill_losses(G, cfg, step: int, rank: int, batch: int, device: torch.devic
         logs.update({"distill/image_l1": loss_img.detach(), "distill/raw_l1": loss_raw.detach(),
                      "distill/opacity_bce": loss_opacity.detach(),
                      "distill/semantic_image_ce": loss_sem_hi.detach()})
-    if not math.isfinite(float(loss.detach())):
-        logs["distill/nonfinite"] = torch.tensor(float("nan"))
     return loss, logs, ws

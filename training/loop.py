@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ide3d_core.cameras import PoseDistribution, canonical_camera, orbit_camera
+from ide3d_core.cameras import PoseDistribution, orbit_camera
 from ide3d_core.labels import NUM_CLASSES, colorize
 from ide3d_core.progress import CancelToken, ProgressFn
 from training import checkpoint as ckpt
@@ -335,9 +335,8 @@ def sample_grid(G: nn.Module, seeds: list[int], yaws_deg: tuple[float, ...], dev
     """Rows = seeds; columns = the images at each yaw, then the colourised semantic maps.
 
     Returns (rows * R, 2 * len(yaws) * R, 3) uint8."""
-    z = torch.stack([torch.randn(G.z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    front = torch.as_tensor(canonical_camera().label(), device=device).expand(len(seeds), 25)
-    ws = G.mapping(z.to(device), front, truncation_psi=0.7)
+    ws = G.mapping(G.latents_from_seeds(seeds).to(device), G.canonical_labels(len(seeds)).to(device),
+                   truncation_psi=0.7)
     planes = G.planes(ws)
     cols_img, cols_sem = [], []
     for yaw in yaws_deg:

@@ -120,14 +120,19 @@ class Generator(nn.Module):
         label = torch.from_numpy(canonical_camera().label()).to(self.mapping.w_avg.device)
         return label.unsqueeze(0).expand(batch, -1).contiguous()
 
+    def latents_from_seeds(self, seeds) -> torch.Tensor:
+        """[len(seeds), z_dim] latents; z of seed s is ``randn(z_dim)`` from ``Generator().manual_seed(s)``
+        (drawn on the CPU, so the same on every device), on the model's device."""
+        if len(seeds) == 0:
+            raise ValueError("no seeds given")
+        return torch.stack([torch.randn(self.z_dim, generator=torch.Generator().manual_seed(int(s)))
+                            for s in seeds]).to(self.mapping.w_avg.device)
+
     def codes_from_seeds(self, seeds: list[int], truncation_psi: float = 1.0,
                          c: torch.Tensor | None = None) -> torch.Tensor:
         """[len(seeds), num_ws, w_dim] codes; z of seed s is ``randn(z_dim)`` from ``Generator().manual_seed(s)``
         (CPU, so the same on every device)."""
-        if len(seeds) == 0:
-            raise ValueError("no seeds given")
-        z = torch.stack([torch.randn(self.z_dim, generator=torch.Generator().manual_seed(int(s)))
-                         for s in seeds]).to(self.mapping.w_avg.device)
+        z = self.latents_from_seeds(seeds)
         if c is None:
             c = self.canonical_labels(len(seeds))
         return self.mapping(z, c, truncation_psi=truncation_psi)

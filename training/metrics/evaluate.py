@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ide3d_core.cameras import canonical_camera, orbit_camera
+from ide3d_core.cameras import orbit_camera
 from training.data import DataSource
 from training.metrics.multiview import view_consistency
 from training.metrics.semantic import frequency_distance, label_frequency, mean_iou
@@ -64,10 +64,6 @@ def _pair_cameras(b: int, device: torch.device) -> tuple[torch.Tensor, torch.Ten
     return ca, cb
 
 
-def _front(b: int, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(canonical_camera().label(), device=device).expand(b, 25).contiguous()
-
-
 def _multiview(pairs) -> tuple[float, float, float]:
     res = [view_consistency(*p) for p in pairs]
     res = [r for r in res if r.coverage > 0]
@@ -98,7 +94,7 @@ def evaluate_generator(G: nn.Module, source: DataSource, n: int, batch: int, see
         b = min(batch, n - i * batch)
         c = source.batch(i, 20_000 + seed, b).cameras.to(device)
         z = torch.randn(b, G.z_dim, generator=gen).to(device)
-        ws = G.mapping(z, _front(b, device) if front_conditioning else c, truncation_psi=truncation_psi)
+        ws = G.mapping(z, G.canonical_labels(b).to(device) if front_conditioning else c, truncation_psi=truncation_psi)
         out = G.render(G.planes(ws), c, ws)
         fake_img.append(out.image.float().clamp(-1, 1).cpu())
         fake_lab.append(out.semantic.argmax(1).cpu())
@@ -112,7 +108,7 @@ def evaluate_generator(G: nn.Module, source: DataSource, n: int, batch: int, see
         b = min(batch, multiview_heads - i)
         z = torch.randn(b, G.z_dim, generator=gen).to(device)
         ca, cb = _pair_cameras(b, device)
-        ws = G.mapping(z, _front(b, device) if front_conditioning else ca, truncation_psi=truncation_psi)
+        ws = G.mapping(z, G.canonical_labels(b).to(device) if front_conditioning else ca, truncation_psi=truncation_psi)
         planes = G.planes(ws)
         ra, rb = G.render(planes, ca, ws), G.render(planes, cb, ws)
         size = ra.image.shape[-2:]

@@ -12,12 +12,12 @@ Public API (see docs/procedural_heads.md)::
 """
 from __future__ import annotations
 
-from .anatomy import LATENT_DRAWS, heads_from_latent, sample_heads
+from .anatomy import LATENT_DRAWS, heads_from_latent, median_padded, sample_heads
 from .contact import contact_sheet
 from .heads import HeadBatch, Material
 from .mesh import head_mesh
 from .render import ProceduralRender, render_heads
 from .stream import ProceduralStream, orbit_labels, sample_cameras
 
-__all__ = ["LATENT_DRAWS", "HeadBatch", "heads_from_latent", "Material", "ProceduralRender", "ProceduralStream", "contact_sheet", "head_mesh",
+__all__ = ["LATENT_DRAWS", "HeadBatch", "heads_from_latent", "median_padded", "Material", "ProceduralRender", "ProceduralStream", "contact_sheet", "head_mesh",
            "orbit_labels", "render_heads", "sample_cameras", "sample_heads"]

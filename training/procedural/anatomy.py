@@ -414,6 +414,13 @@ def heads_from_latent(z: torch.Tensor, device: torch.device | str = "cpu") -> He
     return _build_heads(_Rand(z.shape[0], None, uniforms_from_latent(z)), device, symmetric=False)
 
 
+def median_padded(z: torch.Tensor) -> torch.Tensor:
+    """``(B, D)`` latents widened to ``(B, max(D, LATENT_DRAWS))`` with zeros: a generator with fewer
+    latent coordinates than draws (the tiny test model) drives the first ``D`` draws and the rest sit
+    at their median."""
+    return torch.nn.functional.pad(z, (0, max(0, LATENT_DRAWS - z.shape[1])))
+
+
 def _count_draws() -> int:
     r = _Rand(1, None, torch.full((1, 4096), 0.5))
     _build_heads(r, "cpu", symmetric=False)
