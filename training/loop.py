@@ -281,10 +281,7 @@ def _step(m: _Models, cfg: TrainConfig, ctx: DistContext, source: DataSource, st
             planes = G.planes(G.mapping(z, c_cond))
             reg = density_regularization(lambda p: G.query(planes, p).sigma, b, cfg.density_points,
                                          cfg.density_perturbation, gen, dev)
-        m.opt_g.zero_grad(set_to_none=True)
-        (reg * cfg.density_weight * cfg.density_interval).backward()
-        average_gradients(G.parameters(), ctx)
-        m.opt_g.step()
+        _generator_step(m, reg * cfg.density_weight * cfg.density_interval, ctx)
         logs["reg/density"] = reg.detach()
 
     # -- D main -----------------------------------------------------------------------------------
