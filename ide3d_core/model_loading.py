@@ -10,7 +10,8 @@ A *model spec* is a string:
   a file inside the folder stands for the folder.
 
 A model folder may also hold ``encoders/standard`` and ``encoders/canonical`` (written by
-``ide3d train-encoders``) and ``segnet/`` (the face parser).
+``ide3d train-encoders``), ``segnet/`` (the face parser) and ``mesh_level.json`` (the calibrated mesh
+surface level, :mod:`ide3d_core.mesh.level`).
 
 Failures raise :class:`ModelError` (a ``ValueError``) with one line; the command line turns it into a
 ``UserError``, the service into a ``model_error`` value. torch and the networks are imported when a
@@ -44,6 +45,17 @@ def model_folder(spec: str) -> Path | None:
         return None
     folder = Path(spec).expanduser() if spec else BUNDLED_MODEL_DIR
     return folder.parent if folder.is_file() else folder
+
+
+def surface_level(spec: str) -> float:
+    """The mesh surface density level of a model: its calibrated ``mesh_level.json`` when it has one
+    (see :mod:`ide3d_core.mesh.level`), else ``DEFAULT_LEVEL``. A malformed file raises :class:`ModelError`."""
+    from ide3d_core.mesh.level import read_level
+
+    try:
+        return read_level(model_folder(spec))
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def describe(spec: str) -> str:

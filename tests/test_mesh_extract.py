@@ -13,6 +13,7 @@ from ide3d_core.mesh.analytic import AnalyticField, box_sdf, sphere_sdf, union_s
 from ide3d_core.mesh.cleanup import CleanupConfig, clean, decimate, remove_floaters, taubin_smooth
 from ide3d_core.mesh.extract import marching_cubes
 from ide3d_core.mesh.grid import GridConfig, sample_density_grid
+from ide3d_core.mesh.level import iou as level_iou, silhouette as level_silhouette
 from ide3d_core.progress import CancelToken, Cancelled
 
 trimesh = pytest.importorskip("trimesh")
@@ -141,6 +142,24 @@ def test_silhouette_matches_analytic_disc(sphere_mesh):
         truth = b * b - ((oc * oc).sum(-1) - RADIUS ** 2) > 0
         iou = (truth & (sil > 0)).sum() / (truth | (sil > 0)).sum()
         assert iou > 0.95, (yaw, pitch, iou)
+        # the rasteriser the level calibration uses (PIL polygons) against the same truth
+        pil = level_silhouette(mesh.vertices, mesh.faces, cam, size, size)
+        assert level_iou(pil, truth) > 0.95, (yaw, pitch)
+
+
+def test_mesh_level_file_round_trip_and_errors(tmp_path):
+    from ide3d_core.mesh.extract import DEFAULT_LEVEL
+    from ide3d_core.mesh.level import LEVEL_FILE, LevelCalibration, read_level, write_level
+
+    assert read_level(None) == DEFAULT_LEVEL and read_level(tmp_path) == DEFAULT_LEVEL
+    write_level(tmp_path, LevelCalibration(7.5, {7.5: [0.9, 0.95]}, (100,), (0.0, 30.0)))
+    assert read_level(tmp_path) == 7.5
+    (tmp_path / LEVEL_FILE).write_text('{"format": "ide3d-mesh-level", "version": 1, "level": -3}')
+    with pytest.raises(ValueError, match="level must be positive"):
+        read_level(tmp_path)
+    (tmp_path / LEVEL_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=LEVEL_FILE):
+        read_level(tmp_path)
 
 
 def test_progress_and_cancel():

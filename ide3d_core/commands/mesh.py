@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="texture size in texels (1024..4096; 0 = vertex colours, no texture)")
     p.add_argument("--parts", action="store_true", help="one mesh and material per semantic class (.glb)")
     p.add_argument("--faces", type=int, default=50000, help="target triangle count (0 = no decimation)")
-    p.add_argument("--level", type=float, default=None, help="surface density level (default 10)")
+    p.add_argument("--level", type=float, default=None, help="surface density level (default: the model's calibrated level, "
+                   "mesh_level.json beside its weights, else 10)")
     p.add_argument("--smooth", type=int, default=0, help="Taubin smoothing iterations (default 0)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi for --seed (default 0.7)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
@@ -60,11 +61,24 @@ def _field(args: argparse.Namespace, device):
                           () if restyle is None else restyle.classes)
 
 
+def _level(args: argparse.Namespace) -> float:
+    """--level, else the model's calibrated surface level (a portrait's model is its --model base)."""
+    from ide3d_core.model_loading import ModelError, surface_level
+
+    if args.level is not None:
+        if not args.level > 0:
+            raise UserError(f"--level must be positive, got {args.level}")
+        return float(args.level)
+    try:
+        return surface_level(args.model)
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ide3d_core.mesh.bake import BakeConfig
     from ide3d_core.mesh.cleanup import CleanupConfig
     from ide3d_core.mesh.export import export_mesh
-    from ide3d_core.mesh.extract import DEFAULT_LEVEL
     from ide3d_core.mesh.generator_field import GeneratorRenderer
     from ide3d_core.mesh.grid import GridConfig
     from ide3d_core.mesh.pipeline import MeshConfig, extract_head_mesh
@@ -88,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     field = _field(args, device)
     config = MeshConfig(grid=GridConfig(resolution=args.resolution),
-                        level=DEFAULT_LEVEL if args.level is None else args.level,
+                        level=_level(args),
                         cleanup=CleanupConfig(smooth_iterations=args.smooth, target_faces=args.faces),
                         bake=BakeConfig(texture_size=args.texture) if args.texture else None)
     with TqdmProgress("mesh", disable=args.quiet) as bar:

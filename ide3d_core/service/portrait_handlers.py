@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ide3d_core import cameras
+from ide3d_core import cameras, model_loading
 from ide3d_core.progress import report
 from ide3d_core.service import protocol as P
 from ide3d_core.service.errors import BadRequest, NotAvailable
@@ -365,7 +365,8 @@ class PortraitHandlers:
         restyle = state.restyle
         field = GeneratorField(entry.generator, state.ws, None if restyle is None else restyle.style_ws,
                                () if restyle is None else tuple(restyle.classes))
-        config = MeshConfig(grid=GridConfig(resolution=int(req.resolution)))
+        config = MeshConfig(grid=GridConfig(resolution=int(req.resolution)),
+                            level=model_loading.surface_level(self.model_spec))
         try:
             mesh = extract_head_mesh(field, config, progress=progress, cancel=cancel).mesh
         except ValueError as exc:  # e.g. the density never reaches the surface level
