@@ -35,10 +35,10 @@ def view_image_names(camera_name: str) -> tuple[str, str]:
 
 
 def view(scene, camera_name: str, set_background: bool, result) -> str:
-    """Neural render (and colourised semantic map) from a camera into images; optionally the camera's
-    background image."""
+    """Neural render (RGBA: alpha is the neural opacity) and colourised semantic map from a camera into
+    images; optionally the camera's background image."""
     rgb_name, labels_name = view_image_names(camera_name)
-    img = conversions.image_from_array(rgb_name, conversions.load_png(result.image_file)[..., :3])
+    img = conversions.image_from_array(rgb_name, conversions.load_png(result.image_file))
     conversions.image_from_array(labels_name, labels.colorize(conversions.load_label_png(result.labels_file)))
     cam_obj = bpy.data.objects.get(camera_name)
     if set_background and cam_obj is not None and cam_obj.type == "CAMERA":

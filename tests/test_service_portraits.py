@@ -119,7 +119,7 @@ def test_session_edits_undo_redo_and_reload_after_restart(model, tmp_path):
     restarted = InProcessService(model=str(model), device="cpu")
     v2 = _ok(restarted, P.RenderRequest(**render, **_ref(redo)), tmp_path / "v2")
     a, b = np.asarray(Image.open(v1.image_file)), np.asarray(Image.open(v2.image_file))
-    assert a.shape == (24, 40, 3) and np.array_equal(a, b)
+    assert a.shape == (24, 40, 4) and np.array_equal(a, b)
     assert np.array_equal(np.asarray(Image.open(v1.labels_file)), np.asarray(Image.open(v2.labels_file)))
     # The restyle shows: the same view without it (undone state) differs.
     v3 = _ok(restarted, P.RenderRequest(**render, **_ref(u2)), tmp_path / "v3")

@@ -127,12 +127,14 @@ def test_inprocess_render_of_stand_in_sphere_matches_analytic_silhouette(tmp_pat
     lines = service.call(P.encode(P.RequestMessage(2, req, str(tmp_path / "b"))))
     view = P.decode(lines[-1]).result
     ids = np.asarray(Image.open(view.labels_file))
-    assert ids.shape == (h, w) and np.asarray(Image.open(view.image_file)).shape == (h, w, 3)
+    rgba = np.asarray(Image.open(view.image_file))
+    assert ids.shape == (h, w) and rgba.shape == (h, w, 4)
     o, d = cam.rays(w, h)
     b = (o * d).sum(-1)
     hit = b * b - ((o * o).sum(-1) - SPHERE_RADIUS ** 2) > 0
     assert 0.05 < hit.mean() < 0.9
     assert ((ids != 0) == hit).mean() > 0.998
+    assert ((rgba[..., 3] > 127) == hit).mean() > 0.998  # alpha is the neural opacity
 
 
 def test_mesh_request_on_tiny_generator(tmp_path):

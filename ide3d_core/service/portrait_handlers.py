@@ -45,24 +45,31 @@ def square_view(label: np.ndarray, width: int, height: int) -> tuple[np.ndarray,
 
 
 def write_view(out, out_dir: Path, stem: str, size: tuple[int, int] | None = None,
-               crop: tuple[int, int, int, int] | None = None) -> tuple[str, str, np.ndarray]:
+               crop: tuple[int, int, int, int] | None = None, alpha: bool = False) -> tuple[str, str, np.ndarray]:
     """RenderResult (batch 1) -> RGB PNG + label PNG, optionally resized to ``size`` (n, n) and cropped
-    to ``crop`` (x0, y0, w, h). Returns (image file, labels file, (h, w) uint8 label ids)."""
+    to ``crop`` (x0, y0, w, h). With ``alpha`` the image is RGBA and its alpha is the accumulated opacity
+    (bilinearly upsampled from the neural rendering resolution): compositing over Blender renders, and the
+    silhouette the alignment checks compare. Returns (image file, labels file, (h, w) uint8 label ids)."""
     import torch.nn.functional as F
     from PIL import Image
 
     img, sem = out.image[:1].float(), out.semantic[:1].float()
-    if size is not None and tuple(img.shape[-2:]) != size:
-        aa = size[0] < img.shape[-1]
-        img = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=aa)
-        sem = F.interpolate(sem, size=size, mode="bilinear", align_corners=False, antialias=aa)
+    n = size if size is not None else tuple(img.shape[-2:])
+    if tuple(img.shape[-2:]) != n:
+        aa = n[0] < img.shape[-1]
+        img = F.interpolate(img, size=n, mode="bilinear", align_corners=False, antialias=aa)
+        sem = F.interpolate(sem, size=n, mode="bilinear", align_corners=False, antialias=aa)
     rgb = ((img[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    if alpha:
+        op = F.interpolate(out.opacity[:1].float(), size=n, mode="bilinear", align_corners=False)
+        a = (op[0, 0].clamp(0, 1) * 255).round().byte().cpu().numpy()
+        rgb = np.concatenate([rgb, a[..., None]], -1)
     ids = sem[0].argmax(0).byte().cpu().numpy()
     if crop is not None:
         x0, y0, w, h = crop
         rgb, ids = rgb[y0:y0 + h, x0:x0 + w], ids[y0:y0 + h, x0:x0 + w]
     image_file, labels_file = out_dir / f"{stem}.png", out_dir / f"{stem}_labels.png"
-    Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(image_file)
+    Image.fromarray(np.ascontiguousarray(rgb), "RGBA" if alpha else "RGB").save(image_file)
     Image.fromarray(np.ascontiguousarray(ids), "L").save(labels_file)
     return str(image_file), str(labels_file), ids
 
@@ -243,7 +250,8 @@ class PortraitHandlers:
         label, n, x0, y0 = square_view(np.asarray(req.label, np.float64), req.width, req.height)
         c = torch.from_numpy(label)[None].to(dev)
         out = entry.generator.render(planes, c, ws, texture_swap=swap)
-        image_file, labels_file, _ = write_view(out, out_dir, "view", size=(n, n), crop=(x0, y0, req.width, req.height))
+        image_file, labels_file, _ = write_view(out, out_dir, "view", size=(n, n), crop=(x0, y0, req.width, req.height),
+                                                 alpha=True)
         report(progress, 1, 1, "done", cancel)
         return P.ViewResult(image_file=image_file, labels_file=labels_file, width=req.width, height=req.height)
 

@@ -149,6 +149,8 @@ class RenderRequest:
 
 @dataclass(frozen=True)
 class ViewResult:
+    """``image_file``: RGBA PNG whose alpha is the neural opacity; ``labels_file``: label-id PNG."""
+
     image_file: str
     labels_file: str
     width: int
