@@ -4,7 +4,9 @@
 Conventions
 -----------
 * A ray is ``origin + t * direction`` with a unit direction, so ``t`` (the "depth" everywhere in the
-  project) is a distance in model units. Samples lie in ``[near, far]``.
+  project) is a distance in model units. Samples lie in ``[near, far]``. ``near`` and ``far`` are floats
+  (one interval for every ray) or tensors that broadcast against ``[B, R, 1]`` (per camera or per ray,
+  e.g. ``[B, 1, 1]`` bounds that follow each camera's distance).
 * **Quadrature.** Each sample ``t_i`` (sorted) stands for the interval between the mid-points to its
   neighbours; the first interval starts at ``near`` and the last ends at ``far``, so the intervals
   tile ``[near, far]`` exactly. With ``delta_i`` the interval lengths: ``alpha_i = 1 - exp(-sigma_i
@@ -30,10 +32,12 @@ PDF_EPS = 1e-5
 
 #: Per-sample values: one tensor [B, M, C] or a tuple of them (composited separately, no concatenation).
 Values = torch.Tensor | tuple[torch.Tensor, ...]
+#: A ray bound: a float, or a tensor broadcasting against [B, R, 1].
+Bound = float | torch.Tensor
 FieldFn = Callable[[torch.Tensor], tuple[torch.Tensor, Values]]
 
 
-def stratified_depths(batch_shape: tuple[int, ...], n: int, near: float, far: float,
+def stratified_depths(batch_shape: tuple[int, ...], n: int, near: Bound, far: Bound,
                       device: torch.device | str = "cpu", generator: torch.Generator | None = None,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``n`` sorted depths per ray, one in each of ``n`` equal bins of ``[near, far]``.
@@ -50,12 +54,17 @@ def stratified_depths(batch_shape: tuple[int, ...], n: int, near: float, far: fl
     return base + u * step
 
 
-def interval_edges(depths: torch.Tensor, near: float, far: float) -> torch.Tensor:
+def _edge(bound: Bound, like: torch.Tensor) -> torch.Tensor:
+    """``bound`` as a tensor shaped like ``like`` ([..., 1])."""
+    if isinstance(bound, torch.Tensor):
+        return bound.to(like.dtype).expand_as(like)
+    return torch.full_like(like, bound)
+
+
+def interval_edges(depths: torch.Tensor, near: Bound, far: Bound) -> torch.Tensor:
     """``[..., N]`` sorted depths -> ``[..., N + 1]`` edges of the intervals they stand for."""
     mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
-    lo = torch.full_like(depths[..., :1], near)
-    hi = torch.full_like(depths[..., :1], far)
-    return torch.cat([lo, mids, hi], dim=-1)
+    return torch.cat([_edge(near, depths[..., :1]), mids, _edge(far, depths[..., :1])], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ class Composite:
     depth: torch.Tensor
 
 
-def ray_weights(sigma: torch.Tensor, depths: torch.Tensor, near: float, far: float) -> torch.Tensor:
+def ray_weights(sigma: torch.Tensor, depths: torch.Tensor, near: Bound, far: Bound) -> torch.Tensor:
     """Compositing weights ``[B, R, N]`` (float32) of sorted samples; ``sigma`` [B, R, N] (or [..., 1])."""
     if sigma.ndim == depths.ndim + 1:
         sigma = sigma.squeeze(-1)
@@ -95,8 +104,8 @@ def _add(a: Values, b: Values) -> Values:
     return tuple(x + y for x, y in zip(a, b)) if isinstance(a, tuple) else a + b
 
 
-def composite(sigma: torch.Tensor, values: Values, depths: torch.Tensor, near: float,
-              far: float) -> Composite:
+def composite(sigma: torch.Tensor, values: Values, depths: torch.Tensor, near: Bound,
+              far: Bound) -> Composite:
     """Alpha-composite samples along rays (see the module docstring for the quadrature).
 
     Args:
@@ -108,7 +117,7 @@ def composite(sigma: torch.Tensor, values: Values, depths: torch.Tensor, near: f
     return _finish(weights, weighted_sum(weights, values), depths.float(), far)
 
 
-def _finish(weights: torch.Tensor, values: Values, depths: torch.Tensor, far: float) -> Composite:
+def _finish(weights: torch.Tensor, values: Values, depths: torch.Tensor, far: Bound) -> Composite:
     opacity = weights.sum(dim=-1, keepdim=True)
     depth = (weights * depths).sum(dim=-1, keepdim=True) + (1.0 - opacity) * far
     return Composite(values, weights, opacity, depth)
@@ -166,7 +175,7 @@ def _evaluate(field_fn: FieldFn, origins: torch.Tensor, dirs: torch.Tensor,
     return sigma.reshape(b, r, n), values.reshape(b, r, n, -1)
 
 
-def render_rays(field_fn: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, near: float, far: float,
+def render_rays(field_fn: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, near: Bound, far: Bound,
                 coarse_samples: int, fine_samples: int,
                 generator: torch.Generator | None = None) -> RayRender:
     """Two-pass (stratified, then importance) volume rendering of a field.
@@ -174,7 +183,7 @@ def render_rays(field_fn: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, ne
     Args:
         field_fn: ``points [B, M, 3] -> (sigma [B, M, 1] (>= 0), values [B, M, C] or a tuple of them)``.
         origins, dirs: [B, R, 3] ray origins and unit directions (model world).
-        near, far: ray interval.
+        near, far: ray interval (floats, or tensors broadcasting against [B, R, 1]).
         coarse_samples, fine_samples: samples per ray of each pass; the fine samples are drawn from the
             coarse weights and the field is composited over all of them together.
         generator: None for deterministic samples (see module docstring).

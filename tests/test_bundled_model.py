@@ -90,3 +90,19 @@ def test_extracted_mesh_covers_the_neural_silhouette(model):
             out = model.render(field.planes, torch.as_tensor(cam.label())[None], ws)
             opacity = F.interpolate(out.opacity, size=(res, res), mode="bilinear", align_corners=False)[0, 0] > 0.5
             assert iou(sil, opacity.numpy()) > 0.9, (seed, yaw, iou(sil, opacity.numpy()))
+
+
+@torch.no_grad()
+def test_a_far_camera_with_a_longer_lens_sees_the_same_head(model):
+    """Ray bounds follow the camera: from 2.2 times the canonical distance with 2.2 times the focal length
+    the head fills nearly the same pixels (only the perspective changes)."""
+    from ide3d_core.cameras import orbit_camera
+
+    ws = model.codes_from_seeds([3], truncation_psi=0.7)
+    planes = model.planes(ws)
+    for yaw in (-0.5, 0.0, 0.5):
+        near = orbit_camera(yaw)
+        far = orbit_camera(yaw, radius=2.7 * 2.2, focal=near.intrinsics[0, 0] * 2.2)
+        a, b = (model.render(planes, torch.as_tensor(cam.label())[None].float(), ws).opacity[0, 0] > 0.5
+                for cam in (near, far))
+        assert a.float().mean() > 0.2 and _iou(a.numpy(), b.numpy()) > 0.9, yaw

@@ -192,10 +192,33 @@ def test_render_pixels_follow_the_camera_convention(G):
 
     def field(points):
         f = G.query(planes, points)
-        return f.sigma, f.features
+        inside = (points.abs() <= 0.5 * G.config.box_size).all(-1, keepdim=True)  # renders: no density outside
+        return f.sigma * inside, f.features
 
     cfg = G.config
     ref = render_rays(field, o, d, cfg.ray_near, cfg.ray_far, cfg.coarse_samples, cfg.fine_samples).composite
     assert torch.allclose(out.depth[0, 0], ref.depth[0, :, 0].reshape(h, h), atol=1e-4)
     assert torch.allclose(out.features_raw[0], ref.values[0].T.reshape(-1, h, h), atol=1e-4)
     assert out.depth.std() > 0  # the field is not empty: the comparison means something
+
+
+@torch.no_grad()
+def test_rays_that_miss_the_box_are_empty_and_bounds_follow_the_camera(G):
+    """Rays that never enter the tri-plane box accumulate exactly nothing (no ghost columns from the one
+    plane that still reads real features there); and a camera at any distance samples the same stretch of
+    space around the head: its depth map equals the canonical-radius camera's plus the extra distance."""
+    from ide3d_core.cameras import Camera, intrinsics
+
+    ws = G.codes_from_seeds([2])
+    planes = G.planes(ws)
+    base = orbit_camera(0.0)
+    # principal point far off-centre: every ray passes beside the box (|x| > 0.5 along the whole ray)
+    off = Camera(base.cam2world, intrinsics(base.intrinsics[0, 0], base.intrinsics[1, 1], 8.0, 0.5))
+    out = G.render(planes, torch.from_numpy(off.label())[None].float(), ws)
+    assert torch.equal(out.opacity, torch.zeros_like(out.opacity))
+    near_cam = torch.from_numpy(orbit_camera(0.0, radius=2.7).label())[None].float()
+    far_cam = torch.from_numpy(orbit_camera(0.0, radius=6.0).label())[None].float()
+    a, b = G.render(planes, near_cam, ws), G.render(planes, far_cam, ws)
+    assert b.opacity.mean() > 0.5 * a.opacity.mean() > 0  # fixed bounds [2.25, 3.3] would see nothing at 6
+    near_far = G.config.ray_near + (6.0 - 2.7)
+    assert b.depth.min() >= near_far - 1e-4 and a.depth.min() >= G.config.ray_near - 1e-4

@@ -19,6 +19,15 @@ cannot flip the pixel label (linear compositing of logits is not invariant to lo
 hit nothing are background, and ``softmax(semantic_raw)`` sums to one. Consumers take argmax or
 softmax as for any logits.
 
+Ray bounds follow the camera. *Decision:* ``ray_near``/``ray_far`` are the interval for a camera at
+the canonical orbit radius (2.7, as in EG3D, whose bounds are fixed); a camera at distance ``d`` from
+the model-world origin samples ``[ray_near + d - 2.7, ray_far + d - 2.7]`` (near clamped to
+``MIN_NEAR``), i.e. the same stretch of space around the head with the same sample spacing. Free
+cameras (a Blender camera two metres away, a close-up) then see the head; fixed bounds render nothing
+from beyond ``ray_far``. Densities outside the tri-plane box (``|x|, |y|, |z| > box_size / 2``) are
+zero in renders: there two of the three planes read zero padding and the third smears the head's
+cross-section along the missing axis (a ghost column above and below the head from far cameras).
+
 Inference is CUDA-graph capturable and bf16-autocast safe: no host synchronisation, no data-dependent
 shapes or Python branches on tensor values, random draws only from an explicit ``generator``
 (``generator=None`` renders deterministically), compositing in float32.
@@ -31,7 +40,7 @@ import torch
 from torch import nn
 
 from ide3d_core import triplane
-from ide3d_core.cameras import canonical_camera, rays_from_labels
+from ide3d_core.cameras import CANONICAL_RADIUS, canonical_camera, rays_from_labels
 from ide3d_core.networks.config import CONFIGS, GeneratorConfig
 from ide3d_core.networks.decoders import SemanticDecoder, TextureDecoder
 from ide3d_core.networks.layers import init_parameters
@@ -42,6 +51,8 @@ from ide3d_core.rendering import render_rays
 
 #: Added to composited class probabilities before the log (floor of the semantic log-probabilities).
 SEMANTIC_LOG_EPS = 1e-6
+#: Smallest near bound (model units) for cameras inside the ray interval (close-ups).
+MIN_NEAR = 1e-2
 BACKGROUND_CLASS = 0
 
 
@@ -215,13 +226,16 @@ class Generator(nn.Module):
         if h < 4:
             raise ValueError(f"neural_resolution must be >= 4, got {h}")
         origins, dirs = rays_from_labels(c.to(torch.float32), h, h)
+        shift = origins[:, :1].norm(dim=-1, keepdim=True) - CANONICAL_RADIUS  # [B, 1, 1]
+        near, far = (cfg.ray_near + shift).clamp_min(MIN_NEAR), cfg.ray_far + shift
+        half = 0.5 * cfg.box_size
 
         def field(points: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
             f = self.query(planes, points, texture_swap)
-            return f.sigma, (f.features, f.semantic.float().softmax(dim=-1))
+            inside = (points.abs() <= half).all(dim=-1, keepdim=True)
+            return f.sigma * inside.to(f.sigma.dtype), (f.features, f.semantic.float().softmax(dim=-1))
 
-        rays = render_rays(field, origins, dirs, cfg.ray_near, cfg.ray_far, cfg.coarse_samples,
-                           cfg.fine_samples, generator)
+        rays = render_rays(field, origins, dirs, near, far, cfg.coarse_samples, cfg.fine_samples, generator)
         comp = rays.composite
 
         def to_image(x: torch.Tensor) -> torch.Tensor:  # [B, h*w, C] -> [B, C, h, w]
