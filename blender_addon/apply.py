@@ -13,9 +13,9 @@ from ._shared import labels
 from .properties import IMAGE_NAMES, MESH_NAME
 
 
-def portrait(scene, result) -> str:
+def portrait(scene, result, refresh_mask: bool = True) -> str:
     """Store the portrait's document and codes on the scene, keep its document file in the user folder,
-    and refresh the canonical preview and the mask image."""
+    and refresh the canonical preview and (unless ``refresh_mask`` is False: live painting) the mask image."""
     with open(result.document_file, "rb") as f:
         document = f.read()
     properties.set_ws(scene, np.load(result.ws_file), result.num_shape_ws)
@@ -23,8 +23,9 @@ def portrait(scene, result) -> str:
     properties.document_file(scene, runtime.documents_folder())
     properties.prune_documents(runtime.documents_folder(), result.portrait_id)
     conversions.image_from_array(IMAGE_NAMES["canonical"], conversions.load_png(result.image_file)[..., :3])
-    ids = conversions.load_label_png(result.labels_file)
-    conversions.image_from_array(IMAGE_NAMES["mask"], labels.colorize(ids))
+    if refresh_mask:
+        ids = conversions.load_label_png(result.labels_file)
+        conversions.image_from_array(IMAGE_NAMES["mask"], labels.colorize(ids))
     kinds = ", ".join(result.history[: result.current + 1])
     summary = f"portrait ready (edit {result.current + 1} of {len(result.history)}: {kinds})"
     return summary + "".join(f"; note: {n}" for n in result.notes)

@@ -29,12 +29,17 @@ def input_path(client, stem: str, ext: str) -> str:
 
 
 def portrait_ref(context) -> dict:
-    """The fields naming the scene's portrait in a request (``protocol.PORTRAIT_REF_FIELDS``): its id,
+    """The fields naming the context scene's portrait in a request: see :func:`scene_portrait_ref`."""
+    return scene_portrait_ref(context.scene)
+
+
+def scene_portrait_ref(scene) -> dict:
+    """The fields naming ``scene``'s portrait in a request (``protocol.PORTRAIT_REF_FIELDS``): its id,
     revision and document file (rewritten from the .blend when missing); UserError without a portrait."""
-    path = properties.document_file(context.scene, runtime.documents_folder())
+    path = properties.document_file(scene, runtime.documents_folder())
     if path is None:
         raise UserError("no portrait yet: make one with New Portrait first")
-    state = context.scene.ide3d
+    state = scene.ide3d
     return dict(portrait_id=state.portrait_id, revision=state.revision, document_file=path)
 
 

@@ -56,7 +56,9 @@ class IDE3D_PT_mask(_Panel, bpy.types.Panel):
         layout = self.layout
         layout.operator("ide3d.paint_mask", icon="BRUSH_DATA")
         layout.prop(context.scene.ide3d, "mask_mode")
-        layout.operator("ide3d.apply_mask_edit", icon="CHECKMARK")
+        row = layout.row(align=True)
+        row.operator("ide3d.apply_mask_edit", icon="CHECKMARK")
+        row.prop(context.scene.ide3d, "live_edit", toggle=True, icon="REC")
         pal = context.scene.tool_settings.image_paint.palette
         if pal is not None:
             layout.template_palette(context.scene.tool_settings.image_paint, "palette", color=True)

@@ -55,6 +55,10 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     mask_mode: EnumProperty(name="Edit Mode", default="RESIDUAL", items=(
         ("RESIDUAL", "Residual", "Move the shape codes by what was painted (unedited regions stay)"),
         ("DIRECT", "Direct", "Shape codes from the painted mask alone")))
+    live_edit: BoolProperty(name="Live Edit", default=False, update=lambda self, context: _live_toggled(self, context),
+                            description="Send the mask to the canonical editor while you paint (latest stroke wins; "
+                                        "one history record per painting session)")
+    live_fingerprint: StringProperty(name="Live Mask Fingerprint", default="", options={"HIDDEN", "SKIP_SAVE"})
     photo_steps: IntProperty(name="Fit Steps", default=200, min=0, max=5000,
                              description="Code optimisation steps of a photo import")
     photo_tune_steps: IntProperty(name="Tune Steps", default=100, min=0, max=5000,
@@ -69,6 +73,13 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     mesh_resolution: IntProperty(name="Resolution", default=128, min=32, max=512,
                                  description="Voxels per side of the mesh extraction grid")
     status: StringProperty(name="Status", default="")
+
+
+def _live_toggled(state, context) -> None:
+    if state.live_edit:
+        from . import live
+
+        live.start(state.id_data)
 
 
 def get_ws(scene) -> np.ndarray | None:

@@ -261,6 +261,25 @@ say(step="style", result=run(bpy.ops.ide3d.apply_style), **snapshot())
 say(step="undo", result=run(bpy.ops.ide3d.history, step=-1), **snapshot())
 say(step="redo", result=run(bpy.ops.ide3d.history, step=1), **snapshot())
 say(step="redo_end", result=run(bpy.ops.ide3d.history, step=1))
+# Live Edit: strokes written with numpy, the timer's tick called by hand (no timers in background mode).
+from blender_addon import live
+scene.ide3d.live_edit = True   # remembers the mask as it is: nothing to send yet
+idle = live.tick()
+def paint(rows):
+    ids = L.decode_colors(conversions.array_from_image(mask)[..., :3]); ids[:rows, 2:-2] = L.ID["hat"]
+    rgba = np.full(ids.shape + (4,), 255, np.uint8); rgba[..., :3] = L.colorize(ids)
+    mask.pixels.foreach_set((rgba[::-1].astype(np.float32) / 255).ravel())
+    return ids
+paint(3); first = live.tick(); painted = paint(6); second = live.tick()
+deadline = time.time() + 60
+while runtime.owner().busy and time.time() < deadline:
+    runtime.poll(); time.sleep(0.02)
+say(step="live", idle=len(idle), sent=[len(first), len(second)], states=[first[0].state, second[0].state],
+    mask_kept=bool(np.array_equal(L.decode_colors(conversions.array_from_image(mask)[..., :3]), painted)),
+    on=scene.ide3d.live_edit, status=scene.ide3d.status, **snapshot())
+scene.ide3d.live_edit = False
+say(step="live_undo", result=run(bpy.ops.ide3d.history, step=-1), **snapshot())
+say(step="live_redo", result=run(bpy.ops.ide3d.history, step=1), **snapshot())
 r = run(bpy.ops.ide3d.render_view)
 before = conversions.array_from_image(bpy.data.images["IDE-3D View Cam"])
 say(step="render", result=r, size=list(before.shape))
@@ -333,6 +352,14 @@ def test_tiny_workflow_in_worker_edits_history_reopen_and_kill(tmp_path):
     assert s["undo"]["result"] == ok and s["undo"]["current"] == 2 and s["undo"]["ws"] == s["restyle"]["ws"]
     assert s["redo"]["result"] == ok and s["redo"]["current"] == 3 and s["redo"]["ws"] == s["style"]["ws"]
     assert s["redo_end"]["result"] == [["CANCELLED"], "Error: nothing to redo"]
+    lv = s["live"]
+    assert lv["idle"] == 0 and lv["sent"] == [1, 1] and lv["states"][1] == "done", lv
+    assert lv["states"][0] in ("done", "superseded") and lv["on"] and lv["mask_kept"], lv
+    # two strokes, one history record: the second replaced the first
+    assert lv["history"] == ["seed", "mask", "restyle", "style", "mask"] and lv["current"] == 4, lv
+    ws_live = np.array(lv["ws"])
+    assert np.array_equal(ws_live[ns:], ws_style[ns:]) and not np.array_equal(ws_live[:ns], ws_style[:ns])
+    assert s["live_undo"]["ws"] == s["style"]["ws"] and s["live_redo"]["ws"] == lv["ws"]
     assert s["render"]["result"] == ok and s["render"]["size"] == [24, 40, 4]
     assert s["mesh"]["has"] or "no head surface" in s["mesh"]["result"][1], s["mesh"]
     assert s["save_doc"]["result"] == ok and s["save_doc"]["same"]

@@ -204,3 +204,41 @@ def test_photo_import_runs_prepare_and_inversion(model, tmp_path):
     assert styled.restyle_classes == (13, 18) and doc.history[-1].params["source"]["kind"] == "image"
     missing = _call(service, P.InvertRequest(photo_file=str(tmp_path / "none.jpg")), tmp_path / "x")
     assert missing.error.kind == "bad_request" and "none.jpg" in missing.error.message
+
+
+def test_live_mask_edits_replace_one_record(model, tmp_path):
+    """A live painting session: every stroke is sent with ``live``; the first appends a record, the later
+    ones replace it, each computed from the state before the session (residual formula against the
+    pre-session canonical map), so undo returns to that state in one step."""
+    from ide3d_core.encoders import load_encoder
+    from ide3d_core.networks import load_generator
+
+    g = load_generator(model).eval()
+    editor = load_encoder(model / "encoders" / "canonical")
+    service = InProcessService(model=str(model), device="cpu")
+    ns = g.num_shape_ws
+    new = _ok(service, P.NewPortraitRequest(seed=4), tmp_path / "n")
+    ws_seed = np.load(new.ws_file)
+    before = np.array(Image.open(new.labels_file))
+    paint = tmp_path / "paint.png"
+    results = []
+    for k, rows in enumerate((4, 9, 14)):
+        painted = before.copy()
+        painted[:rows] = 13
+        Image.fromarray(painted, "L").save(paint)
+        ref = _ref(results[-1] if results else new)
+        results.append(_ok(service, P.MaskEditRequest(labels_file=str(paint), live=True, **ref), tmp_path / f"l{k}"))
+        assert results[-1].history == ("seed", "mask") and results[-1].current == 1, results[-1].history
+        with torch.no_grad():
+            delta = (editor.encode_shape(torch.from_numpy(painted)[None].long())
+                     - editor.encode_shape(torch.from_numpy(before)[None].long()))[0].numpy()
+        ws = np.load(results[-1].ws_file)
+        np.testing.assert_allclose(ws[:ns], ws_seed[:ns] + delta, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(ws[ns:], ws_seed[ns:])
+    # a non-live edit after the session stacks a new record; a live one after that starts a new session
+    plain = _ok(service, P.MaskEditRequest(labels_file=str(paint), **_ref(results[-1])), tmp_path / "p")
+    assert plain.history == ("seed", "mask", "mask")
+    again = _ok(service, P.MaskEditRequest(labels_file=str(paint), live=True, **_ref(plain)), tmp_path / "a")
+    assert again.history == ("seed", "mask", "mask", "mask")
+    undo = _ok(service, P.HistoryRequest(step=-1, **_ref(results[-1])), tmp_path / "u")
+    np.testing.assert_array_equal(np.load(undo.ws_file), ws_seed)

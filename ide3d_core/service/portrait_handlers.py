@@ -266,21 +266,33 @@ class PortraitHandlers:
         return encoder
 
     def _do_mask_edit(self, req: P.MaskEditRequest, out_dir, progress, cancel) -> P.PortraitResult:
+        from dataclasses import replace
+
         from ide3d_core import editing
 
         report(progress, 0, 2, "editing", cancel)
         entry = self._entry(req)
         editor = self._required_encoder("canonical", "mask edits need the canonical editor")
         g = entry.generator
-        current = entry.canonical_labels
+        base, current = entry.portrait, entry.canonical_labels
+        visible = base.history[base.current]
+        if req.live and visible.kind == "mask" and visible.params.get("live") and base.current > 0:
+            base = replace(base, current=base.current - 1)  # replace the session's record, not stack on it
+            current = entry.live_base_labels
         if current is None:
-            current = editing.canonical_labels(g, entry.portrait.state)
+            current = editing.canonical_labels(g, base.state)
         mask = _read_labels(req.labels_file, int(current.shape[0]))
         try:
-            portrait = editing.mask_edit(entry.portrait, g, editor, mask, mode=req.mode, current=current)
+            portrait = editing.mask_edit(base, g, editor, mask, mode=req.mode, current=current)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        return self._publish(req.portrait_id, portrait, out_dir, progress, cancel, generator=g)
+        if req.live:
+            record = portrait.history[portrait.current]
+            portrait = base.with_record(replace(record, params={**record.params, "live": True}))
+        result = self._publish(req.portrait_id, portrait, out_dir, progress, cancel, generator=g)
+        if req.live:
+            self.session.get(req.portrait_id, result.revision).live_base_labels = current
+        return result
 
     def _style_codes(self, entry, seed: int, truncation: float, document_file: str = ""):
         """Codes [1, num_ws, w_dim] of a style source (a seed, or a portrait document) and its description."""

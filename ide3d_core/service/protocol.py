@@ -160,7 +160,11 @@ class ViewResult:
 @dataclass(frozen=True)
 class MaskEditRequest:
     """Edit a portrait so its canonical-view semantics follow ``labels_file`` (the canonical editor;
-    ``mode`` "residual" or "direct", :func:`ide3d_core.editing.mask_edit`)."""
+    ``mode`` "residual" or "direct", :func:`ide3d_core.editing.mask_edit`).
+
+    ``live``: an edit of a live painting session. When the visible record is itself a live mask edit,
+    the new edit replaces it, starting from the state before it (one history record per painting
+    session, however many strokes were sent); otherwise it is appended like any edit."""
 
     KIND: ClassVar[str] = "mask_edit"
     portrait_id: str
@@ -168,6 +172,7 @@ class MaskEditRequest:
     document_file: str
     labels_file: str
     mode: str = "residual"
+    live: bool = False
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ class SessionPortrait:
         generator: the generator it renders with (``portrait.generator(base)``).
         canonical_labels: (R, R) uint8 label ids of its canonical view, once rendered.
         planes: cached ``(planes, ws, texture_swap)`` of its current state on the device, once built.
+        live_base_labels: for a portrait whose visible record is a live mask edit, the canonical label
+            ids of the state that live session started from (saves a render per stroke).
     """
 
     portrait: Any
@@ -57,6 +59,7 @@ class SessionPortrait:
     generator: Any
     canonical_labels: np.ndarray | None = None
     planes: Any = None
+    live_base_labels: np.ndarray | None = None
 
     def render_inputs(self, device):
         """``(planes, ws [1, num_ws, w_dim], texture_swap)`` of the current state on ``device``."""

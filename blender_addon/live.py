@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Live mask editing: while "Live Edit" is on, painted strokes reach the canonical editor as they land.
+
+A timer (every :data:`INTERVAL` seconds, only while some scene has ``live_edit`` on) reads the
+canonical mask image, decodes it to label ids (palette snapping without writing the image back, so a
+stroke in progress is never rewritten under the brush) and, when the ids differ from the last ones sent,
+submits a *live* mask edit with the ``"mask_edit"`` coalesce key: a newer stroke supersedes an
+unfinished edit (latest request wins; the client drops stale results). The backend replaces the
+session's own history record instead of stacking one per stroke, so one Undo returns to the state
+before painting started.
+
+A result updates the portrait (document, codes, canonical preview) but never the mask being painted.
+An error (e.g. a model without a canonical editor) is shown in the status line and switches Live Edit
+off, so a failing backend is not asked again on every stroke. In background mode there are no timers;
+scripts and tests call :func:`tick` themselves.
+"""
+import hashlib
+
+import bpy
+
+from . import apply, conversions, jobs, runtime
+from ._shared import labels, protocol as P
+from .properties import IMAGE_NAMES
+
+#: Seconds between two looks at the mask while Live Edit is on.
+INTERVAL = 0.25
+COALESCE_KEY = "mask_edit"
+
+
+def mask_ids(scene=None):
+    """(H, W) uint8 label ids of the canonical mask image (decoded, the image left as painted), or None."""
+    img = bpy.data.images.get(IMAGE_NAMES["mask"])
+    if img is None:
+        return None
+    return labels.decode_colors(conversions.array_from_image(img)[..., :3])
+
+
+def fingerprint(ids) -> str:
+    return "" if ids is None else hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest()
+
+
+def start(scene) -> None:
+    """Live Edit switched on: remember the mask as it is now (nothing is sent until it changes)."""
+    scene.ide3d.live_fingerprint = fingerprint(mask_ids(scene))
+    if not bpy.app.background and not bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.register(_timer, first_interval=INTERVAL)
+
+
+def tick(context=None) -> list:
+    """Send the mask of every live scene whose mask changed since the last send; returns the jobs."""
+    context = context or bpy.context
+    sent = []
+    for scene in bpy.data.scenes:
+        state = scene.ide3d
+        if not (state.live_edit and state.has_portrait):
+            continue
+        ids = mask_ids(scene)
+        fp = fingerprint(ids)
+        if ids is None or fp == state.live_fingerprint:
+            continue
+        state.live_fingerprint = fp
+        try:
+            client = runtime.client(context)
+            ref = jobs.scene_portrait_ref(scene)
+            req = P.MaskEditRequest(labels_file=jobs.write_labels(client, ids), mode=state.mask_mode.lower(),
+                                    live=True, **ref)
+        except (jobs.UserError, ValueError, OSError) as exc:
+            _stop(scene, str(exc))
+            continue
+        sent.append(client.submit(req, COALESCE_KEY, _on_done(scene.name)))
+    if sent:
+        runtime.keep_polling()
+    return sent
+
+
+def _on_done(scene_name: str):
+    def done(job) -> None:
+        scene = bpy.data.scenes.get(scene_name)
+        try:
+            if scene is None:
+                return
+            if job.ok:
+                scene.ide3d.status = "live: " + apply.portrait(scene, job.result, refresh_mask=False)
+            elif job.error.kind != "cancelled":
+                _stop(scene, job.error_text())
+        except Exception as exc:  # noqa: BLE001 - never raise into Blender's timer
+            _stop(scene, f"could not apply the live edit: {exc}")
+        finally:
+            job.cleanup()
+    return done
+
+
+def _stop(scene, message: str) -> None:
+    scene.ide3d.status = f"Live Edit stopped: {message}"
+    scene.ide3d.live_edit = False
+
+
+def _timer():
+    try:
+        tick()
+    except Exception as exc:  # noqa: BLE001 - a timer that raises is unregistered silently by Blender
+        print(f"IDE-3D live edit: {exc}")
+    return INTERVAL if any(s.ide3d.live_edit for s in bpy.data.scenes) else None
+
+
+def register():
+    pass
+
+
+def unregister():
+    if bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.unregister(_timer)
