@@ -78,6 +78,27 @@ PRESETS: dict[str, EncoderConfig] = {
 }
 
 
+def resize_inputs(image: torch.Tensor | None, labels: torch.Tensor | None,
+                  resolution: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The encoders' input resizing (either argument may be None): image [B, 3, H, W] bilinear
+    (anti-aliased when shrinking), labels [B, H, W] class ids nearest (never invents a class at a
+    border), both to ``resolution`` squared; ids come back as int64."""
+    r = int(resolution)
+    if image is not None:
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be [B, 3, H, W], got {tuple(image.shape)}")
+        if image.shape[-2:] != (r, r):
+            image = F.interpolate(image, size=(r, r), mode="bilinear", align_corners=False,
+                                  antialias=image.shape[-1] > r)
+    if labels is not None:
+        if labels.ndim != 3:
+            raise ValueError(f"labels must be [B, H, W] class ids, got {tuple(labels.shape)}")
+        labels = labels.long()
+        if labels.shape[-2:] != (r, r):
+            labels = F.interpolate(labels[:, None].float(), size=(r, r), mode="nearest").long()[:, 0]
+    return image, labels
+
+
 def config_for_generator(generator: nn.Module, preset: str = "default",
                          canonical: bool = False) -> EncoderConfig:
     """The preset ``preset`` sized for ``generator``'s codes (w_dim, num_shape_ws, num_texture_ws)."""
@@ -131,21 +152,10 @@ class HybridEncoder(nn.Module):
 
     # -- inputs ------------------------------------------------------------------------------------
     def _resize_image(self, image: torch.Tensor) -> torch.Tensor:
-        if image.ndim != 4 or image.shape[1] != 3:
-            raise ValueError(f"image must be [B, 3, H, W], got {tuple(image.shape)}")
-        r = self.config.resolution
-        if image.shape[-2:] != (r, r):
-            image = F.interpolate(image, size=(r, r), mode="bilinear", align_corners=False,
-                                  antialias=image.shape[-1] > r)
-        return image
+        return resize_inputs(image, None, self.config.resolution)[0]
 
     def _one_hot(self, labels: torch.Tensor) -> torch.Tensor:
-        if labels.ndim != 3:
-            raise ValueError(f"labels must be [B, H, W] class ids, got {tuple(labels.shape)}")
-        r = self.config.resolution
-        ids = labels.long()
-        if ids.shape[-2:] != (r, r):  # nearest on ids: never invents a class at a border
-            ids = F.interpolate(ids[:, None].float(), size=(r, r), mode="nearest").long()[:, 0]
+        ids = resize_inputs(None, labels, self.config.resolution)[1]
         one_hot = F.one_hot(ids.clamp(0, NUM_CLASSES - 1), NUM_CLASSES).permute(0, 3, 1, 2)
         return one_hot.to(self.w_avg.dtype) * 2.0 - 1.0
 

@@ -88,3 +88,34 @@ def test_canonical_editor_only_sees_canonical_views(gen, monkeypatch):
     with pytest.raises(RuntimeError, match="canonical"):
         check_canonical(torch.from_numpy(np.stack([canonical_camera().label(),
                                                    canonical_camera().mirrored().label() * 0 + 1])))
+
+
+def test_sample_bank_training_reduces_the_code_error_without_rendering(gen, monkeypatch):
+    """A bank is rendered once (inputs stored exactly as the encoder resizes them); training from it
+    lowers the held-out code error and never calls the generator."""
+    from ide3d_core.encoders import resize_inputs
+    from training.encoders import render_bank
+
+    e = _encoder(gen)
+    r = e.config.resolution
+    policy = EncoderTrainingPolicy(steps=30, batch_codes=4, views=2, lr=3e-3)
+    bank = render_bank(gen, 12, 2, r, canonical=False, policy=policy)
+    assert bank.images.shape == (12, 2, 3, r, r) and bank.masks.shape == (12, 2, r, r) and len(bank) == 12
+    assert bank.images.dtype == torch.uint8 and bank.yaw_pitch.abs().max() > 0
+    # the stored view 0 of code 0 is the generator's render at that camera, resized like the encoder does
+    from ide3d_core.cameras import orbit_camera
+    with torch.no_grad():
+        yaw, pitch = bank.yaw_pitch[0, 0].tolist()
+        out = gen(bank.ws[:1], torch.from_numpy(orbit_camera(yaw, pitch).label()).float()[None])
+        img, ids = resize_inputs(out.image, out.semantic.argmax(1), r)
+    assert torch.equal(ids[0].to(torch.uint8), bank.masks[0, 0])
+    assert (((img[0].clamp(-1, 1) + 1) * 127.5).round() - bank.images[0, 0].float()).abs().max() <= 1
+    before = evaluate_latent_loss(gen, e, [1001, 1002, 1003, 1004], canonical=False)
+    monkeypatch.setattr(gen, "render", lambda *a, **k: pytest.fail("a banked step rendered"))
+    res = train_encoders(gen, e, policy, bank=bank)
+    monkeypatch.undo()
+    after = evaluate_latent_loss(gen, e, [1001, 1002, 1003, 1004], canonical=False)
+    assert {"latent", "pose", "views"} <= set(res.history[0]) and "rerender" not in res.history[0]
+    assert after < 0.8 * before, (before, after)
+    with pytest.raises(ValueError, match="canonical"):
+        train_encoders(gen, _encoder(gen, canonical=True), policy, bank=bank)

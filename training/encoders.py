@@ -16,6 +16,20 @@ as the mask, and trains the encoder pair ``E(image, mask) -> (ws, yaw/pitch)`` w
 The canonical editor (``encoder.config.canonical``) is trained the same way but every view is the
 canonical front camera (``views`` is forced to 1); the procedure checks every camera label it renders
 with and raises if one is not canonical.
+
+**Sample bank** (:func:`render_bank`, ``train_encoders(..., bank=)``): on a CPU a render of the default
+generator costs far more than an encoder step, so the codes and their views can be rendered once
+(stored at the encoder's input resolution as uint8, resized exactly as the encoder resizes its inputs)
+and every step draws a minibatch of codes from the bank. Steps then cost only the encoder's forward and
+backward; the re-render terms are left out (they need a generator pass per step), the latent, pose and
+view-consistency terms stay. A bank of N codes is N distinct heads; epochs over it repeat them.
+
+A bank can also come from the **procedural heads** (:func:`render_procedural_bank`), for a generator
+distilled from them (``training/distill.py``): the input is the exact procedural render and label map
+of ``heads_from_latent(z)`` (about ten times cheaper than a generator render on a CPU, and the domain
+of the photos the encoders meet in evaluation), the target the generator's codes ``mapping(z)`` of the
+same ``z`` (untruncated: the head of ``z`` is the untruncated sample). The encoders then learn to map a
+head to the codes the generator was taught to draw it with.
 """
 from __future__ import annotations
 
@@ -85,21 +99,25 @@ def check_canonical(labels: torch.Tensor) -> None:
         raise RuntimeError("the canonical editor may only be trained on canonical-camera views")
 
 
-def encoder_losses(generator: nn.Module, encoder: nn.Module, ws: torch.Tensor, labels: torch.Tensor,
-                   yaw_pitch: torch.Tensor, views: int, policy: EncoderTrainingPolicy) -> dict[str, torch.Tensor]:
+def encoder_losses(generator: nn.Module | None, encoder: nn.Module, ws: torch.Tensor, labels: torch.Tensor | None,
+                   yaw_pitch: torch.Tensor, views: int, policy: EncoderTrainingPolicy,
+                   image: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The loss terms of one batch: ``ws`` [B*views, num_ws, w_dim] (each code repeated ``views`` times,
-    consecutively), ``labels`` [B*views, 25], ``yaw_pitch`` [B*views, 2]."""
-    with torch.no_grad():
-        out = generator(ws, labels)
-        image = out.image
-        mask = out.semantic.argmax(1)
+    consecutively), ``labels`` [B*views, 25], ``yaw_pitch`` [B*views, 2]. With ``image``/``mask`` given
+    (a sample bank) nothing is rendered and the re-render terms are skipped."""
+    banked = image is not None
+    if not banked:
+        with torch.no_grad():
+            out = generator(ws, labels)
+            image = out.image
+            mask = out.semantic.argmax(1)
     rec_ws, pose = encoder(image, mask)
     terms = {"latent": policy.latent_weight * F.smooth_l1_loss(rec_ws, ws),
              "pose": policy.pose_weight * F.mse_loss(pose, yaw_pitch)}
     if views > 1 and policy.view_consistency_weight:
         grouped = rec_ws.view(-1, views, *rec_ws.shape[1:])
         terms["views"] = policy.view_consistency_weight * F.mse_loss(grouped, grouped.mean(1, keepdim=True).expand_as(grouped))
-    if policy.rerender_weight or policy.semantic_weight:
+    if not banked and (policy.rerender_weight or policy.semantic_weight):
         rec = generator(rec_ws, labels)
         if policy.rerender_weight:
             terms["rerender"] = policy.rerender_weight * F.mse_loss(rec.image, image)
@@ -108,9 +126,100 @@ def encoder_losses(generator: nn.Module, encoder: nn.Module, ws: torch.Tensor, l
     return terms
 
 
+@dataclass
+class SampleBank:
+    """Generator samples rendered once (see the module docstring). N codes, V views each, inputs at the
+    encoder resolution R.
+
+    Attributes:
+        ws: [N, num_ws, w_dim] float32 codes. images: [N, V, 3, R, R] uint8 (0..255 for -1..1).
+        masks: [N, V, R, R] uint8 label ids. yaw_pitch: [N, V, 2] float32 radians.
+        canonical: every view is the canonical camera.
+    """
+
+    ws: torch.Tensor
+    images: torch.Tensor
+    masks: torch.Tensor
+    yaw_pitch: torch.Tensor
+    canonical: bool
+
+    def __len__(self) -> int:
+        return int(self.ws.shape[0])
+
+
+def render_bank(generator: nn.Module, codes: int, views: int, resolution: int, canonical: bool,
+                policy: EncoderTrainingPolicy = EncoderTrainingPolicy(), chunk: int = 8,
+                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> SampleBank:
+    """Render ``codes`` codes (drawn as :func:`train_encoders` draws them, seed ``policy.seed``) from
+    ``views`` cameras each (1 canonical view when ``canonical``) into a :class:`SampleBank`."""
+    from ide3d_core.encoders import resize_inputs
+
+    views = 1 if canonical else views
+    dev = next(generator.parameters()).device
+    generator.eval().requires_grad_(False)
+    rng = np.random.default_rng(policy.seed + 7919)
+    zgen = torch.Generator(device="cpu").manual_seed(policy.seed + 7919)
+    ws_all, imgs, masks, poses = [], [], [], []
+    with torch.no_grad():
+        for start in range(0, codes, chunk):
+            n = min(chunk, codes - start)
+            z = torch.randn(n, generator.z_dim, generator=zgen).to(dev)
+            c_map = torch.from_numpy(_canonical_label()).to(dev)[None].expand(n, -1)
+            ws = generator.mapping(z, c_map, truncation_psi=policy.truncation_psi)
+            labels_np, yp_np = sample_views(policy, rng, n * views, canonical)
+            labels = torch.from_numpy(labels_np).to(dev)
+            if canonical:
+                check_canonical(labels)
+            out = generator(ws.repeat_interleave(views, 0), labels)
+            image, ids = resize_inputs(out.image, out.semantic.argmax(1), resolution)
+            imgs.append(((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+                        .view(n, views, 3, resolution, resolution))
+            masks.append(ids.to(torch.uint8).cpu().view(n, views, resolution, resolution))
+            ws_all.append(ws.float().cpu())
+            poses.append(torch.from_numpy(yp_np).view(n, views, 2))
+            report(progress, start + n, codes, "rendering the sample bank", cancel)
+    return SampleBank(torch.cat(ws_all), torch.cat(imgs), torch.cat(masks), torch.cat(poses), canonical)
+
+
+def render_procedural_bank(generator: nn.Module, codes: int, views: int, resolution: int, canonical: bool,
+                           policy: EncoderTrainingPolicy = EncoderTrainingPolicy(), chunk: int = 32,
+                           antialias: int = 2, progress: ProgressFn | None = None,
+                           cancel: CancelToken | None = None) -> SampleBank:
+    """A :class:`SampleBank` of procedural heads (see the module docstring): ``codes`` latents
+    ``z ~ N(0, I)`` (seed ``policy.seed``), inputs = renders of ``heads_from_latent(z)`` at ``resolution``
+    from ``views`` cameras (the canonical one when ``canonical``), targets = ``generator.mapping(z)``."""
+    from training.procedural import heads_from_latent, median_padded, render_heads
+
+    views = 1 if canonical else views
+    dev = next(generator.parameters()).device
+    generator.eval().requires_grad_(False)
+    rng = np.random.default_rng(policy.seed + 104729)
+    zgen = torch.Generator(device="cpu").manual_seed(policy.seed + 104729)
+    ws_all, imgs, masks, poses = [], [], [], []
+    for start in range(0, codes, chunk):
+        n = min(chunk, codes - start)
+        z = torch.randn(n, generator.z_dim, generator=zgen)
+        with torch.no_grad():
+            c_map = torch.from_numpy(_canonical_label()).to(dev)[None].expand(n, -1)
+            ws_all.append(generator.mapping(z.to(dev), c_map).float().cpu())
+        labels_np, yp_np = sample_views(policy, rng, n * views, canonical)
+        if canonical:
+            check_canonical(torch.from_numpy(labels_np))
+        heads = heads_from_latent(median_padded(z.repeat_interleave(views, 0)))
+        r = render_heads(heads, torch.from_numpy(labels_np), resolution, antialias=antialias)
+        imgs.append(((r.image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                    .view(n, views, 3, resolution, resolution))
+        masks.append(r.labels.to(torch.uint8).view(n, views, resolution, resolution))
+        poses.append(torch.from_numpy(yp_np).view(n, views, 2))
+        report(progress, start + n, codes, "rendering procedural heads", cancel)
+    return SampleBank(torch.cat(ws_all), torch.cat(imgs), torch.cat(masks), torch.cat(poses), canonical)
+
+
 def train_encoders(generator: nn.Module, encoder: nn.Module, policy: EncoderTrainingPolicy = EncoderTrainingPolicy(),
-                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> EncoderTrainingResult:
-    """Train ``encoder`` (in place) against the frozen ``generator``; both on the same device."""
+                   progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                   bank: SampleBank | None = None) -> EncoderTrainingResult:
+    """Train ``encoder`` (in place) against the frozen ``generator``; both on the same device. With a
+    ``bank`` the minibatches come from it (``policy.views`` is then the bank's view count)."""
     dev = next(encoder.parameters()).device
     canonical = bool(getattr(encoder.config, "canonical", False))
     views = 1 if canonical else policy.views
@@ -123,7 +232,28 @@ def train_encoders(generator: nn.Module, encoder: nn.Module, policy: EncoderTrai
     result = EncoderTrainingResult()
     pending: list[dict[str, torch.Tensor]] = []
     t0 = time.perf_counter()
+    if bank is not None:
+        if bank.canonical != canonical:
+            raise ValueError("the sample bank's views must be canonical exactly when the encoder is the canonical editor")
+        views = int(bank.images.shape[1])
     for step in range(policy.steps):
+        if bank is not None:
+            idx = torch.randint(len(bank), (policy.batch_codes,), generator=zgen)
+            image = bank.images[idx].flatten(0, 1).to(dev).float() / 127.5 - 1.0
+            mask = bank.masks[idx].flatten(0, 1).to(dev).long()
+            terms = encoder_losses(None, encoder, bank.ws[idx].to(dev).repeat_interleave(views, 0), None,
+                                   bank.yaw_pitch[idx].flatten(0, 1).to(dev), views, policy, image, mask)
+            loss = sum(terms.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            pending.append({k: v.detach() for k, v in terms.items()} | {"total": loss.detach()})
+            if len(pending) == 50 or step + 1 == policy.steps:
+                result.history += [{k: float(v) for k, v in h.items()} for h in pending]
+                pending.clear()
+            report(progress, step + 1, policy.steps,
+                   f"loss {result.history[-1]['total']:.4f}" if result.history else "", cancel)
+            continue
         z = torch.randn(policy.batch_codes, generator.z_dim, generator=zgen).to(dev)
         with torch.no_grad():
             ws = generator.mapping(z, c_map, truncation_psi=policy.truncation_psi)

@@ -10,6 +10,7 @@ them at ``<model>/encoders`` for ``ide3d invert`` and ``ide3d edit`` to find the
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from ide3d_core.cli import UserError
@@ -26,6 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=4, help="codes per step (default 4)")
     p.add_argument("--views", type=int, default=2, help="views per code for the standard pair (default 2)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--bank", type=int, default=0,
+                   help="render this many codes once and train on them (much faster on a CPU; 0 = render every step)")
+    p.add_argument("--bank-source", choices=("generator", "procedural"), default="generator",
+                   help="what the bank holds: the generator's renders, or the procedural heads of the latents "
+                        "(for a model distilled from them; about 10x cheaper on a CPU)")
+    p.add_argument("--max-channels", type=int, default=0,
+                   help="cap on the encoder's channels (default: the preset's; smaller = smaller file)")
+    p.add_argument("--resolution", type=int, default=0,
+                   help="encoder input resolution (default: the preset's; lower is cheaper on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -36,22 +46,33 @@ def run(args: argparse.Namespace) -> int:
     from ide3d_core.commands.model_args import device_arg, load_base
     from ide3d_core.encoders import HybridEncoder, config_for_generator, save_encoder
     from ide3d_core.progress import TqdmProgress
-    from training.encoders import EncoderTrainingPolicy, train_encoders
+    from training.encoders import EncoderTrainingPolicy, render_bank, render_procedural_bank, train_encoders
 
     which = [w.strip() for w in args.which.split(",") if w.strip()]
     if not which or set(which) - {"standard", "canonical"}:
         raise UserError(f"--which takes standard and/or canonical, got {args.which!r}")
-    if args.steps < 0 or args.batch < 1 or args.views < 1 or not args.lr > 0:
-        raise UserError("--steps >= 0, --batch >= 1, --views >= 1 and --lr > 0 are required")
+    if args.steps < 0 or args.batch < 1 or args.views < 1 or not args.lr > 0 or args.bank < 0:
+        raise UserError("--steps >= 0, --batch >= 1, --views >= 1, --bank >= 0 and --lr > 0 are required")
+    if args.resolution and (args.resolution < 8 or args.resolution & (args.resolution - 1)):
+        raise UserError(f"--resolution must be a power of two >= 8, got {args.resolution}")
     device = device_arg(args.device)
     g = load_base(args.model, device)
     policy = EncoderTrainingPolicy(steps=args.steps, batch_codes=args.batch, views=args.views, lr=args.lr,
                                    seed=args.seed)
     for name in which:
-        enc = HybridEncoder(config_for_generator(g, args.preset, canonical=name == "canonical"),
-                            g.mapping.w_avg, seed=args.seed).to(device)
+        cfg = config_for_generator(g, args.preset, canonical=name == "canonical")
+        if args.resolution:
+            cfg = replace(cfg, resolution=args.resolution)
+        if args.max_channels:
+            cfg = replace(cfg, max_channels=args.max_channels)
+        enc = HybridEncoder(cfg, g.mapping.w_avg, seed=args.seed).to(device)
+        bank = None
+        if args.bank:
+            with TqdmProgress(f"bank {name}", disable=args.quiet) as progress:
+                make = render_procedural_bank if args.bank_source == "procedural" else render_bank
+                bank = make(g, args.bank, args.views, cfg.resolution, cfg.canonical, policy, progress=progress)
         with TqdmProgress(f"train {name}", disable=args.quiet) as progress:
-            res = train_encoders(g, enc, policy, progress=progress)
+            res = train_encoders(g, enc, policy, progress=progress, bank=bank)
         folder = save_encoder(enc, args.out / name)
         last = res.history[-1] if res.history else {}
         terms = "  ".join(f"{k} {v:.4f}" for k, v in last.items())
