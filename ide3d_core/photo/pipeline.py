@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from ide3d_core.cameras import Camera, canonical_camera
+from ide3d_core.cameras import Camera, canonical_camera, orbit_camera
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
 from .align import Alignment, align_face, apply_matrix, box_alignment, warp
@@ -91,7 +91,7 @@ class PreparedPhoto:
 def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing: str = "model",
             face_index: Optional[int] = None, mask: Optional[str | Path | np.ndarray] = None,
             max_side: int = MAX_SIDE, use_mediapipe: bool = True, domain: str = DEFAULT_DOMAIN,
-            progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> PreparedPhoto:
+            pose_net: bool = True, progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> PreparedPhoto:
     """Turn any photo into an aligned image, a camera and a label mask.
 
     Args:
@@ -105,6 +105,10 @@ def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing:
         use_mediapipe: False forces the OpenCV-only path (Haar box, frontal pose, box mask).
         domain: landmark template for the pose (:mod:`.pose`): ``"human"`` (default) for photos of people,
             ``"procedural"`` for images of the project's procedural heads (the default model's domain).
+        pose_net: for ``domain="procedural"``, when the shipped pose net weights exist
+            (:mod:`.pose_net`), yaw and pitch (and the camera) come from the net run on the aligned image
+            instead of the landmark fit, which under-reads the procedural heads' pitch; the crop itself is
+            still the landmark fit's. Landmark PnP stays for ``"human"`` and as the fallback.
         progress, cancel: see :mod:`ide3d_core.progress`.
     Raises:
         PhotoError: unreadable photo or mask, no face, face index out of range.
@@ -167,13 +171,19 @@ def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing:
         if framing not in ("model", "ffhq"):
             raise ValueError(f"unknown framing {framing!r}")
         matrix, cam, yaw, pitch, roll = box_alignment(face.box, size), canonical_camera(), 0.0, 0.0, 0.0
-    if abs(yaw) > YAW_WARN or abs(pitch) > PITCH_WARN:
-        notes.append(f"estimated yaw {yaw:+.0f} deg, pitch {pitch:+.0f} deg is beyond the model's range "
-                     f"(|yaw| <= {YAW_WARN:.0f}, |pitch| <= {PITCH_WARN:.0f}); expect a poor result")
     tick("align", t0)
 
     t0 = time.perf_counter()
     image = warp(loaded.rgb, matrix, size)
+    if pose_net and domain == "procedural" and framing == "model":  # timed with the warp
+        from .pose_net import default_pose_net_available, estimate_pose, load_pose_net
+
+        if default_pose_net_available():
+            yaw, pitch = estimate_pose(load_pose_net(), image)
+            cam = orbit_camera(np.radians(yaw), np.radians(pitch))
+    if abs(yaw) > YAW_WARN or abs(pitch) > PITCH_WARN:
+        notes.append(f"estimated yaw {yaw:+.0f} deg, pitch {pitch:+.0f} deg is beyond the model's range "
+                     f"(|yaw| <= {YAW_WARN:.0f}, |pitch| <= {PITCH_WARN:.0f}); expect a poor result")
     if _outside_fraction(matrix, loaded.rgb.shape, size) > 0.2:
         notes.append("the crop reaches well beyond the photo; the missing border is filled by reflection")
     tick("warp", t0)
