@@ -13,7 +13,8 @@ ground-truth mesh is ``training.procedural.head_mesh``.
    with: encoder only; optimisation from the average code; hybrid (encoder init + optimisation +
    pivotal tuning). Render every ``--yaws`` view; PSNR / SSIM of the image and mIoU of the semantic
    argmax against the ground truth, and the symmetric Chamfer distance (model units, mean of both
-   directions) between the extracted mesh (density level 10) and the ground-truth mesh.
+   directions) between the extracted mesh (the model's surface level, ``mesh_level.json``, else 10) and the
+   ground-truth mesh.
 2. **Canonical editor ablation** (the paper's Fig. 4) -- codes predicted by the standard encoder from
    views across yaw, by the standard encoder from the canonical view, and by the canonical editor from
    the canonical view, each rendered at a test view (yaw drawn uniformly in +-40 degrees); PSNR / SSIM /
@@ -151,18 +152,17 @@ def view_metrics(g, ws, truth: HeldOutHeads, i: int, yaw: float, device) -> tupl
     return float(psnr(img, img_gt)), float(ssim(img, img_gt)), mean_iou(lab, lab_gt)
 
 
-def chamfer(g, ws, truth: HeldOutHeads, i: int, resolution: int, n: int = 20000) -> float:
+def chamfer(g, ws, truth: HeldOutHeads, i: int, resolution: int, n: int = 20000, level: float = 10.0) -> float:
     """Symmetric Chamfer distance (mean of both directions, model units); NaN if no surface."""
     import trimesh
     from scipy.spatial import cKDTree
 
     from ide3d_core.mesh import GridConfig, marching_cubes, sample_density_grid
-    from ide3d_core.mesh.extract import DEFAULT_LEVEL
     from ide3d_core.mesh.generator_field import GeneratorField
 
     try:
         grid = sample_density_grid(GeneratorField(g, ws), GridConfig(resolution=resolution, block=0))
-        m = marching_cubes(grid, DEFAULT_LEVEL)
+        m = marching_cubes(grid, level)
     except ValueError:
         return float("nan")
     rng = np.random.default_rng(0)
@@ -203,7 +203,7 @@ def novel_views(args, g, enc, truth, device):
                 ssims.append(s)
                 ious.append(iou)
             if args.mesh_resolution:
-                chamfers.append(chamfer(res.generator, res.ws, truth, i, args.mesh_resolution))
+                chamfers.append(chamfer(res.generator, res.ws, truth, i, args.mesh_resolution, level=args.level))
         rows[name] = ({y: float(np.mean(v)) for y, v in per_yaw.items()}, float(np.mean(ssims)),
                       float(np.mean(ious)), float(np.nanmean(chamfers)) if chamfers and not np.all(np.isnan(chamfers))
                       else float("nan"), float(np.mean(secs)))
@@ -297,6 +297,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     g, model_desc, trained = load_model(args, device)
+    from ide3d_core.mesh.level import read_level
+
+    args.level = read_level(None if model_desc.startswith("untrained") else model_desc)
     enc = load_encoders(args, g, model_desc, device)
     truth = HeldOutHeads(args.heads, int(g.img_resolution))
     print(f"model: {model_desc} ({'trained' if trained else 'UNTRAINED - numbers are meaningless'}), "

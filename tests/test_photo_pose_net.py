@@ -86,3 +86,38 @@ def test_procedural_heads_yaw_pitch_within_5_degrees():
     assert np.abs(err[:, 1]).max() <= 5.0, report
     for yaw, yaw_m, dp in mirror:
         assert abs(yaw + yaw_m) <= 2.0 and abs(dp) <= 2.0, mirror
+
+
+def test_parser_mask_for_the_procedural_domain(tmp_path):
+    """``prepare(parser=)`` takes the mask from the parser run on the aligned image; a malformed parser
+    output is a clear error; ``ide3d prepare --parser DIR`` loads a SegNet folder and says so."""
+    torch = pytest.importorskip("torch")
+    procedural = pytest.importorskip("training.procedural")
+    from ide3d_core.photo.detect import mediapipe_available
+    from ide3d_core.photo.pipeline import prepare
+
+    if not mediapipe_available():
+        pytest.skip("MediaPipe not installed")
+    heads = procedural.sample_heads(1, torch.Generator().manual_seed(TEST_SEED + 1))
+    r = procedural.render_heads(heads, torch.from_numpy(orbit_labels(np.radians([[15.0, 5.0]]))), 128, antialias=2)
+    img = ((r.image[0].permute(1, 2, 0).numpy() + 1.0) * 127.5).clip(0, 255).round().astype(np.uint8)
+    seen = []
+
+    def parser(aligned):
+        seen.append(aligned.copy())
+        return (aligned[..., 0] > 128).astype(np.uint8) * 13
+
+    p = prepare(img, size=128, domain="procedural", parser=parser)
+    assert p.mask_source == "parser" and np.array_equal(seen[0], p.image)
+    assert np.array_equal(p.mask, (p.image[..., 0] > 128).astype(np.uint8) * 13)
+    with pytest.raises(ValueError, match="parser must return"):
+        prepare(img, size=128, domain="procedural", parser=lambda a: np.zeros((64, 64), np.uint8))
+    from ide3d_core.cli import main
+    from training.segnet import SegNet, SegNetConfig, save_segnet
+
+    save_segnet(SegNet(SegNetConfig(widths=(4, 8, 8))), tmp_path / "segnet")
+    from PIL import Image
+
+    Image.fromarray(img).save(tmp_path / "head.png")
+    assert main(["prepare", str(tmp_path / "head.png"), "--domain", "procedural", "--size", "128",
+                 "--parser", str(tmp_path / "segnet"), "--out", str(tmp_path / "out")]) == 0

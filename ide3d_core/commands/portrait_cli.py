@@ -276,6 +276,20 @@ def _parser(folder: Path | None, model_spec: str, device):
     return parse
 
 
+def image_parser(folder: Path, device="cpu"):
+    """A SegNet folder -> callable ``(S, S, 3) uint8 -> (S, S) uint8`` label ids (for ``prepare(parser=)``)."""
+    net = _parser(Path(folder), "", device)
+
+    def parse(image):
+        import numpy as np
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().to(device) / 127.5 - 1.0
+        return net(t)
+
+    return parse
+
+
 def _config_dict(g) -> dict:
     from dataclasses import asdict, is_dataclass
 

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--domain", choices=("human", "procedural"), default="human",
                    help="3D landmark template for the head pose: a photo of a person (default) or an image "
                         "of the project's procedural heads")
+    p.add_argument("--parser", type=Path, default=None, metavar="DIR",
+                   help="face-parsing network folder (training/segnet.py) for the mask instead of the landmark "
+                        "rules; for images of the procedural heads")
     p.set_defaults(func=run)
 
 
@@ -42,9 +45,16 @@ def run(args: argparse.Namespace) -> int:
 
     if not 64 <= args.size <= 4096:
         raise UserError(f"--size must be between 64 and 4096, got {args.size}")
+    parser = None
+    if args.parser is not None:
+        if not (args.parser / "config.json").is_file():
+            raise UserError(f"no parser at {args.parser} (expected config.json and segnet.safetensors)")
+        from ide3d_core.commands.portrait_cli import image_parser
+
+        parser = image_parser(args.parser)
     try:
         result = prepare(args.photo, size=args.size, framing=args.framing, face_index=args.face, mask=args.mask,
-                         domain=args.domain)
+                         domain=args.domain, parser=parser)
     except PhotoError as exc:
         raise UserError(str(exc)) from None
     try:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from ide3d_core.cameras import Camera, canonical_camera, orbit_camera
+from ide3d_core.labels import NUM_CLASSES
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
 from .align import Alignment, align_face, apply_matrix, box_alignment, warp
@@ -91,7 +92,8 @@ class PreparedPhoto:
 def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing: str = "model",
             face_index: Optional[int] = None, mask: Optional[str | Path | np.ndarray] = None,
             max_side: int = MAX_SIDE, use_mediapipe: bool = True, domain: str = DEFAULT_DOMAIN,
-            pose_net: bool = True, progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> PreparedPhoto:
+            pose_net: bool = True, parser: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+            progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> PreparedPhoto:
     """Turn any photo into an aligned image, a camera and a label mask.
 
     Args:
@@ -109,6 +111,9 @@ def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing:
             (:mod:`.pose_net`), yaw and pitch (and the camera) come from the net run on the aligned image
             instead of the landmark fit, which under-reads the procedural heads' pitch; the crop itself is
             still the landmark fit's. Landmark PnP stays for ``"human"`` and as the fallback.
+        parser: a face parser, ``(size, size, 3) uint8 aligned image -> (size, size) uint8 label ids`` (e.g.
+            the project's SegNet trained on procedural heads, for images of that domain); used for the
+            mask instead of the landmark rules when no ``mask`` is given (``mask_source == "parser"``).
         progress, cancel: see :mod:`ide3d_core.progress`.
     Raises:
         PhotoError: unreadable photo or mask, no face, face index out of range.
@@ -189,7 +194,7 @@ def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing:
     tick("warp", t0)
 
     t0 = time.perf_counter()
-    person = None if mask is not None or not use_mediapipe else person_probability(image)
+    person = None if mask is not None or parser is not None or not use_mediapipe else person_probability(image)
     tick("segment", t0)
 
     t0 = time.perf_counter()
@@ -199,6 +204,12 @@ def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing:
         ids = user_mask(arr, name, loaded.original_size, (loaded.rgb.shape[1], loaded.rgb.shape[0]),
                         lambda m: warp(m, matrix, size, nearest=True, border="replicate"), size)
         source = "user"
+    elif parser is not None:
+        ids = np.asarray(parser(image))
+        if ids.shape != (size, size) or ids.dtype != np.uint8 or int(ids.max(initial=0)) >= NUM_CLASSES:
+            raise ValueError(f"the parser must return ({size}, {size}) uint8 ids < {NUM_CLASSES}, got "
+                             f"{ids.shape} {ids.dtype}")
+        source = "parser"
     elif landmarks is not None:
         ids, source = landmark_mask(image, landmarks, person), "landmarks"
     else:
