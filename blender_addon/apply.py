@@ -15,7 +15,8 @@ from .properties import IMAGE_NAMES, MESH_NAME
 
 def portrait(scene, result, refresh_mask: bool = True) -> str:
     """Store the portrait's document and codes on the scene, keep its document file in the user folder,
-    and refresh the canonical preview and (unless ``refresh_mask`` is False: live painting) the mask image."""
+    refresh the canonical preview and (unless ``refresh_mask`` is False: live painting) the mask image,
+    and re-render the camera views already shown (:func:`refresh_views`)."""
     with open(result.document_file, "rb") as f:
         document = f.read()
     properties.set_ws(scene, np.load(result.ws_file), result.num_shape_ws)
@@ -28,7 +29,50 @@ def portrait(scene, result, refresh_mask: bool = True) -> str:
         conversions.image_from_array(IMAGE_NAMES["mask"], labels.colorize(ids))
     kinds = ", ".join(result.history[: result.current + 1])
     summary = f"portrait ready (edit {result.current + 1} of {len(result.history)}: {kinds})"
+    try:
+        views = refresh_views(scene)
+    except Exception as exc:  # noqa: BLE001 - the portrait is applied; a failed preview refresh is a note
+        summary += f"; views not refreshed: {exc}"
+    else:
+        summary += f"; re-rendering {views} camera view{'s' if views != 1 else ''}" if views else ""
     return summary + "".join(f"; note: {n}" for n in result.notes)
+
+
+def refresh_views(scene) -> int:
+    """Re-render, for the portrait's current state, every camera view of ``scene`` that Render From Active
+    Camera made before (its image exists). One job per camera with the coalesce key ``view:<camera>``
+    (a newer state supersedes an unfinished render); results land on a later poll. Returns the count."""
+    from . import jobs
+    from ._shared import protocol as P
+
+    cams = [o for o in scene.objects if o.type == "CAMERA" and bpy.data.images.get(view_image_names(o.name)[0])]
+    if not cams:
+        return 0
+    client = runtime.client(bpy.context)
+    ref = jobs.scene_portrait_ref(scene)
+    for obj in cams:
+        label, w, h = conversions.camera_label(obj, scene)
+        req = P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, **ref)
+        client.submit(req, f"view:{obj.name}", _view_done(scene.name, obj.name, scene.ide3d.set_background))
+    runtime.keep_polling()
+    return len(cams)
+
+
+def _view_done(scene_name: str, camera_name: str, set_background: bool):
+    def done(job) -> None:
+        try:
+            scene = bpy.data.scenes.get(scene_name)
+            if scene is None:
+                return
+            if job.ok:
+                view(scene, camera_name, set_background, job.result)
+            elif job.error.kind != "cancelled":
+                scene.ide3d.status = f"view {camera_name} not refreshed: {job.error_text()}"
+        except Exception as exc:  # noqa: BLE001 - never raise into Blender
+            print(f"IDE-3D: view {camera_name} not refreshed: {exc}")
+        finally:
+            job.cleanup()
+    return done
 
 
 def view_image_names(camera_name: str) -> tuple[str, str]:

@@ -182,10 +182,11 @@ class HybridEncoder(nn.Module):
 # Files
 # ------------------------------------------------------------------------------------------------
 
-def save_encoder(encoder: HybridEncoder, folder: str | Path) -> Path:
-    """Write ``folder/config.json`` and ``folder/encoder.safetensors`` (float32); returns the folder."""
+def save_encoder(encoder: HybridEncoder, folder: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``folder/config.json`` and ``folder/encoder.safetensors`` (float32, or ``dtype``: the bundled
+    encoders are float16, loaded back as float32); returns the folder."""
     return save_module(encoder, folder, format=FORMAT, version=VERSION, config=asdict(encoder.config),
-                       weights_file=WEIGHTS_NAME)
+                       weights_file=WEIGHTS_NAME, dtype=dtype)
 
 
 def load_encoder(folder: str | Path, device: str | torch.device = "cpu") -> HybridEncoder:

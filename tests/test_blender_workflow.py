@@ -40,7 +40,7 @@ if STAND_IN:
     blender_helpers.install_sphere_networks(resolution=96)
 bpy.ops.preferences.addon_enable(module="blender_addon")
 import blender_addon
-from blender_addon import conversions, properties
+from blender_addon import conversions, properties, runtime
 from ide3d_core import labels as L
 prefs = bpy.context.preferences.addons["blender_addon"].preferences
 prefs.backend_mode, prefs.device, prefs.model_path = "IN_PROCESS", "CPU", "config:tiny"
@@ -107,7 +107,12 @@ back = L.decode_colors(snapped)
 say(step="mask", result=r, palette_only=bool((L.colorize(back) == snapped).all()),
     agree=float((back == expected).mean()))
 scene.ide3d.regions[13] = True
-say(step="restyle", result=run(bpy.ops.ide3d.apply_restyle))
+view_img = bpy.data.images["IDE-3D View Cam"]
+view_img.pixels.foreach_set(np.zeros(len(view_img.pixels), np.float32))  # so a re-render shows
+r = run(bpy.ops.ide3d.apply_restyle)
+runtime.poll()
+say(step="restyle", result=r, status=scene.ide3d.status,
+    view_refreshed=bool(conversions.array_from_image(view_img)[..., 3].max() > 0))
 say(step="mesh", result=run(bpy.ops.ide3d.import_mesh))
 
 # Animation: two frames of a moving camera.
@@ -154,6 +159,8 @@ def test_workflow_on_stand_in_generator(tmp_path):
     # config:tiny has no canonical editor: the backend's clear error. The restyle works on the stand-in.
     assert s["mask"]["result"][0] == ["CANCELLED"] and "canonical editor" in s["mask"]["result"][1], s["mask"]
     assert s["restyle"]["result"] == [["FINISHED"], ""], s["restyle"]
+    # the camera view shown before is re-rendered for the new state ("every preview")
+    assert "re-rendering 1 camera view" in s["restyle"]["status"] and s["restyle"]["view_refreshed"], s["restyle"]
     # The stand-in has no density field internals for the mesh extractor: a one-line error, no crash.
     state, message = s["mesh"]["result"]
     assert state == ["FINISHED"] or (message.startswith("Error: ") and "\n" not in message), s["mesh"]

@@ -169,12 +169,36 @@ def step_generator(out: Path, args: argparse.Namespace) -> list[Path]:
          "--out", out / "05_restyled.ide3d", "--quiet")
     _cli("render", out / "05_restyled.ide3d", "--yaw", "-30", "--out", out / "05_restyled_yaw-30.png", "--quiet")
     extra = []
+    if trained and (BUNDLED_MODEL.parent / "encoders" / "canonical" / "config.json").is_file():
+        extra += _mask_edit(out)
     if trained:  # a head mesh of the generated seed (vertex colours and labels; docs/mesh.md)
         _cli("mesh", "--seed", str(args.seed), "--resolution", "128", "--texture", "0",
              "--out", out / "05_generated_head.glb", "--quiet")
         extra.append(out / "05_generated_head.glb")
     return sorted(gen.glob("*.png"))[:6] + [out / "05_portrait.ide3d", out / "05_restyled.ide3d",
                                             out / "05_restyled_yaw-30.png"] + extra
+
+
+def _mask_edit(out: Path) -> list[Path]:
+    """Paint on the portrait's canonical label map (with numpy: a hat over the top of the head), send it
+    through the canonical editor (`ide3d edit`), render the edited portrait at the front and at yaw 30."""
+    from PIL import Image
+
+    from ide3d_core.labels import ID, colorize
+
+    _cli("render", out / "05_portrait.ide3d", "--canonical", "--out", out / "05_canonical.png", "--quiet")
+    ids = np.array(Image.open(out / "05_canonical_labels.png"))
+    rows = np.nonzero((ids == ID["hair"]).any(1))[0]
+    top = int(rows.min()) if len(rows) else ids.shape[0] // 8
+    band = slice(max(0, top - ids.shape[0] // 32), top + ids.shape[0] // 6)
+    painted = ids.copy()
+    painted[band][np.isin(ids[band], (ID["hair"], ID["background"]))] = ID["hat"]
+    _save(out / "05_painted_mask.png", colorize(painted))
+    _cli("edit", out / "05_portrait.ide3d", "--mask", out / "05_painted_mask.png", "--out",
+         out / "05_edited.ide3d", "--quiet")
+    _cli("render", out / "05_edited.ide3d", "--canonical", "--out", out / "05_edited_canonical.png", "--quiet")
+    _cli("render", out / "05_edited.ide3d", "--yaw", "30", "--out", out / "05_edited_yaw30.png", "--quiet")
+    return [out / "05_painted_mask.png", out / "05_edited_canonical.png", out / "05_edited_yaw30.png"]
 
 
 STEPS: dict[str, DemoStep] = {
