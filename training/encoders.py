@@ -147,38 +147,58 @@ class SampleBank:
         return int(self.ws.shape[0])
 
 
-def render_bank(generator: nn.Module, codes: int, views: int, resolution: int, canonical: bool,
-                policy: EncoderTrainingPolicy = EncoderTrainingPolicy(), chunk: int = 8,
-                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> SampleBank:
-    """Render ``codes`` codes (drawn as :func:`train_encoders` draws them, seed ``policy.seed``) from
-    ``views`` cameras each (1 canonical view when ``canonical``) into a :class:`SampleBank`."""
-    from ide3d_core.encoders import resize_inputs
+def _to_bank_images(image: torch.Tensor) -> torch.Tensor:
+    """[N, 3, R, R] in [-1, 1] -> uint8 0..255 on the CPU."""
+    return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
+
+def _fill_bank(generator: nn.Module, codes: int, views: int, canonical: bool, policy: EncoderTrainingPolicy,
+               seed: int, chunk: int, render, truncation_psi: float, progress, cancel, message: str) -> SampleBank:
+    """The loop both bank makers share: draw ``z`` and the cameras, codes ``mapping(z)``, and inputs from
+    ``render(z [n, z_dim] on the CPU, ws [n, num_ws, w_dim], labels [n*views, 25] float32 numpy)`` ->
+    (image [n*views, 3, R, R] in [-1, 1], ids [n*views, R, R])."""
     views = 1 if canonical else views
     dev = next(generator.parameters()).device
     generator.eval().requires_grad_(False)
-    rng = np.random.default_rng(policy.seed + 7919)
-    zgen = torch.Generator(device="cpu").manual_seed(policy.seed + 7919)
+    rng = np.random.default_rng(seed)
+    zgen = torch.Generator(device="cpu").manual_seed(seed)
     ws_all, imgs, masks, poses = [], [], [], []
-    with torch.no_grad():
-        for start in range(0, codes, chunk):
-            n = min(chunk, codes - start)
-            z = torch.randn(n, generator.z_dim, generator=zgen).to(dev)
+    for start in range(0, codes, chunk):
+        n = min(chunk, codes - start)
+        z = torch.randn(n, generator.z_dim, generator=zgen)
+        with torch.no_grad():
             c_map = torch.from_numpy(_canonical_label()).to(dev)[None].expand(n, -1)
-            ws = generator.mapping(z, c_map, truncation_psi=policy.truncation_psi)
-            labels_np, yp_np = sample_views(policy, rng, n * views, canonical)
-            labels = torch.from_numpy(labels_np).to(dev)
-            if canonical:
-                check_canonical(labels)
-            out = generator(ws.repeat_interleave(views, 0), labels)
-            image, ids = resize_inputs(out.image, out.semantic.argmax(1), resolution)
-            imgs.append(((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-                        .view(n, views, 3, resolution, resolution))
-            masks.append(ids.to(torch.uint8).cpu().view(n, views, resolution, resolution))
-            ws_all.append(ws.float().cpu())
-            poses.append(torch.from_numpy(yp_np).view(n, views, 2))
-            report(progress, start + n, codes, "rendering the sample bank", cancel)
+            ws = generator.mapping(z.to(dev), c_map, truncation_psi=truncation_psi)
+        labels_np, yp_np = sample_views(policy, rng, n * views, canonical)
+        if canonical:
+            check_canonical(torch.from_numpy(labels_np))
+        with torch.no_grad():
+            image, ids = render(z, ws, labels_np)
+        r = image.shape[-1]
+        imgs.append(_to_bank_images(image).view(n, views, 3, r, r))
+        masks.append(ids.to(torch.uint8).cpu().view(n, views, r, r))
+        ws_all.append(ws.float().cpu())
+        poses.append(torch.from_numpy(yp_np).view(n, views, 2))
+        report(progress, start + n, codes, message, cancel)
     return SampleBank(torch.cat(ws_all), torch.cat(imgs), torch.cat(masks), torch.cat(poses), canonical)
+
+
+def render_bank(generator: nn.Module, codes: int, views: int, resolution: int, canonical: bool,
+                policy: EncoderTrainingPolicy = EncoderTrainingPolicy(), chunk: int = 8,
+                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> SampleBank:
+    """Render ``codes`` codes (truncation ``policy.truncation_psi``, seed from ``policy.seed``) from
+    ``views`` cameras each (1 canonical view when ``canonical``) into a :class:`SampleBank`."""
+    from ide3d_core.encoders import resize_inputs
+
+    v = 1 if canonical else views
+    dev = next(generator.parameters()).device
+
+    def render(z, ws, labels_np):
+        out = generator(ws.repeat_interleave(v, 0), torch.from_numpy(labels_np).to(dev))
+        return resize_inputs(out.image, out.semantic.argmax(1), resolution)
+
+    return _fill_bank(generator, codes, views, canonical, policy, policy.seed + 7919, chunk, render,
+                      policy.truncation_psi, progress, cancel, "rendering the sample bank")
 
 
 def render_procedural_bank(generator: nn.Module, codes: int, views: int, resolution: int, canonical: bool,
@@ -186,33 +206,20 @@ def render_procedural_bank(generator: nn.Module, codes: int, views: int, resolut
                            antialias: int = 2, progress: ProgressFn | None = None,
                            cancel: CancelToken | None = None) -> SampleBank:
     """A :class:`SampleBank` of procedural heads (see the module docstring): ``codes`` latents
-    ``z ~ N(0, I)`` (seed ``policy.seed``), inputs = renders of ``heads_from_latent(z)`` at ``resolution``
-    from ``views`` cameras (the canonical one when ``canonical``), targets = ``generator.mapping(z)``."""
+    ``z ~ N(0, I)`` (seed from ``policy.seed``), inputs = renders of ``heads_from_latent(z)`` at
+    ``resolution`` from ``views`` cameras (the canonical one when ``canonical``), targets =
+    ``generator.mapping(z)`` (untruncated)."""
     from training.procedural import heads_from_latent, median_padded, render_heads
 
-    views = 1 if canonical else views
-    dev = next(generator.parameters()).device
-    generator.eval().requires_grad_(False)
-    rng = np.random.default_rng(policy.seed + 104729)
-    zgen = torch.Generator(device="cpu").manual_seed(policy.seed + 104729)
-    ws_all, imgs, masks, poses = [], [], [], []
-    for start in range(0, codes, chunk):
-        n = min(chunk, codes - start)
-        z = torch.randn(n, generator.z_dim, generator=zgen)
-        with torch.no_grad():
-            c_map = torch.from_numpy(_canonical_label()).to(dev)[None].expand(n, -1)
-            ws_all.append(generator.mapping(z.to(dev), c_map).float().cpu())
-        labels_np, yp_np = sample_views(policy, rng, n * views, canonical)
-        if canonical:
-            check_canonical(torch.from_numpy(labels_np))
-        heads = heads_from_latent(median_padded(z.repeat_interleave(views, 0)))
-        r = render_heads(heads, torch.from_numpy(labels_np), resolution, antialias=antialias)
-        imgs.append(((r.image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-                    .view(n, views, 3, resolution, resolution))
-        masks.append(r.labels.to(torch.uint8).view(n, views, resolution, resolution))
-        poses.append(torch.from_numpy(yp_np).view(n, views, 2))
-        report(progress, start + n, codes, "rendering procedural heads", cancel)
-    return SampleBank(torch.cat(ws_all), torch.cat(imgs), torch.cat(masks), torch.cat(poses), canonical)
+    v = 1 if canonical else views
+
+    def render(z, ws, labels_np):
+        r = render_heads(heads_from_latent(median_padded(z.repeat_interleave(v, 0))), torch.from_numpy(labels_np),
+                         resolution, antialias=antialias)
+        return r.image, r.labels
+
+    return _fill_bank(generator, codes, views, canonical, policy, policy.seed + 104729, chunk, render, 1.0,
+                      progress, cancel, "rendering procedural heads")
 
 
 def train_encoders(generator: nn.Module, encoder: nn.Module, policy: EncoderTrainingPolicy = EncoderTrainingPolicy(),
