@@ -89,7 +89,9 @@ def main() -> None:
         gens = []
         if args.model:
             from ide3d_core.networks import load_generator
-            gens.append(("model", load_generator(args.model, device=dev_name), None))
+            from ide3d_core.mesh.level import read_level
+
+            gens.append(("model", load_generator(args.model, device=dev_name), read_level(args.model)))
         else:
             from ide3d_core.networks import CONFIGS, Generator
             gens += [(name, Generator(CONFIGS[name], seed=0).to(dev), "auto") for name in args.configs]
@@ -104,8 +106,6 @@ def main() -> None:
             if level == "auto":
                 probe = torch.rand(20000, 3, generator=torch.Generator().manual_seed(0)) * 0.9 - 0.45
                 level = float(np.quantile(field.density(probe.to(dev)).cpu().numpy(), 0.7))
-            else:
-                level = 10.0
             print(f"| {name} {dev_name}: tri-planes once {planes_s:.2f} s, level {level:.3g} | | | | | | | | | | |")
             for res in args.resolutions:
                 for block in (0, 8):
