@@ -188,11 +188,14 @@ def _mask_edit(out: Path) -> list[Path]:
 
     _cli("render", out / "05_portrait.ide3d", "--canonical", "--out", out / "05_canonical.png", "--quiet")
     ids = np.array(Image.open(out / "05_canonical_labels.png"))
-    rows = np.nonzero((ids == ID["hair"]).any(1))[0]
-    top = int(rows.min()) if len(rows) else ids.shape[0] // 8
-    band = slice(max(0, top - ids.shape[0] // 32), top + ids.shape[0] // 6)
+    head = np.nonzero(ids != ID["background"])
+    top, cx = int(head[0].min()), float(np.median(head[1][head[0] < head[0].min() + ids.shape[0] // 8]))
+    cols = np.nonzero((ids[top + ids.shape[0] // 8] != ID["background"]))[0]
+    half = 0.6 * (cols.max() - cols.min() + 1) if len(cols) else ids.shape[1] / 5
+    yy, xx = np.mgrid[: ids.shape[0], : ids.shape[1]]
+    dome = ((xx - cx) / half) ** 2 + ((yy - top - ids.shape[0] / 9) / (ids.shape[0] / 6)) ** 2 < 1  # a hat
     painted = ids.copy()
-    painted[band][np.isin(ids[band], (ID["hair"], ID["background"]))] = ID["hat"]
+    painted[dome & (yy < top + ids.shape[0] / 9) & np.isin(ids, (ID["hair"], ID["background"]))] = ID["hat"]
     _save(out / "05_painted_mask.png", colorize(painted))
     _cli("edit", out / "05_portrait.ide3d", "--mask", out / "05_painted_mask.png", "--out",
          out / "05_edited.ide3d", "--quiet")
