@@ -188,14 +188,14 @@ def _mask_edit(out: Path) -> list[Path]:
 
     _cli("render", out / "05_portrait.ide3d", "--canonical", "--out", out / "05_canonical.png", "--quiet")
     ids = np.array(Image.open(out / "05_canonical_labels.png"))
-    head = np.nonzero(ids != ID["background"])
-    top, cx = int(head[0].min()), float(np.median(head[1][head[0] < head[0].min() + ids.shape[0] // 8]))
-    cols = np.nonzero((ids[top + ids.shape[0] // 8] != ID["background"]))[0]
-    half = 0.6 * (cols.max() - cols.min() + 1) if len(cols) else ids.shape[1] / 5
-    yy, xx = np.mgrid[: ids.shape[0], : ids.shape[1]]
-    dome = ((xx - cx) / half) ** 2 + ((yy - top - ids.shape[0] / 9) / (ids.shape[0] / 6)) ** 2 < 1  # a hat
+    h = ids.shape[0]
+    top = int(np.nonzero(ids != ID["background"])[0].min())
+    cols = np.nonzero(ids[top + h // 8] != ID["background"])[0]
+    cx, half = 0.5 * (cols.min() + cols.max()), 0.65 * (cols.max() - cols.min() + 1)
+    yy, xx = np.mgrid[:h, : ids.shape[1]]
+    dome = ((xx - cx) / half) ** 2 + ((yy - top - 0.2 * h) / (0.27 * h)) ** 2 < 1  # a hat over the crown
     painted = ids.copy()
-    painted[dome & (yy < top + ids.shape[0] / 9) & np.isin(ids, (ID["hair"], ID["background"]))] = ID["hat"]
+    painted[dome & (yy < top + 0.2 * h) & np.isin(ids, (ID["hair"], ID["background"]))] = ID["hat"]
     _save(out / "05_painted_mask.png", colorize(painted))
     _cli("edit", out / "05_portrait.ide3d", "--mask", out / "05_painted_mask.png", "--out",
          out / "05_edited.ide3d", "--quiet")
