@@ -250,26 +250,16 @@ def train_encoders(generator: nn.Module, encoder: nn.Module, policy: EncoderTrai
             mask = bank.masks[idx].flatten(0, 1).to(dev).long()
             terms = encoder_losses(None, encoder, bank.ws[idx].to(dev).repeat_interleave(views, 0), None,
                                    bank.yaw_pitch[idx].flatten(0, 1).to(dev), views, policy, image, mask)
-            loss = sum(terms.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            pending.append({k: v.detach() for k, v in terms.items()} | {"total": loss.detach()})
-            if len(pending) == 50 or step + 1 == policy.steps:
-                result.history += [{k: float(v) for k, v in h.items()} for h in pending]
-                pending.clear()
-            report(progress, step + 1, policy.steps,
-                   f"loss {result.history[-1]['total']:.4f}" if result.history else "", cancel)
-            continue
-        z = torch.randn(policy.batch_codes, generator.z_dim, generator=zgen).to(dev)
-        with torch.no_grad():
-            ws = generator.mapping(z, c_map, truncation_psi=policy.truncation_psi)
-        labels_np, yp_np = sample_views(policy, rng, policy.batch_codes * views, canonical)
-        labels = torch.from_numpy(labels_np).to(dev)
-        if canonical:
-            check_canonical(labels)
-        terms = encoder_losses(generator, encoder, ws.repeat_interleave(views, 0), labels,
-                               torch.from_numpy(yp_np).to(dev), views, policy)
+        else:
+            z = torch.randn(policy.batch_codes, generator.z_dim, generator=zgen).to(dev)
+            with torch.no_grad():
+                ws = generator.mapping(z, c_map, truncation_psi=policy.truncation_psi)
+            labels_np, yp_np = sample_views(policy, rng, policy.batch_codes * views, canonical)
+            labels = torch.from_numpy(labels_np).to(dev)
+            if canonical:
+                check_canonical(labels)
+            terms = encoder_losses(generator, encoder, ws.repeat_interleave(views, 0), labels,
+                                   torch.from_numpy(yp_np).to(dev), views, policy)
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
