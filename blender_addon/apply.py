@@ -43,7 +43,6 @@ def refresh_views(scene) -> int:
     Camera made before (its image exists). One job per camera with the coalesce key ``view:<camera>``
     (a newer state supersedes an unfinished render); results land on a later poll. Returns the count."""
     from . import jobs
-    from ._shared import protocol as P
 
     cams = [o for o in scene.objects if o.type == "CAMERA" and bpy.data.images.get(view_image_names(o.name)[0])]
     if not cams:
@@ -51,9 +50,8 @@ def refresh_views(scene) -> int:
     client = runtime.client(bpy.context)
     ref = jobs.scene_portrait_ref(scene)
     for obj in cams:
-        label, w, h = conversions.camera_label(obj, scene)
-        req = P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, **ref)
-        client.submit(req, f"view:{obj.name}", _view_done(scene.name, obj.name, scene.ide3d.set_background))
+        client.submit(jobs.view_request(obj, scene, ref), f"view:{obj.name}",
+                      _view_done(scene.name, obj.name, scene.ide3d.set_background))
     runtime.keep_polling()
     return len(cams)
 

@@ -15,6 +15,10 @@ import os
 import uuid
 
 from . import conversions, properties, runtime
+from ._shared import protocol as P
+
+#: Coalesce key of mask edits (Apply Mask Edit and Live Edit): a newer edit supersedes an unfinished one.
+MASK_EDIT_KEY = "mask_edit"
 
 
 class UserError(Exception):
@@ -41,6 +45,13 @@ def scene_portrait_ref(scene) -> dict:
         raise UserError("no portrait yet: make one with New Portrait first")
     state = scene.ide3d
     return dict(portrait_id=state.portrait_id, revision=state.revision, document_file=path)
+
+
+def view_request(camera_obj, scene, ref: dict):
+    """The RenderRequest of ``scene``'s portrait (``ref``: :func:`scene_portrait_ref`) seen through a
+    Blender camera object at the scene's current frame and render size."""
+    label, w, h = conversions.camera_label(camera_obj, scene)
+    return P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, **ref)
 
 
 def write_labels(client, ids) -> str:

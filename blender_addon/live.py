@@ -4,7 +4,7 @@
 A timer (every :data:`INTERVAL` seconds, only while some scene has ``live_edit`` on) reads the
 canonical mask image, decodes it to label ids (palette snapping without writing the image back, so a
 stroke in progress is never rewritten under the brush) and, when the ids differ from the last ones sent,
-submits a *live* mask edit with the ``"mask_edit"`` coalesce key: a newer stroke supersedes an
+submits a *live* mask edit with Apply Mask Edit's coalesce key (``jobs.MASK_EDIT_KEY``): a newer stroke supersedes an
 unfinished edit (latest request wins; the client drops stale results). The backend replaces the
 session's own history record instead of stacking one per stroke, so one Undo returns to the state
 before painting started.
@@ -24,10 +24,9 @@ from .properties import IMAGE_NAMES
 
 #: Seconds between two looks at the mask while Live Edit is on.
 INTERVAL = 0.25
-COALESCE_KEY = "mask_edit"
 
 
-def mask_ids(scene=None):
+def mask_ids():
     """(H, W) uint8 label ids of the canonical mask image (decoded, the image left as painted), or None."""
     img = bpy.data.images.get(IMAGE_NAMES["mask"])
     if img is None:
@@ -41,7 +40,7 @@ def fingerprint(ids) -> str:
 
 def start(scene) -> None:
     """Live Edit switched on: remember the mask as it is now (nothing is sent until it changes)."""
-    scene.ide3d.live_fingerprint = fingerprint(mask_ids(scene))
+    scene.ide3d.live_fingerprint = fingerprint(mask_ids())
     if not bpy.app.background and not bpy.app.timers.is_registered(_timer):
         bpy.app.timers.register(_timer, first_interval=INTERVAL)
 
@@ -49,14 +48,15 @@ def start(scene) -> None:
 def tick(context=None) -> list:
     """Send the mask of every live scene whose mask changed since the last send; returns the jobs."""
     context = context or bpy.context
+    live = [s for s in bpy.data.scenes if s.ide3d.live_edit and s.ide3d.has_portrait]
+    ids = mask_ids() if live else None  # one mask image for the file: decoded once per tick
+    if ids is None:
+        return []
+    fp = fingerprint(ids)
     sent = []
-    for scene in bpy.data.scenes:
+    for scene in live:
         state = scene.ide3d
-        if not (state.live_edit and state.has_portrait):
-            continue
-        ids = mask_ids(scene)
-        fp = fingerprint(ids)
-        if ids is None or fp == state.live_fingerprint:
+        if fp == state.live_fingerprint:
             continue
         state.live_fingerprint = fp
         try:
@@ -67,7 +67,7 @@ def tick(context=None) -> list:
         except (jobs.UserError, ValueError, OSError) as exc:
             _stop(scene, str(exc))
             continue
-        sent.append(client.submit(req, COALESCE_KEY, _on_done(scene.name)))
+        sent.append(client.submit(req, jobs.MASK_EDIT_KEY, _on_done(scene.name)))
     if sent:
         runtime.keep_polling()
     return sent

@@ -209,7 +209,7 @@ class IDE3D_OT_apply_mask_edit(BackendOperator, bpy.types.Operator):
     bl_idname = "ide3d.apply_mask_edit"
     bl_label = "Apply Mask Edit"
     bl_options = {"REGISTER", "UNDO"}
-    coalesce_key = "mask_edit"
+    coalesce_key = jobs.MASK_EDIT_KEY
 
     def plan(self, context, client):
         img = bpy.data.images.get(IMAGE_NAMES["mask"])
@@ -281,9 +281,7 @@ class IDE3D_OT_render_view(BackendOperator, bpy.types.Operator):
 
     def plan(self, context, client):
         cam = _active_camera(context)
-        label, w, h = conversions.camera_label(cam, context.scene)
-        req = P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h,
-                              **jobs.portrait_ref(context))
+        req = jobs.view_request(cam, context.scene, jobs.portrait_ref(context))
         name, bg = cam.name, context.scene.ide3d.set_background
         return [(req, lambda scene, r: apply.view(scene, name, bg, r))]
 
@@ -302,10 +300,8 @@ class IDE3D_OT_render_animation(BackendOperator, bpy.types.Operator):
         try:
             for frame in range(scene.frame_start, scene.frame_end + 1, scene.frame_step):
                 scene.frame_set(frame)
-                label, w, h = conversions.camera_label(cam, scene)
                 path = jobs.frame_path(scene, frame)
-                plan.append((P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, **ref),
-                             lambda s, r, path=path: apply.frame_file(path, r)))
+                plan.append((jobs.view_request(cam, scene, ref), lambda s, r, path=path: apply.frame_file(path, r)))
         finally:
             scene.frame_set(current)
         return plan
