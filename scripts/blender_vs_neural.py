@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
 from ide3d_core.cameras import orbit_camera, stack_labels  # noqa: E402
 from ide3d_core.mesh import BakeConfig, CleanupConfig, GridConfig, MeshConfig, export_glb, extract_head_mesh  # noqa: E402
 from ide3d_core.mesh.generator_field import GeneratorField, GeneratorRenderer  # noqa: E402
+from ide3d_core.mesh.level import iou as silhouette_iou  # noqa: E402
 from ide3d_core.model_loading import load_base_generator, surface_level  # noqa: E402
 
 
@@ -68,11 +69,10 @@ def main() -> None:
                                 antialias=out.image.shape[-1] > args.size)
             op = F.interpolate(out.opacity, size=(args.size, args.size), mode="bilinear", align_corners=False)
             rgb = ((img[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-            neural_sil, blender_sil = op[0, 0].numpy() > 0.5, b[..., 3] > 127
-            iou = (neural_sil & blender_sil).sum() / max(1, (neural_sil | blender_sil).sum())
+            iou = silhouette_iou(op[0, 0].numpy() > 0.5, b[..., 3] > 127)
             print(f"yaw {math.degrees(cam.yaw_pitch()[0]):+.0f}: silhouette IoU {iou:.3f}")
             top.append(rgb)
-            a = b[..., 3:4].astype(np.float32) / 255  # Blender over the neural render's background grey
+            a = b[..., 3:4].astype(np.float32) / 255  # Blender's render over mid grey
             bottom.append((b[..., :3] * a + 128 * (1 - a)).round().astype(np.uint8))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)).save(args.out)

@@ -25,7 +25,8 @@ import torch
 from ide3d_core.cameras import orbit_labels
 from ide3d_core.photo.errors import PhotoError
 from ide3d_core.photo.pipeline import prepare
-from ide3d_core.photo.pose_net import PoseNet, PoseNetConfig, crop_tensor, save_pose_net, symmetric_angles
+from ide3d_core.photo.pose_net import (PoseNet, PoseNetConfig, crop_tensor, resize_crops, save_pose_net,
+                                       symmetric_angles)
 from training.procedural import render_heads, sample_heads
 
 TRAIN_SEED, HELDOUT_SEED, RAW_SEED = 1000, 2000, 3000
@@ -118,15 +119,6 @@ def _jitter(x: torch.Tensor, g: torch.Generator, scale: float = 0.05, degrees: f
     return torch.nn.functional.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
 
 
-def crop_tensor_uint8(crops: np.ndarray, resolution: int) -> np.ndarray:
-    """(N, S, S, 3) uint8 -> (N, R, R, 3) uint8, area-resized as :func:`crop_tensor` does."""
-    import cv2
-
-    if crops.shape[1] == resolution:
-        return crops
-    return np.stack([cv2.resize(c, (resolution, resolution), interpolation=cv2.INTER_AREA) for c in crops])
-
-
 @torch.no_grad()
 def errors(net: PoseNet, crops: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """(N, 2) estimated minus true yaw, pitch in degrees (mirror-averaged net)."""
@@ -165,7 +157,7 @@ def main() -> None:
             np.savez_compressed(args.cache, tr_x=tr_x, tr_y=tr_y, ho_x=ho_x, ho_y=ho_y)
     if args.raw_views:
         raw_x, raw_y = render_raw_views(RAW_SEED, args.raw_views, cfg.resolution)
-        tr_x = np.concatenate([crop_tensor_uint8(tr_x, cfg.resolution), raw_x])
+        tr_x = np.concatenate([resize_crops(tr_x, cfg.resolution), raw_x])
         tr_y = np.concatenate([tr_y, raw_y])
     print(f"data: {len(tr_x)} train / {len(ho_x)} held-out crops, {time.perf_counter() - t0:.0f} s", flush=True)
     net = train(tr_x, tr_y, cfg, args.steps, args.batch, seed=0)

@@ -87,8 +87,9 @@ def symmetric_angles(net: PoseNet, image: torch.Tensor) -> torch.Tensor:
     return torch.stack([(a[:, 0] - b[:, 0]) / 2, (a[:, 1] + b[:, 1]) / 2], 1)
 
 
-def crop_tensor(images: np.ndarray, resolution: int) -> torch.Tensor:
-    """(B, S, S, 3) or (S, S, 3) uint8 aligned crops -> (B, 3, R, R) float32 in [-1, 1] (area resize)."""
+def resize_crops(images: np.ndarray, resolution: int) -> np.ndarray:
+    """(B, S, S, 3) or (S, S, 3) uint8 aligned crops -> (B, R, R, 3) uint8, area-resized (the net's input
+    resizing, one place for inference and training data)."""
     import cv2
 
     arr = np.asarray(images)
@@ -98,7 +99,12 @@ def crop_tensor(images: np.ndarray, resolution: int) -> torch.Tensor:
         raise ValueError(f"expected (B, S, S, 3) images, got {arr.shape}")
     if arr.shape[1] != resolution:
         arr = np.stack([cv2.resize(a, (resolution, resolution), interpolation=cv2.INTER_AREA) for a in arr])
-    t = torch.from_numpy(np.ascontiguousarray(arr)).float()
+    return arr
+
+
+def crop_tensor(images: np.ndarray, resolution: int) -> torch.Tensor:
+    """(B, S, S, 3) or (S, S, 3) uint8 aligned crops -> (B, 3, R, R) float32 in [-1, 1] (area resize)."""
+    t = torch.from_numpy(np.ascontiguousarray(resize_crops(images, resolution))).float()
     return (t.permute(0, 3, 1, 2) / 127.5 - 1.0).contiguous()
 
 
