@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -50,12 +50,11 @@ class LevelCalibration:
     table: dict[float, list[float]]
     seeds: tuple[int, ...]
     yaws_deg: tuple[float, ...]
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "level": self.level, "seeds": list(self.seeds),
                 "yaws_deg": list(self.yaws_deg),
-                "table": {f"{k:g}": [round(v, 4) for v in vals] for k, vals in self.table.items()}, **self.extra}
+                "table": {f"{k:g}": [round(v, 4) for v in vals] for k, vals in self.table.items()}}
 
 
 def silhouette(vertices: np.ndarray, faces: np.ndarray, camera, width: int, height: int) -> np.ndarray:
