@@ -115,7 +115,7 @@ def test_cli_seed_and_portrait(tmp_path, tiny):
 @pytest.mark.parametrize("argv, message", [
     (["--seed", "1", "--out", "x.fbx"], ".glb, .obj or .ply"),
     (["--seed", "1", "--out", "x.ply"], "vertex colours only"),
-    (["--seed", "1", "--out", "x.obj", "--parts"], "--parts needs"),
+    (["--seed", "1", "--out", "x.obj", "--parts"], "label parts need a .glb"),
     (["--seed", "1", "--out", "x.glb", "--model", "config:nope"], "unknown generator config"),
     (["--seed", "1", "--out", "x.glb", "--model", "/nonexistent"], "no model at"),
     (["--seed", "1", "--out", "x.glb", "--model", "config:tiny", "--resolution", "16", "--quiet"],

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ide3d_core.cli import UserError
 from ide3d_core.commands.model_args import device_arg, load_base
+from ide3d_core.operations import limits
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output file: .glb, .obj or .ply")
     p.add_argument("--model", default="", help="model folder (config.json + generator.safetensors), or "
                    "config:NAME for an untrained generator of a preset; default: the bundled model")
-    p.add_argument("--resolution", type=int, default=256, help="density grid samples per axis (128..512)")
+    p.add_argument("--resolution", type=int, default=256,
+                   help="density grid samples per axis ({}..{}; {}..{} recommended)".format(
+                       *limits.MESH_RESOLUTION, *limits.MESH_RESOLUTION_RECOMMENDED))
     p.add_argument("--texture", type=int, default=2048,
                    help="texture size in texels (1024..4096; 0 = vertex colours, no texture)")
     p.add_argument("--parts", action="store_true", help="one mesh and material per semantic class (.glb)")
@@ -42,11 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _field(args: argparse.Namespace, device):
-    from ide3d_core.mesh.generator_field import GeneratorField
+    from ide3d_core.operations.mesh import portrait_field, seed_field
 
     base = load_base(args.model, device)
     if args.seed is not None:
-        return GeneratorField(base, base.codes_from_seeds([args.seed], truncation_psi=args.truncation))
+        return seed_field(base, args.seed, args.truncation)
     from ide3d_core.portrait import PortraitError, load_portrait
 
     try:
@@ -54,65 +57,27 @@ def _field(args: argparse.Namespace, device):
         g = portrait.generator(base)
     except PortraitError as exc:
         raise UserError(str(exc)) from None
-    state = portrait.state
-    restyle = state.restyle
-    return GeneratorField(g.eval().requires_grad_(False), state.ws,
-                          None if restyle is None else restyle.style_ws,
-                          () if restyle is None else restyle.classes)
-
-
-def _level(args: argparse.Namespace) -> float:
-    """--level, else the model's calibrated surface level (a portrait's model is its --model base)."""
-    from ide3d_core.model_loading import ModelError, surface_level
-
-    if args.level is not None:
-        if not args.level > 0:
-            raise UserError(f"--level must be positive, got {args.level}")
-        return float(args.level)
-    try:
-        return surface_level(args.model)
-    except ModelError as exc:
-        raise UserError(str(exc)) from None
+    return portrait_field(g, portrait.state)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ide3d_core.mesh.bake import BakeConfig
-    from ide3d_core.mesh.cleanup import CleanupConfig
-    from ide3d_core.mesh.export import export_mesh
-    from ide3d_core.mesh.generator_field import GeneratorRenderer
-    from ide3d_core.mesh.grid import GridConfig
-    from ide3d_core.mesh.pipeline import MeshConfig, extract_head_mesh
+    from ide3d_core.operations import OperationError
+    from ide3d_core.operations.mesh import MeshOptions, build_mesh, check_output, resolve_level, write_mesh
     from ide3d_core.progress import TqdmProgress
 
-    if args.out.suffix.lower() not in (".glb", ".obj", ".ply"):
-        raise UserError(f"--out must end in .glb, .obj or .ply, got {args.out.name!r}")
-    if not 16 <= args.resolution <= 1024:
-        raise UserError(f"--resolution must be in 16..1024 (128..512 recommended), got {args.resolution}")
-    if args.texture and not 64 <= args.texture <= 8192:
-        raise UserError(f"--texture must be 0 or in 64..8192 (1024..4096 recommended), got {args.texture}")
-    if args.texture and args.out.suffix.lower() == ".ply":
-        raise UserError("PLY files carry vertex colours only: pass --texture 0 or write .glb/.obj")
-    if args.parts and args.out.suffix.lower() != ".glb":
-        raise UserError("--parts needs a .glb output")
-    if args.faces and args.faces < 100:
-        raise UserError(f"--faces must be 0 (no decimation) or at least 100, got {args.faces}")
-    if args.portrait is not None and not args.portrait.is_file():
-        raise UserError(f"no portrait file {args.portrait}")
-    device = device_arg(args.device)
-
-    field = _field(args, device)
-    config = MeshConfig(grid=GridConfig(resolution=args.resolution),
-                        level=_level(args),
-                        cleanup=CleanupConfig(smooth_iterations=args.smooth, target_faces=args.faces),
-                        bake=BakeConfig(texture_size=args.texture) if args.texture else None)
-    with TqdmProgress("mesh", disable=args.quiet) as bar:
-        try:
-            result = extract_head_mesh(field, config, GeneratorRenderer(field), progress=bar)
-        except ValueError as exc:
-            if "not crossed" in str(exc):
-                raise UserError(f"{exc}; pick --level inside that range") from None
-            raise
-    files = export_mesh(result.mesh, args.out, parts=args.parts)
+    try:
+        options = MeshOptions(resolution=args.resolution, texture=args.texture, faces=args.faces,
+                              smooth=args.smooth, level=args.level)
+        check_output(args.out, options, args.parts)
+        if args.portrait is not None and not args.portrait.is_file():
+            raise UserError(f"no portrait file {args.portrait}")
+        device = device_arg(args.device)
+        field = _field(args, device)
+        with TqdmProgress("mesh", disable=args.quiet) as bar:
+            result = build_mesh(field, options, resolve_level(options, args.model), progress=bar)
+        files = write_mesh(result.mesh, args.out, parts=args.parts)
+    except OperationError as exc:
+        raise UserError(str(exc)) from None
     m = result.mesh
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     print(f"{m.num_vertices} vertices, {m.num_faces} triangles ({timing})")

@@ -18,16 +18,26 @@ from ide3d_core.mesh.types import HeadMesh
 DEFAULT_LEVEL = 10.0
 
 
+class LevelNotCrossed(ValueError):
+    """The density never crosses the surface level inside the grid (an untrained model, or a level outside
+    the field's range). ``level``, ``low`` and ``high`` say which level and which range."""
+
+    def __init__(self, level: float, low: float, high: float) -> None:
+        self.level, self.low, self.high = float(level), float(low), float(high)
+        super().__init__(f"the density level {level:g} is not crossed inside the grid "
+                         f"(density range {low:.3g} .. {high:.3g})")
+
+
 def marching_cubes(grid: DensityGrid, level: float = DEFAULT_LEVEL) -> HeadMesh:
     """Iso-surface ``density == level`` of ``grid`` as a :class:`HeadMesh` in the model world.
 
     Triangles are oriented with normals pointing from high density (inside) to low density (outside).
-    Raises ``ValueError`` if the level is not crossed anywhere (an empty mesh is never a useful result).
+    Raises :class:`LevelNotCrossed` (a ``ValueError``) if the level is not crossed anywhere (an empty mesh
+    is never a useful result).
     """
     d = grid.density
     if not (float(d.min()) < level < float(d.max())):
-        raise ValueError(f"the density level {level:g} is not crossed inside the grid "
-                         f"(density range {float(d.min()):.3g} .. {float(d.max()):.3g})")
+        raise LevelNotCrossed(level, float(d.min()), float(d.max()))
     verts, faces = mcubes.marching_cubes(d, float(level))
     # PyMCubes orients triangles so that normals point toward decreasing values: outward for a
     # density that is high inside (checked by the sphere tests: positive signed volume).

@@ -39,7 +39,8 @@ class GridConfig:
     """Where and how densely to sample.
 
     Attributes:
-        resolution: samples per axis (128 to 512 for heads; at least 8).
+        resolution: samples per axis (at least 2; the range users may ask for is
+            ``ide3d_core.operations.limits.MESH_RESOLUTION``, checked by the operations).
         bound: half size of the sampled cube in model units (the head box is 0.5).
         chunk: most points per field query (bounds memory: about chunk * 1 KiB for the generator).
         block: block size in cells of block-sparse sampling (see the module docstring); 0 = dense.
@@ -56,8 +57,8 @@ class GridConfig:
     max_sparse_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 8 <= self.resolution <= 1024:
-            raise ValueError(f"grid resolution must be in 8..1024, got {self.resolution}")
+        if self.resolution < 2:
+            raise ValueError(f"a grid needs at least 2 samples per axis, got {self.resolution}")
         if self.bound <= 0:
             raise ValueError(f"grid bound must be positive, got {self.bound}")
         if self.chunk < 1:
