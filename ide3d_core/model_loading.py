@@ -13,7 +13,9 @@ A model folder may also hold ``encoders/standard`` and ``encoders/canonical`` (w
 ``ide3d train-encoders``), ``segnet/`` (the face parser) and ``mesh_level.json`` (the calibrated mesh
 surface level, :mod:`ide3d_core.mesh.level`).
 
-Failures raise :class:`ModelError` (a ``ValueError``) with one line; the command line turns it into a
+Model folders are untrusted (a portrait document names its model folder): the config is typed,
+bounded and its memory estimate checked before the generator is built, and the weights' header before
+the weights are read (:mod:`ide3d_core.networks.io`). Failures raise :class:`ModelError` (a ``ValueError``) with one line; the command line turns it into a
 ``UserError``, the service into a ``model_error`` value. torch and the networks are imported when a
 model is loaded, not at import time; the networks module is looked up by name at call time, so a
 stand-in installed in ``sys.modules`` (tests) is honoured.
@@ -104,7 +106,7 @@ def load_base_generator(spec: str, device: Any, warn: Callable[[str], None] | No
         try:
             g = networks.load_generator(folder, device="cpu")
         except Exception as exc:  # noqa: BLE001 - any load failure is a bad model file for the user
-            raise ModelError(f"could not load the model from {folder}: {exc}") from None
+            raise ModelError(f"could not load the model from {folder}: {one_line(exc)}") from None
     return g.to(device).eval().requires_grad_(False)
 
 
@@ -129,4 +131,10 @@ def load_model_encoder(spec: str, which: str, device: Any, encoders: Path | None
     try:
         return load_encoder(sub, device=device)
     except Exception as exc:  # noqa: BLE001 - also unreadable weights (SafetensorError is no ValueError)
-        raise ModelError(f"could not load the {which} encoder: {exc}") from None
+        raise ModelError(f"could not load the {which} encoder: {one_line(exc)}") from None
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), at most ``limit`` chars."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

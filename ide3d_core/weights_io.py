@@ -18,7 +18,11 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from ide3d_core.atomic_file import atomic_path, write_atomic
+
 CONFIG_FILE = "config.json"
+#: ``config.json`` files above this size are refused unread (a real one is about 2 KB).
+MAX_CONFIG_BYTES = 1 << 20
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 T = TypeVar("T")
 
@@ -34,10 +38,14 @@ def save_module(module: nn.Module, folder: str | Path, *, format: str, version: 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"format": format, "version": version, "dtype": name, "config": config}
-    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     tensors = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).cpu().contiguous()
                for k, v in module.state_dict().items()}
-    save_file(tensors, str(folder / weights_file), metadata={"format": format, "version": str(version)})
+    # Weights first, config last: a folder whose config.json is new always has its new weights
+    # (each file is replaced atomically, so a killed export leaves the old pair or a loadable mix
+    # in which a shape change is caught by the strict loader).
+    with atomic_path(folder / weights_file) as tmp:
+        save_file(tensors, tmp, metadata={"format": format, "version": str(version)})
+    write_atomic(folder / CONFIG_FILE, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return folder
 
 
@@ -49,9 +57,14 @@ def read_config(folder: str | Path, *, format: str, version: int) -> dict[str, A
         article = "an" if kind[:1] in "aeiou" else "a"
         raise ValueError(f"{folder} is not {article} {kind} folder ({CONFIG_FILE} missing)")
     try:
-        meta = json.loads(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path} is {size} bytes; a config is at most {MAX_CONFIG_BYTES} bytes")
+        meta = json.loads(path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc})") from None
+        raise ValueError(f"{path} is not valid JSON ({str(exc)[:80]})") from None
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to be a config") from None
     if not isinstance(meta, dict) or meta.get("format") != format:
         raise ValueError(f"{path} is not an {format} config")
     if not isinstance(meta.get("version"), int) or meta["version"] > version:
@@ -80,11 +93,12 @@ def load_weights(module: nn.Module, folder: str | Path, weights_file: str) -> nn
     path = Path(folder) / weights_file
     if not path.is_file():
         raise ValueError(f"no weights at {path}")
+    expected = module.state_dict()
+    _check_header(path, expected)  # names, shapes and dtypes from the header, before any data is read
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types on corrupt files
-        raise ValueError(f"{path} is not a readable safetensors file ({exc})") from None
-    expected = module.state_dict()
+        raise ValueError(f"{path} is not a readable safetensors file ({_short(exc)})") from None
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -94,3 +108,33 @@ def load_weights(module: nn.Module, folder: str | Path, weights_file: str) -> nn
         raise ValueError(f"{path}: mis-shaped weights {wrong[:5]}")
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
     return module
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
+
+
+_FLOAT_DTYPES = {"F32", "F16", "BF16", "F64"}
+
+
+def _check_header(path: Path, expected: dict[str, torch.Tensor]) -> None:
+    """Compare the safetensors header of ``path`` with ``expected`` without reading the tensor data,
+    so a file that declares huge or extra tensors is refused before it costs memory."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except Exception as exc:  # SafetensorError and friends on a damaged header
+        raise ValueError(f"{path} is not a readable safetensors file ({_short(exc)})") from None
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing weights {missing[:5]}, unexpected weights {unexpected[:5]}")
+    wrong = [k for k, (shape, _) in shapes.items() if shape != tuple(expected[k].shape)]
+    if wrong:
+        raise ValueError(f"{path}: mis-shaped weights {wrong[:5]}")
+    bad = [k for k, (_, dt) in shapes.items() if expected[k].is_floating_point() and dt not in _FLOAT_DTYPES]
+    if bad:
+        raise ValueError(f"{path}: weights of a non-float type {bad[:5]}")

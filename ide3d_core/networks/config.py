@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,41 @@ from ide3d_core.triplane import AGGREGATIONS, PLANE_AXES
 
 def _is_pow2(n: int) -> bool:
     return n >= 4 and (n & (n - 1)) == 0
+
+
+class ConfigError(ValueError):
+    """A generator config field has the wrong type or is out of range, or the whole config would not
+    fit the memory limit; the message is one line naming the field and its allowed range."""
+
+
+#: Every numeric field: (type, smallest, largest). Wide enough for the paper's model and for GPU
+#: experiments several times its size; narrow enough that no single field can ask for terabytes.
+FIELD_LIMITS: dict[str, tuple[type, float, float]] = {
+    "z_dim": (int, 1, 4096), "w_dim": (int, 1, 4096), "c_dim": (int, 25, 25),
+    "mapping_layers": (int, 1, 16), "mapping_lr_mult": (float, 1e-6, 10.0),
+    "channel_base": (int, 1, 1 << 20), "channel_max": (int, 1, 4096),
+    "shared_resolution": (int, 8, 512), "shared_channels": (int, 1, 4096),
+    "head_channel_base": (int, 1, 1 << 20), "head_channel_max": (int, 1, 4096),
+    "plane_resolution": (int, 16, 2048),
+    "semantic_plane_channels": (int, 1, 512), "texture_plane_channels": (int, 1, 512),
+    "box_size": (float, 1e-3, 1e3), "decoder_hidden": (int, 1, 4096),
+    "feature_channels": (int, 3, 1024), "num_classes": (int, 1, 256), "density_bias": (float, -1e3, 1e3),
+    "neural_resolution": (int, 4, 2048), "img_resolution": (int, 16, 4096),
+    "ray_near": (float, 1e-4, 1e4), "ray_far": (float, 1e-4, 1e4),
+    "coarse_samples": (int, 2, 1024), "fine_samples": (int, 0, 1024),
+}
+#: Largest :meth:`GeneratorConfig.memory_estimate` (parameters + activations, bytes) accepted from a
+#: file. The paper's config needs about 2 GiB, the bundled one under 0.3 GiB.
+MAX_MODEL_BYTES = 12 * 2**30
+
+
+def _check_field(name: str, value: Any, kind: type, lo: float, hi: float) -> None:
+    ok_type = (isinstance(value, int) and not isinstance(value, bool)) if kind is int else \
+        (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+    if not ok_type or not lo <= value <= hi:
+        what = "an integer" if kind is int else "a number"
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ConfigError(f"generator config: {name} must be {what} in [{lo:g}, {hi:g}], got {shown}")
 
 
 @dataclass(frozen=True)
@@ -149,29 +185,85 @@ class GeneratorConfig:
 
     # -- validation ----------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        # Types and ranges first, one field at a time, so nothing below (nor a constructor that
+        # allocates from these numbers) ever sees a string, a bool, a NaN or 1e9 channels.
+        for name, (kind, lo, hi) in FIELD_LIMITS.items():
+            _check_field(name, getattr(self, name), kind, lo, hi)
         for name in ("shared_resolution", "plane_resolution", "neural_resolution", "img_resolution"):
             if not _is_pow2(getattr(self, name)):
-                raise ValueError(f"{name} must be a power of two >= 4, got {getattr(self, name)}")
+                raise ConfigError(f"generator config: {name} must be a power of two >= 4, got {getattr(self, name)}")
         if not 8 <= self.shared_resolution < self.plane_resolution:
-            raise ValueError("need 8 <= shared_resolution < plane_resolution")
-        if self.img_resolution < 16:
-            raise ValueError("img_resolution must be at least 16")
+            raise ConfigError("generator config: need 8 <= shared_resolution < plane_resolution")
         if self.neural_resolution > self.img_resolution:
-            raise ValueError("neural_resolution must not exceed img_resolution")
-        if self.c_dim != 25:
-            raise ValueError("c_dim must be 25 (the packed camera label)")
-        if len(self.plane_axes) != 3 or any(p not in PLANE_AXES for p in self.plane_axes):
-            raise ValueError(f"plane_axes must be three of {sorted(PLANE_AXES)}, got {self.plane_axes}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if self.feature_channels < 3:
-            raise ValueError("feature_channels must be >= 3 (the first three are RGB)")
+            raise ConfigError("generator config: neural_resolution must not exceed img_resolution")
+        if not isinstance(self.plane_axes, tuple) or len(self.plane_axes) != 3 \
+                or any(not isinstance(p, str) or p not in PLANE_AXES for p in self.plane_axes):
+            raise ConfigError(f"generator config: plane_axes must be three of {sorted(PLANE_AXES)}, "
+                              f"got {self.plane_axes!r}"[:200])
+        if not isinstance(self.aggregation, str) or self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"generator config: aggregation must be one of {AGGREGATIONS}, "
+                              f"got {self.aggregation!r}"[:200])
         if not 0 < self.ray_near < self.ray_far:
-            raise ValueError("need 0 < ray_near < ray_far")
-        if self.coarse_samples < 2 or self.fine_samples < 0:
-            raise ValueError("need coarse_samples >= 2 and fine_samples >= 0")
-        if len(self.sr_channels) != 2:
-            raise ValueError("sr_channels holds the widths of exactly two SR blocks")
+            raise ConfigError("generator config: need 0 < ray_near < ray_far")
+        if not isinstance(self.sr_channels, tuple) or len(self.sr_channels) != 2:
+            raise ConfigError("generator config: sr_channels holds the widths of exactly two SR blocks")
+        for i, c in enumerate(self.sr_channels):
+            _check_field(f"sr_channels[{i}]", c, int, 1, 4096)
+
+    def memory_estimate(self) -> tuple[int, int]:
+        """(parameter bytes, activation bytes) of one float32 forward pass at batch 1, estimated from
+        the layer sizes (the parameter count is exact for the current architecture up to a few
+        biases; activations count the planes, the feature maps of the branches, one chunk of ray
+        samples through the decoders and the super-resolution maps, each live once). Used to refuse
+        a model folder whose config would exhaust the machine before anything is allocated."""
+        w = self.w_dim
+
+        def conv(cin: int, cout: int, k: int = 3) -> int:  # modulated conv + its affine layer
+            return k * k * cin * cout + cout + w * cin + cin
+
+        params = (self.c_dim + 1) * w + sum((a + 1) * w for a in [self.z_dim + w] + [w] * (self.mapping_layers - 1))
+        c_in = self.channels(4)
+        params += c_in * 16
+        for r in self.shape_resolutions:
+            params += conv(c_in, self.channels(r)) + conv(self.channels(r), self.channels(r)) \
+                + conv(self.channels(r), 3 * self.semantic_plane_channels, 1)
+            c_in = self.channels(r)
+        c0 = self.head_channels(self.shared_resolution)
+        head = conv(self.shared_channels, c0) + conv(c0, self.texture_plane_channels, 1)
+        c_in = c0
+        for r in self.head_resolutions:
+            c = self.head_channels(r)
+            head += conv(c_in, c) + conv(c, c) + conv(c, self.texture_plane_channels, 1)
+            c_in = c
+        params += 3 * head
+        h = self.decoder_hidden
+        params += (self.plane_feature_dim(self.semantic_plane_channels) + 1) * h + (h + 1) * (1 + self.num_classes)
+        params += (self.plane_feature_dim(self.texture_plane_channels) + 1) * h + (h + 1) * self.feature_channels
+        s0, s1 = self.sr_channels
+        k = self.num_classes
+        params += conv(self.feature_channels + k, s0) + conv(s0, s0) + conv(s0, 3, 1) + conv(s0, k, 1) \
+            + conv(s0, s1) + conv(s1, s1) + conv(s1, 3, 1) + conv(s1, k, 1)
+
+        p2 = self.plane_resolution ** 2
+        act = 3 * (self.semantic_plane_channels + self.texture_plane_channels) * p2
+        act += max([self.channels(r) * r * r for r in self.shape_resolutions] + [0]) * 3
+        act += 3 * max([self.head_channels(r) * r * r for r in self.head_resolutions] + [0]) * 3
+        samples = self.neural_resolution ** 2 * (self.coarse_samples + self.fine_samples)
+        width = 3 * (self.semantic_plane_channels + self.texture_plane_channels) + 2 * h \
+            + 1 + k + self.feature_channels
+        act += samples * width * 2
+        r = self.img_resolution
+        act += (r // 2) ** 2 * s0 * 3 + r * r * (s1 * 3 + 2 * (3 + k))
+        return 4 * params, 4 * act
+
+    def check_memory(self, max_bytes: int | None = None) -> None:
+        """Raise :class:`ConfigError` when :meth:`memory_estimate` exceeds ``max_bytes`` (default
+        :data:`MAX_MODEL_BYTES`). Called on every config read from a file, before the generator is built."""
+        limit = MAX_MODEL_BYTES if max_bytes is None else max_bytes
+        params, act = self.memory_estimate()
+        if params + act > limit:
+            raise ConfigError(f"generator config needs about {params / 2**30:.1f} GiB of parameters and "
+                              f"{act / 2**30:.1f} GiB of activations, above the {limit / 2**30:.0f} GiB limit")
 
     # -- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -179,12 +271,16 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
-        """Strict: unknown or missing keys raise ``ValueError``; lists become tuples."""
+        """Strict: unknown or missing keys, wrong types and out-of-range values raise
+        :class:`ConfigError` (a ``ValueError``) naming the field; lists become tuples."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"generator config must be a JSON object, got {type(data).__name__}")
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(names))
         missing = sorted(set(names) - set(data))
         if unknown or missing:
-            raise ValueError(f"generator config: unknown keys {unknown}, missing keys {missing}")
+            unknown = [k if len(k) <= 40 else k[:37] + "..." for k in unknown[:5]]
+            raise ConfigError(f"generator config: unknown keys {unknown}, missing keys {missing[:5]}")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**kwargs)
 

@@ -2,8 +2,10 @@
 """Save and load generators: ``folder/config.json`` + ``folder/generator.safetensors`` in the format of
 :mod:`ide3d_core.weights_io` (no pickles).
 
-Loading is strict: unknown or missing config keys, a format mismatch, and missing, unexpected or
-mis-shaped weights raise ``ValueError`` naming them. Weights saved in float16 load into a float32
+Loading is strict and bounded: unknown or missing config keys, a field of the wrong type or out of
+range, a config whose memory estimate is above the limit, a format mismatch, and missing, unexpected
+or mis-shaped weights raise ``ValueError`` naming them, before the generator is built (config) or
+its weights are read (the safetensors header is checked first). Weights saved in float16 load into a float32
 module; float32 round trips are bit exact.
 """
 from __future__ import annotations
@@ -28,7 +30,12 @@ def save_generator(G: Generator, folder: str | Path, dtype: torch.dtype = torch.
 
 
 def load_config(folder: str | Path) -> GeneratorConfig:
-    return GeneratorConfig.from_dict(read_config(folder, format=FORMAT, version=VERSION))
+    """The config of a generator folder, strictly checked: every field typed and in range, and the
+    memory estimate under :data:`~ide3d_core.networks.config.MAX_MODEL_BYTES` (before anything is
+    allocated). Raises ``ValueError`` (:class:`~ide3d_core.networks.config.ConfigError`) with one line."""
+    cfg = GeneratorConfig.from_dict(read_config(folder, format=FORMAT, version=VERSION))
+    cfg.check_memory()
+    return cfg
 
 
 def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Generator:
