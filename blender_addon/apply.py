@@ -104,3 +104,8 @@ def mesh(scene, parts_by_label: bool, result) -> str:
                                   data.get("labels"), scene.collection, parts_by_label=parts_by_label,
                                   mask_image=bpy.data.images.get(IMAGE_NAMES["mask"]))
     return f"imported {obj.name}: {len(data['vertices'])} vertices, {len(data['faces'])} faces"
+
+
+def exported(scene, result) -> str:
+    return (f"exported {result.files[0]}: {result.num_vertices} vertices, {result.num_faces} faces"
+            + (f" (+ {len(result.files) - 1} files)" if len(result.files) > 1 else ""))

@@ -10,7 +10,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from . import apply, conversions, jobs, properties, runtime
 from ._shared import atomic_file, labels, protocol as P
 from .jobs import BackendOperator, UserError
-from .properties import IMAGE_NAMES, MESH_NAME
+from .properties import IMAGE_NAMES
 
 PALETTE_NAME = "IDE-3D Labels"
 
@@ -326,31 +326,35 @@ class IDE3D_OT_import_mesh(BackendOperator, bpy.types.Operator):
         return [(req, lambda scene, r: apply.mesh(scene, parts, r))]
 
 
-class IDE3D_OT_export_gltf(bpy.types.Operator, ExportHelper):
-    """Export the imported head mesh as glTF binary (.glb) for game engines"""
+class IDE3D_OT_export_gltf(ExportHelper, BackendOperator, bpy.types.Operator):
+    """Export the portrait's head as glTF binary (.glb) for game engines, exactly as `ide3d mesh` writes it:
+    vertex labels (_LABEL), one part and material per label, baked texture (Esc cancels)"""
     bl_idname = "ide3d.export_gltf"
     bl_label = "Export glTF"
     filename_ext = ".glb"
     filter_glob: StringProperty(default="*.glb", options={"HIDDEN"})
 
+    parts_by_label: BoolProperty(name="Parts by Label", default=True,
+                                 description="One mesh node and material per semantic label")
+    texture_size: IntProperty(name="Texture Size", default=2048, min=0, soft_min=512, soft_max=4096,
+                              description="Baked texture edge in texels (0 = vertex colours only)")
+    faces: IntProperty(name="Triangles", default=50000, min=0, soft_min=5000, soft_max=200000,
+                       description="Decimate to about this many triangles (0 = keep all)")
+
     def execute(self, context):
-        obj = bpy.data.objects.get(MESH_NAME)
-        if obj is None:
-            self.report({"ERROR"}, "no head mesh yet: use Import Head Mesh first")
-            return {"CANCELLED"}
-        for other in context.view_layer.objects:
-            other.select_set(False)
-        obj.select_set(True)
-        context.view_layer.objects.active = obj
+        # Called after the file browser: extraction and baking are long, so run modally with a progress bar.
+        if context.window is not None and not bpy.app.background:
+            return BackendOperator.invoke(self, context, None)
+        return BackendOperator.execute(self, context)
+
+    def plan(self, context, client):
+        # The backend builds and writes the file (ide3d_core.operations.mesh), never Blender's exporter:
+        # that one drops the labels and has no baked texture.
         path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".glb")
-        result = bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=True,
-                                           export_vertex_color="ACTIVE", export_all_vertex_colors=False,
-                                           export_yup=True)
-        if "FINISHED" not in result:
-            self.report({"ERROR"}, f"glTF export failed: {result}")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"exported {path}")
-        return {"FINISHED"}
+        req = P.ExportMeshRequest(path=path, resolution=context.scene.ide3d.mesh_resolution,
+                                  texture=self.texture_size, faces=self.faces, parts=self.parts_by_label,
+                                  **jobs.portrait_ref(context))
+        return [(req, apply.exported)]
 
 
 CLASSES = (IDE3D_OT_check_backend, IDE3D_OT_new_portrait, IDE3D_OT_open_portrait, IDE3D_OT_save_portrait,

@@ -70,7 +70,9 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     history_current: IntProperty(name="History Cursor", default=0)
     set_background: BoolProperty(name="Camera Background", default=True,
                                  description="Show the neural render as the camera's background image")
-    mesh_resolution: IntProperty(name="Resolution", default=128, min=32, max=512,
+    # The valid range is the backend's (ide3d_core.operations.limits.MESH_RESOLUTION), which reports a value
+    # outside it; the slider only suggests the useful range.
+    mesh_resolution: IntProperty(name="Resolution", default=128, min=1, soft_min=32, soft_max=512,
                                  description="Voxels per side of the mesh extraction grid")
     status: StringProperty(name="Status", default="")
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from gltf_helpers import glb_json as _glb_json, validate as _validate
 from ide3d_core.cameras import METRES_PER_UNIT
 from ide3d_core.labels import ID
 from ide3d_core.mesh.analytic import AnalyticField, SphereRenderer, sphere_sdf
@@ -23,8 +21,6 @@ from ide3d_core.mesh.grid import GridConfig, sample_density_grid
 
 trimesh = pytest.importorskip("trimesh")
 
-ROOT = Path(__file__).resolve().parents[1]
-VALIDATOR = ROOT / ".venv" / "node" / "node_modules" / "gltf-validator"
 CENTER = (0.0, 0.05, 0.1)
 RADIUS = 0.22
 
@@ -46,30 +42,6 @@ def meshes():
     textured = bake_texture(mesh, field, renderer, BakeConfig(texture_size=128, yaws_degrees=(0.0,),
                                                               pitches_degrees=()))
     return mesh, textured
-
-
-def _validate(path: Path) -> dict:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    if not VALIDATOR.exists():
-        subprocess.run(["bash", str(ROOT / "scripts" / "setup_node_tools.sh")], check=False)
-    if not VALIDATOR.exists():
-        pytest.fail("node is present but gltf-validator is missing: run scripts/setup_node_tools.sh")
-    script = ("const v = require(process.argv[1]); const fs = require('fs');"
-              "v.validateBytes(new Uint8Array(fs.readFileSync(process.argv[2])))"
-              ".then(r => console.log(JSON.stringify(r.issues)))"
-              ".catch(e => { console.error(String(e)); process.exit(1); });")
-    out = subprocess.run([node, "-e", script, str(VALIDATOR), str(path)], capture_output=True,
-                         text=True, timeout=60, check=True)
-    return json.loads(out.stdout)
-
-
-def _glb_json(path: Path) -> dict:
-    data = path.read_bytes()
-    assert data[:4] == b"glTF"
-    length = int.from_bytes(data[12:16], "little")
-    return json.loads(data[20:20 + length])
 
 
 @pytest.mark.parametrize("parts", [False, True])

@@ -26,7 +26,8 @@ EXAMPLES = [
     P.RenderRequest(label=tuple(float(x) for x in range(25)), width=64, height=48, **REF),
     P.MaskEditRequest(labels_file="/b", mode="direct", **REF), P.RestyleRequest(classes=(1, 13), **REF),
     P.StyleRequest(style_seed=4, shape_alpha=0.5, **REF), P.HistoryRequest(step=-1, **REF),
-    P.MeshRequest(resolution=64, **REF), P.SleepRequest(seconds=0.1),
+    P.MeshRequest(resolution=64, **REF), P.ExportMeshRequest(path="/h.glb", texture=0, parts=False, **REF),
+    P.SleepRequest(seconds=0.1),
 ]
 
 

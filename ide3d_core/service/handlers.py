@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from ide3d_core import model_loading
 from ide3d_core.progress import Cancelled, CancelToken, ProgressFn, report
+from ide3d_core.operations import OperationError
 from ide3d_core.service import protocol as P
 from ide3d_core.service.errors import BadRequest, ModelError, NotAvailable
 from ide3d_core.service.portrait_handlers import PortraitHandlers, square_view  # noqa: F401 (re-export)
@@ -164,7 +165,7 @@ def run_request(backend: Backend, message: P.RequestMessage, emit: Callable[[Any
         response = P.error_response(rid, kind, "cancelled", f"{kind} was cancelled")
     except NotAvailable as exc:
         response = P.error_response(rid, kind, "not_available", str(exc))
-    except (BadRequest, ModelError) as exc:
+    except (BadRequest, ModelError, OperationError) as exc:
         response = P.error_response(rid, kind, "bad_request", str(exc))
     except Exception as exc:  # noqa: BLE001 - the worker must survive any handler failure
         first = str(exc).splitlines()[0] if str(exc) else ""

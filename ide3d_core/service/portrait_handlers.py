@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ide3d_core import cameras, model_loading
+from ide3d_core import cameras
 from ide3d_core.progress import report
 from ide3d_core.service import protocol as P
 from ide3d_core.service.errors import BadRequest, NotAvailable
@@ -371,28 +371,23 @@ class PortraitHandlers:
             raise BadRequest(str(exc)) from None
         return self._publish(req.portrait_id, portrait, out_dir, progress, cancel, generator=entry.generator)
 
-    def _do_mesh(self, req: P.MeshRequest, out_dir, progress, cancel) -> P.MeshResult:
+    def _mesh(self, req, options, progress, cancel):
+        """The head mesh of the portrait ``req`` names, built by :func:`ide3d_core.operations.mesh.build_mesh`."""
         try:
-            from ide3d_core.mesh import GridConfig, MeshConfig, extract_head_mesh
-            from ide3d_core.mesh.generator_field import GeneratorField
+            from ide3d_core.operations import mesh as mesh_ops
         except ImportError as exc:
-            raise NotAvailable("head mesh extraction (ide3d_core.mesh) is not available yet in this backend: "
+            raise NotAvailable("head mesh extraction (ide3d_core.mesh) is not available in this backend: "
                                f"{exc}") from None
-        if not 8 <= req.resolution <= 1024:
-            raise BadRequest(f"mesh resolution must be in 8..1024, got {req.resolution}")
         entry = self._entry(req)
-        state = entry.portrait.state
-        restyle = state.restyle
-        field = GeneratorField(entry.generator, state.ws, None if restyle is None else restyle.style_ws,
-                               () if restyle is None else tuple(restyle.classes))
-        config = MeshConfig(grid=GridConfig(resolution=int(req.resolution)),
-                            level=model_loading.surface_level(self.model_spec))
-        try:
-            mesh = extract_head_mesh(field, config, progress=progress, cancel=cancel).mesh
-        except ValueError as exc:  # e.g. the density never reaches the surface level
-            raise BadRequest(f"no head surface could be extracted (an untrained model?): {exc}") from None
-        if mesh.num_faces == 0:
-            raise BadRequest("no head surface could be extracted (an untrained model?): empty mesh")
+        field = mesh_ops.portrait_field(entry.generator, entry.portrait.state)
+        level = mesh_ops.resolve_level(options, self.model_spec)
+        return mesh_ops.build_mesh(field, options, level, progress=progress, cancel=cancel).mesh
+
+    def _do_mesh(self, req: P.MeshRequest, out_dir, progress, cancel) -> P.MeshResult:
+        """The mesh the add-on imports: vertex colours and labels (no texture), cleaned up like ``ide3d mesh``."""
+        from ide3d_core.operations.mesh import MeshOptions
+
+        mesh = self._mesh(req, MeshOptions(resolution=req.resolution, texture=0), progress, cancel)
         arrays = {"vertices": mesh.vertices.astype(np.float32), "faces": mesh.faces.astype(np.int32)}
         if mesh.colors is not None:
             arrays["colors"] = mesh.colors.astype(np.float32)
@@ -401,3 +396,16 @@ class PortraitHandlers:
         path = out_dir / "mesh.npz"
         np.savez(path, **arrays)
         return P.MeshResult(mesh_file=str(path), num_vertices=int(mesh.num_vertices), num_faces=int(mesh.num_faces))
+
+    def _do_export_mesh(self, req: P.ExportMeshRequest, out_dir, progress, cancel) -> P.ExportMeshResult:
+        """The add-on's Export: the same file ``ide3d mesh --portrait`` writes."""
+        from ide3d_core.operations.mesh import MeshOptions, check_output, write_mesh
+
+        options = MeshOptions(resolution=req.resolution, texture=req.texture, faces=req.faces)
+        path = check_output(Path(req.path), options, req.parts)
+        if not path.is_absolute():
+            raise BadRequest(f"the export path must be absolute, got {req.path!r}")
+        mesh = self._mesh(req, options, progress, cancel)
+        files = write_mesh(mesh, path, parts=req.parts)
+        return P.ExportMeshResult(files=tuple(str(f) for f in files), num_vertices=int(mesh.num_vertices),
+                                  num_faces=int(mesh.num_faces))

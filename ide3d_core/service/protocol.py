@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: export_mesh
 
 
 class ProtocolError(ValueError):
@@ -241,6 +241,33 @@ class MeshResult:
 
 
 @dataclass(frozen=True)
+class ExportMeshRequest:
+    """Write a portrait's head mesh to ``path`` (.glb, .obj or .ply) exactly as ``ide3d mesh`` does
+    (:mod:`ide3d_core.operations.mesh`): clean-up, decimation to ``faces`` triangles, vertex labels
+    (glTF ``_LABEL``), with ``texture`` > 0 a baked UV texture of that edge, with ``parts`` one glTF node
+    and material per label. Ranges: ``ide3d_core.operations.limits``."""
+
+    KIND: ClassVar[str] = "export_mesh"
+    portrait_id: str
+    revision: str
+    document_file: str
+    path: str
+    resolution: int = 256
+    texture: int = 2048
+    faces: int = 50000
+    parts: bool = True
+
+
+@dataclass(frozen=True)
+class ExportMeshResult:
+    """``files``: what was written (the mesh file first; an .obj brings its .mtl and texture)."""
+
+    files: tuple[str, ...]
+    num_vertices: int
+    num_faces: int
+
+
+@dataclass(frozen=True)
 class SleepRequest:
     """Diagnostics: sleeps ``seconds`` in ``steps`` steps with progress, honouring cancel; ``exit_code``
     >= 0 makes the worker process exit with that code half-way (tests of crash recovery)."""
@@ -258,13 +285,14 @@ class SleepResult:
 
 REQUEST_TYPES: dict[str, type] = {cls.KIND: cls for cls in (
     PingRequest, NewPortraitRequest, OpenDocumentRequest, InvertRequest, RenderRequest, MaskEditRequest,
-    RestyleRequest, StyleRequest, HistoryRequest, MeshRequest, SleepRequest)}
+    RestyleRequest, StyleRequest, HistoryRequest, MeshRequest, ExportMeshRequest, SleepRequest)}
 
 #: The result type each request kind answers with.
 RESULT_TYPES: dict[str, type] = {
     "ping": PingResult, "new_portrait": PortraitResult, "open_document": PortraitResult,
     "invert": PortraitResult, "render": ViewResult, "mask_edit": PortraitResult, "restyle": PortraitResult,
-    "style": PortraitResult, "history": PortraitResult, "mesh": MeshResult, "sleep": SleepResult,
+    "style": PortraitResult, "history": PortraitResult, "mesh": MeshResult,
+    "export_mesh": ExportMeshResult, "sleep": SleepResult,
 }
 
 #: Fields with which a request names the portrait it works on.
