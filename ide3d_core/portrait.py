@@ -29,7 +29,7 @@ import copy
 import hashlib
 import io
 import json
-import os
+import os  # noqa: F401 (tests patch os.fsync through this module)
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -477,7 +477,11 @@ def _code_shape(config: dict[str, Any], name: str) -> tuple[int, int, int] | Non
     values is an error."""
     from ide3d_core.networks.config import ConfigError, GeneratorConfig
 
-    if set(config) != {f for f in GeneratorConfig.__dataclass_fields__}:
+    from ide3d_core.networks import config as config_module
+
+    fields = set(GeneratorConfig.__dataclass_fields__)
+    optional = set(getattr(config_module, "OPTIONAL_KEYS", ()))
+    if not fields - optional <= set(config) <= fields:
         return None
     try:
         cfg = GeneratorConfig.from_dict(config)

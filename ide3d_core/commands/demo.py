@@ -28,6 +28,9 @@ from typing import Callable
 
 import numpy as np
 
+from ide3d_core.atomic_file import write_text_atomic
+from ide3d_core.image_files import save_image, save_npy
+
 DemoStep = Callable[[Path, argparse.Namespace], list[Path]]
 REPO = Path(__file__).resolve().parent.parent.parent
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "config.json"
@@ -43,9 +46,7 @@ def _cli(*argv: str) -> None:
 
 
 def _save(path: Path, image: np.ndarray) -> Path:
-    from PIL import Image
-
-    Image.fromarray(image).save(path)
+    save_image(image, path)
     return path
 
 
@@ -109,7 +110,7 @@ def step_blender(out: Path, args: argparse.Namespace) -> list[Path]:
     if not glb.exists():
         raise RuntimeError("the blender step needs the mesh step's 02_head.glb")
     labels = _labels()
-    np.save(out / "03_cameras.npy", labels)
+    save_npy(labels, out / "03_cameras.npy")
     home = out / "03_blender_home"
     env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home), XDG_CACHE_HOME=str(home),
                BLENDER_USER_RESOURCES=str(home))
@@ -246,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         written += [f"{name}: {f}" for f in files]
         for f in files:
             print(f"         {f}")
-    (args.out / "index.txt").write_text("\n".join(written) + "\n")
+    write_text_atomic(args.out / "index.txt", "\n".join(written) + "\n")
     if failed:
         print(f"[demo] finished with failed step(s): {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ide3d_core.cli import UserError
+from ide3d_core.image_files import save_image, save_npy
 from ide3d_core.commands.model_args import device_arg, load_base
 from ide3d_core.model_loading import BUNDLED_MODEL_DIR
 
@@ -83,7 +84,6 @@ def _to_uint8(image) -> "object":
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
     from PIL import Image
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             ws = G.codes_from_seeds([seed], truncation_psi=args.trunc)
             planes = G.planes(ws)
             path = args.out / f"seed{seed:04d}_ws.npy"
-            np.save(path, ws[0].float().cpu().numpy())
+            save_npy(ws[0].float().cpu().numpy(), path)
             written.append(path)
             for j, (yaw, cam) in enumerate(views):
                 c = torch.from_numpy(cam.label()).to(device)[None]
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                          f"{name}_labels.png": Image.fromarray(ids, "L"),
                          f"{name}_seg.png": Image.fromarray(labelmap.colorize(ids), "RGB")}
                 for fname, img in files.items():
-                    img.save(args.out / fname)
+                    save_image(img, args.out / fname)
                     written.append(args.out / fname)
                 progress(k * len(views) + j + 1, total, name)
     print(f"wrote {len(written)} files for {len(seeds)} seed(s) x {len(views)} view(s) to {args.out}/")

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ide3d_core.atomic_file import write_text_atomic
+from ide3d_core.image_files import save_image
+
 FILES = ("01_photo.png", "02_faces.png", "03_aligned.png", "04_mask.png", "04_labels.png", "05_overlay.png",
          "camera.json")
 
@@ -74,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
 def write_pictures(result, out: Path) -> list[Path]:
     """Write the files listed in :data:`FILES` for a :class:`ide3d_core.photo.PreparedPhoto`."""
     import cv2
-    from PIL import Image
 
     from ide3d_core.labels import colorize
 
@@ -100,7 +102,7 @@ def write_pictures(result, out: Path) -> list[Path]:
                 "04_mask.png": color, "04_labels.png": result.mask, "05_overlay.png": overlay}
     paths = []
     for name, arr in pictures.items():
-        Image.fromarray(arr).save(out / name)
+        save_image(arr, out / name)
         paths.append(out / name)
     info = {
         "photo": result.name, "label": [float(v) for v in result.label()],
@@ -109,6 +111,6 @@ def write_pictures(result, out: Path) -> list[Path]:
         "mask_source": result.mask_source, "warnings": list(result.warnings),
         "timings_ms": result.timings,
     }
-    (out / "camera.json").write_text(json.dumps(info, indent=2))
+    write_text_atomic(out / "camera.json", json.dumps(info, indent=2))
     paths.append(out / "camera.json")
     return paths

@@ -17,6 +17,7 @@ from typing import Union
 
 import numpy as np
 
+from ide3d_core.atomic_file import write_atomic, write_text_atomic
 from ide3d_core.cameras import METRES_PER_UNIT
 from ide3d_core.labels import NAMES
 from ide3d_core.mesh.attributes import split_by_label
@@ -75,7 +76,7 @@ def export_glb(mesh: HeadMesh, path: PathLike, parts: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = to_scene(mesh, parts).export(file_type="glb")
-    path.write_bytes(data)
+    write_atomic(path, data)
     return path
 
 
@@ -94,17 +95,17 @@ def export_obj(mesh: HeadMesh, path: PathLike) -> list[Path]:
             rgb = np.round(mesh.colors * 255).astype(np.uint8)
             tm.visual = trimesh.visual.ColorVisuals(tm, vertex_colors=rgb)
         text = _export(tm, include_texture=False, include_normals=False)
-        path.write_text(text)
+        write_text_atomic(path, text)
         return [path]
     text, files = _export(tm, include_texture=True, include_normals=False, return_texture=True,
                           mtl_name=f"{path.stem}.mtl")
-    path.write_text(text)
-    written = [path]
-    for fname, blob in files.items():
+    written = []
+    for fname, blob in files.items():  # material and texture first: a new .obj never names missing files
         target = path.parent / fname
-        target.write_bytes(blob)
+        write_atomic(target, blob)
         written.append(target)
-    return written
+    write_text_atomic(path, text)
+    return [path] + written
 
 
 def export_ply(mesh: HeadMesh, path: PathLike) -> Path:
@@ -134,7 +135,7 @@ def export_ply(mesh: HeadMesh, path: PathLike) -> Path:
               f"element vertex {mesh.num_vertices}"]
     header += [f"property {ply_types[t]} {n}" for n, t in fields]
     header += [f"element face {mesh.num_faces}", "property list uchar int vertex_indices", "end_header"]
-    path.write_bytes(("\n".join(header) + "\n").encode("ascii") + vert.tobytes() + face.tobytes())
+    write_atomic(path, ("\n".join(header) + "\n").encode("ascii") + vert.tobytes() + face.tobytes())
     return path
 
 

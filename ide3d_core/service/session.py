@@ -103,7 +103,7 @@ class PortraitSession:
 
 
 def write_document(document: bytes, path: Path) -> Path:
-    """Write document bytes to ``path`` (a fresh file in a job folder; no one else reads it yet)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(document)
-    return path
+    """Write document bytes to ``path`` (a fresh file in a job folder) atomically."""
+    from ide3d_core.atomic_file import write_atomic
+
+    return write_atomic(path, document)
