@@ -36,6 +36,14 @@ class ModelError(ValueError):
     """The model (or its device) could not be found or loaded; the message is one line."""
 
 
+class NoModel(ModelError):
+    """There is no model at the folder a spec names (``folder``); the message is one line."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        super().__init__(f"no model at {folder} (expected config.json and generator.safetensors)")
+
+
 def config_name(spec: str) -> str | None:
     """``NAME`` of a ``"config:NAME"`` spec, else None."""
     return spec[len(CONFIG_PREFIX):] if spec.startswith(CONFIG_PREFIX) else None
@@ -102,7 +110,7 @@ def load_base_generator(spec: str, device: Any, warn: Callable[[str], None] | No
     else:
         folder = model_folder(spec)
         if not (folder / "config.json").is_file():
-            raise ModelError(f"no model at {folder} (expected config.json and generator.safetensors)")
+            raise NoModel(folder)
         try:
             g = networks.load_generator(folder, device="cpu")
         except Exception as exc:  # noqa: BLE001 - any load failure is a bad model file for the user
@@ -138,3 +146,22 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type name when empty), at most ``limit`` chars."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def load_model_segnet(spec: str, device: Any, folder: Path | None = None) -> Any:
+    """The face parser (:class:`ide3d_core.segnet.SegNet`) in ``folder``, else in ``<model folder>/segnet``;
+    None when the model has none (``folder`` given but missing raises :class:`ModelError`)."""
+    if folder is None:
+        model_dir = model_folder(spec)
+        if model_dir is None or not (model_dir / "segnet" / "config.json").is_file():
+            return None
+        folder = model_dir / "segnet"
+    folder = Path(folder).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"no face parser at {folder} (expected config.json and segnet.safetensors)")
+    from ide3d_core.segnet import load_segnet
+
+    try:
+        return load_segnet(folder, device=device)
+    except Exception as exc:  # noqa: BLE001 - also unreadable weights
+        raise ModelError(f"could not load the face parser from {folder}: {exc}") from None

@@ -26,8 +26,7 @@ import sys
 from pathlib import Path
 
 from ide3d_core.cli import UserError
-from ide3d_core.commands.model_args import device_arg, load_base, load_encoders
-from ide3d_core.model_loading import model_folder
+from ide3d_core.commands.model_args import device_arg, load_base, load_encoders, load_parser
 
 # ------------------------------------------------------------------------------------------------
 # Shared helpers
@@ -254,40 +253,19 @@ def _read_camera(path: Path):
 
 
 def _parser(folder: Path | None, model_spec: str, device):
-    """A callable image [1, 3, R, R] -> (R, R) uint8 label ids from the project's SegNet, or None."""
-    if folder is None:
-        model_dir = model_folder(model_spec)
-        folder = model_dir / "segnet" if model_dir is not None else None
-        if folder is None or not (folder / "config.json").is_file():
-            return None
-    from training.segnet import load_segnet
+    """A callable image [1, 3, R, R] -> (R, R) uint8 label ids from the project's SegNet
+    (``--parser DIR`` or ``<model>/segnet``), or None when there is none."""
+    from ide3d_core.segnet import tensor_parser
 
-    try:
-        net = load_segnet(folder, device=device)
-    except ValueError as exc:
-        raise UserError(f"could not load the parser: {exc}") from None
-
-    def parse(image):
-        import torch
-
-        with torch.no_grad():
-            return net(image).argmax(1)[0].to(torch.uint8).cpu().numpy()
-
-    return parse
+    net = load_parser(folder, model_spec, device)
+    return None if net is None else tensor_parser(net)
 
 
 def image_parser(folder: Path, device="cpu"):
     """A SegNet folder -> callable ``(S, S, 3) uint8 -> (S, S) uint8`` label ids (for ``prepare(parser=)``)."""
-    net = _parser(Path(folder), "", device)
+    from ide3d_core.segnet import array_parser
 
-    def parse(image):
-        import numpy as np
-        import torch
-
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().to(device) / 127.5 - 1.0
-        return net(t)
-
-    return parse
+    return array_parser(load_parser(Path(folder), "", device))
 
 
 def _config_dict(g) -> dict:
