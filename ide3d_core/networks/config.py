@@ -52,7 +52,10 @@ FIELD_LIMITS: dict[str, tuple[type, float, float]] = {
     "neural_resolution": (int, 4, 2048), "img_resolution": (int, 16, 4096),
     "ray_near": (float, 1e-4, 1e4), "ray_far": (float, 1e-4, 1e4),
     "coarse_samples": (int, 2, 1024), "fine_samples": (int, 0, 1024),
+    "code_prior_dim": (int, 0, 1024), "code_prior_components": (int, 0, 256),
 }
+#: Keys a config file may omit (added after the first bundled model; the default keeps its behaviour).
+OPTIONAL_KEYS = {"code_prior_dim": 0, "code_prior_components": 0}
 #: Largest :meth:`GeneratorConfig.memory_estimate` (parameters + activations, bytes) accepted from a
 #: file. The paper's config needs about 2 GiB, the bundled one under 0.3 GiB.
 MAX_MODEL_BYTES = 12 * 2**30
@@ -82,6 +85,11 @@ class GeneratorConfig:
     mapping_layers: int = 2
     #: Learning-rate multiplier of the mapping layers (StyleGAN: 0.01).
     mapping_lr_mult: float = 0.01
+    #: 0: the mapping network draws codes (the paper). d > 0: a fitted code prior does instead
+    #: (:mod:`ide3d_core.networks.prior`; the bundled auto-decoded model): ``d`` PCA directions per code
+    #: group and ``code_prior_components`` mixture components; needs ``z_dim >= 2 + 2 d``.
+    code_prior_dim: int = 0
+    code_prior_components: int = 0
 
     #: Width of the shape branch at resolution r: ``min(channel_base // r, channel_max)``.
     channel_base: int = 32768
@@ -209,6 +217,10 @@ class GeneratorConfig:
             raise ConfigError("generator config: sr_channels holds the widths of exactly two SR blocks")
         for i, c in enumerate(self.sr_channels):
             _check_field(f"sr_channels[{i}]", c, int, 1, 4096)
+        if self.code_prior_dim and (self.code_prior_components < 1 or self.z_dim < 2 + 2 * self.code_prior_dim
+                                    or self.code_prior_dim > self.w_dim):
+            raise ConfigError(f"generator config: code_prior_dim {self.code_prior_dim} needs "
+                              f"code_prior_components >= 1, z_dim >= {2 + 2 * self.code_prior_dim} and <= w_dim")
 
     def memory_estimate(self) -> tuple[int, int]:
         """(parameter bytes, activation bytes) of one float32 forward pass at batch 1, estimated from
@@ -277,11 +289,11 @@ class GeneratorConfig:
             raise ConfigError(f"generator config must be a JSON object, got {type(data).__name__}")
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(names))
-        missing = sorted(set(names) - set(data))
+        missing = sorted(set(names) - set(data) - set(OPTIONAL_KEYS))
         if unknown or missing:
             unknown = [k if len(k) <= 40 else k[:37] + "..." for k in unknown[:5]]
             raise ConfigError(f"generator config: unknown keys {unknown}, missing keys {missing[:5]}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        kwargs = {**OPTIONAL_KEYS, **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}}
         return cls(**kwargs)
 
     def to_json(self) -> str:

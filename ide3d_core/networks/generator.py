@@ -45,6 +45,7 @@ from ide3d_core.networks.config import CONFIGS, GeneratorConfig
 from ide3d_core.networks.decoders import SemanticDecoder, TextureDecoder
 from ide3d_core.networks.layers import init_parameters
 from ide3d_core.networks.mapping import MappingNetwork
+from ide3d_core.networks.prior import CodePrior
 from ide3d_core.networks.superres import SuperResolution
 from ide3d_core.networks.synthesis import SynthesisNetwork
 from ide3d_core.rendering import render_rays
@@ -115,8 +116,12 @@ class Generator(nn.Module):
         self.num_ws, self.num_shape_ws = cfg.num_ws, cfg.num_shape_ws
         self.num_texture_ws = cfg.num_texture_ws
         self.img_resolution, self.neural_resolution = cfg.img_resolution, cfg.neural_resolution
-        self.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, cfg.num_ws, cfg.mapping_layers,
-                                      cfg.mapping_lr_mult)
+        if cfg.code_prior_dim:  # an auto-decoded model: a fitted prior draws the codes
+            self.mapping = CodePrior(cfg.z_dim, cfg.w_dim, cfg.num_shape_ws, cfg.num_ws, cfg.code_prior_dim,
+                                     cfg.code_prior_components)
+        else:
+            self.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, cfg.num_ws, cfg.mapping_layers,
+                                          cfg.mapping_lr_mult)
         self.synthesis = SynthesisNetwork(cfg)
         self.semantic_decoder = SemanticDecoder(cfg.plane_feature_dim(cfg.semantic_plane_channels),
                                                 cfg.decoder_hidden, cfg.num_classes, cfg.density_bias)
@@ -147,6 +152,11 @@ class Generator(nn.Module):
         if c is None:
             c = self.canonical_labels(len(seeds))
         return self.mapping(z, c, truncation_psi=truncation_psi)
+
+    def average_codes(self, batch: int = 1) -> torch.Tensor:
+        """[batch, num_ws, w_dim] average codes (per group for a code prior): the truncation centre and
+        the start of inversion without an encoder."""
+        return self.mapping.average_ws(batch)
 
     def split_codes(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(w_s [B, num_shape_ws, w_dim], w_t [B, num_texture_ws, w_dim])``."""

@@ -46,6 +46,10 @@ class MappingNetwork(nn.Module):
             ws = truncate(ws, self.w_avg, truncation_psi, truncation_cutoff)
         return ws.contiguous()
 
+    def average_ws(self, batch: int = 1) -> torch.Tensor:
+        """[batch, num_ws, w_dim]: ``w_avg`` in every code (the truncation centre)."""
+        return self.w_avg.reshape(1, 1, -1).expand(batch, self.num_ws, -1).contiguous()
+
     @torch.no_grad()
     def update_w_avg(self, w: torch.Tensor, beta: float = 0.998) -> None:
         """Move ``w_avg`` toward the batch mean of ``w`` ([B, w_dim] or [B, num_ws, w_dim]); training

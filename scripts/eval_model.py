@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The bundled model's evaluation (issue 14): samples against procedural heads, mask-edit faithfulness.
+
+    python scripts/eval_model.py --model ide3d_core/models/default [--samples 24] [--edit-seeds 8]
+        [--json out.json] [--sheet out.png] [--threads 2]
+
+Prints one Markdown table. Independent truth throughout: the procedural heads' exact renders.
+
+* **Samples** (``ide3d generate``'s defaults: seeds 0.., truncation 0.7, the canonical conditioning) at
+  yaw -45, 0, +45 against procedural heads (seeds 0.. of ``sample_heads``) at the same cameras and
+  256 px: sharpness = mean absolute Laplacian of the grey image, diversity = mean pairwise L1 between the
+  samples of one yaw, both as ratios to the procedural heads'; SWD (x1e3, training.metrics.swd) against
+  them; small parts = share of samples whose semantic map shows at least ``--part-pixels`` pixels of
+  eyes, of brows and of mouth/lips (at each yaw; the procedural share beside it).
+* **Mask edits** through the canonical editor (``MODEL/encoders/canonical``), on generated portraits:
+  removing the hair (hair -> background in the canonical map) and painting a hat; painted vs
+  re-rendered mIoU (canonical view), PSNR of the RGB on unedited pixels, and for the hair removal the
+  share of hair pixels left and the mean RGB change inside / outside the removed region.
+
+Held-out inversion (invert from yaw 20 with the default settings, compare at yaw -40/0/+40, Chamfer)
+is ``scripts/eval_inversion.py``; the model card quotes both.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ide3d_core.cameras import orbit_camera  # noqa: E402
+from ide3d_core.inversion.losses import mean_iou, psnr  # noqa: E402
+from ide3d_core.labels import ID  # noqa: E402
+from ide3d_core.networks import load_generator  # noqa: E402
+
+YAWS = (-45.0, 0.0, 45.0)
+PARTS = {"eyes": (ID["l_eye"], ID["r_eye"]), "brows": (ID["l_brow"], ID["r_brow"]),
+         "mouth": (ID["mouth"], ID["u_lip"], ID["l_lip"])}
+LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+
+
+def cams(yaw: float, n: int) -> torch.Tensor:
+    return torch.as_tensor(orbit_camera(math.radians(yaw)).label()).float().expand(n, 25).contiguous()
+
+
+def sharpness(images: torch.Tensor) -> float:
+    """Mean |Laplacian| of the grey images ([N, 3, H, W] in [-1, 1])."""
+    grey = images.float().mean(1, keepdim=True)
+    return float(F.conv2d(grey, LAPLACE).abs().mean())
+
+
+def diversity(images: torch.Tensor) -> float:
+    """Mean pairwise L1 between the images of a set."""
+    n = images.shape[0]
+    d = [float((images[i] - images[j]).abs().mean()) for i, j in itertools.combinations(range(n), 2)]
+    return float(np.mean(d))
+
+
+def part_share(labels: torch.Tensor, min_pixels: int) -> dict[str, float]:
+    """Share of label maps [N, H, W] showing at least ``min_pixels`` pixels of each part."""
+    return {name: float(np.mean([int(torch.isin(m, torch.tensor(ids)).sum()) >= min_pixels for m in labels]))
+            for name, ids in PARTS.items()}
+
+
+@torch.no_grad()
+def sample_sets(G, n: int, res: int):
+    """{yaw: (generated image, generated labels, procedural image, procedural labels)}."""
+    from training.procedural import render_heads, sample_heads
+
+    ws = G.codes_from_seeds(list(range(n)), truncation_psi=0.7)
+    planes = G.planes(ws)
+    heads = sample_heads(n, torch.Generator().manual_seed(0))
+    out = {}
+    for yaw in YAWS:
+        r = G.render(planes, cams(yaw, n), ws)
+        img = F.interpolate(r.image.float(), size=res, mode="area") if r.image.shape[-1] != res else r.image.float()
+        lab = r.semantic.argmax(1)
+        lab = F.interpolate(lab[:, None].float(), size=res, mode="nearest")[:, 0].long()
+        p = render_heads(heads, cams(yaw, n), res)
+        out[yaw] = (img.clamp(-1, 1), lab, p.image, p.labels)
+    return out
+
+
+@torch.no_grad()
+def edit_eval(G, editor, seeds: list[int]) -> dict[str, float]:
+    from ide3d_core.editing import canonical_labels, mask_edit, render_state
+    from ide3d_core.portrait import EditRecord, Portrait, PortraitState, generator_fingerprint
+
+    cam = orbit_camera(0.0).label()
+    rows = {"hair_miou": [], "hair_psnr": [], "hair_left": [], "hair_change_in": [], "hair_change_out": [],
+            "hat_miou": [], "hat_psnr": []}
+    for s in seeds:
+        ws = G.codes_from_seeds([s], truncation_psi=0.7).cpu()
+        portrait = Portrait(camera=cam, generator_config=G.config.to_dict(),
+                            base_fingerprint=generator_fingerprint(G),
+                            history=(EditRecord("seed", {"seed": s}, PortraitState(ws)),))
+        before = render_state(G, portrait.state, cam).image[0]
+        cur = canonical_labels(G, portrait.state)
+        hair = cur == ID["hair"]
+        edits = {"hair": np.where(hair, ID["background"], cur).astype(np.uint8)}
+        hat = cur.copy()
+        face = np.argwhere(cur > 0)
+        top = face[:, 0].min()
+        h, w = cur.shape
+        yy, xx = np.mgrid[:h, :w]
+        cx = face[:, 1].mean()
+        dome = ((xx - cx) / (0.28 * w)) ** 2 + ((yy - (top + 0.12 * h)) / (0.16 * h)) ** 2 <= 1
+        hat[dome & (yy < top + 0.14 * h)] = ID["hat"]
+        edits["hat"] = hat
+        for name, painted in edits.items():
+            if (painted == cur).all():
+                continue
+            after_p = mask_edit(portrait, G, editor, painted, current=cur)
+            after = render_state(G, after_p.state, cam)
+            new_lab = after.semantic[0].argmax(0).cpu().numpy()
+            rows[f"{name}_miou"].append(mean_iou(torch.from_numpy(new_lab), torch.from_numpy(painted.astype(np.int64))))
+            same = torch.from_numpy(painted == cur)
+            if same.any():
+                diff = (after.image[0] - before).float()
+                mse = float(diff.square().mean(0)[same].mean())
+                rows[f"{name}_psnr"].append(10 * math.log10(4.0 / max(mse, 1e-10)))
+            if name == "hair" and hair.sum() > 0:
+                rows["hair_left"].append(float((new_lab == ID["hair"]).sum() / hair.sum()))
+                change = (after.image[0] - before).abs().mean(0)
+                rows["hair_change_in"].append(float(change[torch.from_numpy(hair)].mean()))
+                rows["hair_change_out"].append(float(change[~torch.from_numpy(hair)].mean()))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in rows.items()}
+
+
+def contact_sheet(sets, path: Path, n: int = 6) -> None:
+    """Rows: for each of ``n`` samples, generated (top) and procedural (bottom) at each yaw."""
+    from PIL import Image
+
+    def u8(x):
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+    rows = []
+    for i in range(n):
+        rows.append(np.concatenate([u8(sets[y][0][i]) for y in YAWS], 1))
+        rows.append(np.concatenate([u8(sets[y][2][i]) for y in YAWS], 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(ROOT / "ide3d_core/models/default"))
+    ap.add_argument("--samples", type=int, default=24)
+    ap.add_argument("--edit-seeds", type=int, default=8)
+    ap.add_argument("--part-pixels", type=int, default=10)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--sheet", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from training.metrics.swd import sliced_wasserstein
+
+    G = load_generator(args.model)
+    sets = sample_sets(G, args.samples, 256)
+    res: dict[str, float] = {}
+    for yaw, (gi, gl, pi, pl) in sets.items():
+        tag = f"yaw{yaw:+.0f}"
+        res[f"sharpness_ratio_{tag}"] = sharpness(gi) / sharpness(pi)
+        res[f"diversity_ratio_{tag}"] = diversity(gi) / diversity(pi)
+        res[f"swd_{tag}"] = sliced_wasserstein(pi, gi, torch.Generator().manual_seed(0)).mean
+        for part, share in part_share(gl, args.part_pixels).items():
+            res[f"{part}_shown_{tag}"] = share
+            res[f"{part}_shown_procedural_{tag}"] = part_share(pl, args.part_pixels)[part]
+    res["sharpness_ratio"] = float(np.mean([res[f"sharpness_ratio_yaw{y:+.0f}"] for y in YAWS]))
+    res["diversity_ratio"] = float(np.mean([res[f"diversity_ratio_yaw{y:+.0f}"] for y in YAWS]))
+    editor_dir = Path(args.model) / "encoders" / "canonical"
+    if args.edit_seeds and editor_dir.exists():
+        from ide3d_core.encoders import load_encoder
+
+        res.update(edit_eval(G, load_encoder(editor_dir).eval(), list(range(100, 100 + args.edit_seeds))))
+    if args.sheet:
+        contact_sheet(sets, args.sheet)
+    print("| metric | value |\n|---|---|")
+    for k, v in res.items():
+        print(f"| {k} | {v:.4f} |")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The auto-decoder recipe on the tiny model: the bank's targets against the exact procedural field, a
+few steps that lower the losses, exact resume, and an exported generator whose seeds draw from the prior."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ide3d_core.networks import Generator, load_generator, save_generator
+from ide3d_core.networks.prior import CodePrior
+from training.autodecoder.bank import BankSpec, bank_latents, build_bank, load_bank
+from training.autodecoder.loop import CONFIG_FILE, AutoDecoderConfig, Trainer, train
+from training.autodecoder.prior import export_run
+
+SPEC = BankSpec(size=4, uniform_points=64, surface_points=128, colour_points=64, views=2, low_resolution=16,
+                high_resolution=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ad")
+    save_generator(Generator("tiny"), root / "init")
+    build_bank(root / "bank", SPEC)
+    return root
+
+
+def cfg_for(root) -> AutoDecoderConfig:
+    return AutoDecoderConfig(bank=SPEC, init_from=str(root / "init"), point_batch=64, colour_batch=32, rays=32,
+                             sr_interval=2, batch=2, log_steps=1, bf16=False)
+
+
+def test_bank_targets_match_the_exact_field(tiny_dir):
+    from training.procedural import heads_from_latent, median_padded
+    from training.procedural.mesh import head_field
+
+    bank = load_bank(tiny_dir / "bank", SPEC)
+    assert torch.equal(bank["z"], bank_latents(SPEC))
+    heads = heads_from_latent(median_padded(bank["z"]))
+    for i in range(SPEC.size):
+        v, prim = head_field(heads.index(slice(i, i + 1)), bank["geo_pts"][i])
+        assert torch.equal((v > 0).to(torch.uint8), bank["geo_occ"][i])
+        assert torch.equal(heads.label[prim].to(torch.uint8), bank["geo_cls"][i])
+    # near-surface points straddle the surface; colour points sit just inside it
+    surf = bank["geo_occ"][:, SPEC.uniform_points:].float().mean()
+    assert 0.25 < float(surf) < 0.75
+    v, _ = head_field(heads.index(slice(0, 1)), bank["col_pts"][0])
+    assert float((v > -1e-4).float().mean()) > 0.95
+    # class balance: the small parts are not a few percent of the surface points
+    cls = bank["geo_cls"][:, SPEC.uniform_points:]
+    eyes = ((cls == 4) | (cls == 5)).float().mean()
+    lab = bank["lab64"][bank["lab64"] > 0]
+    assert float(eyes) > 3 * float(((lab == 4) | (lab == 5)).float().mean())
+
+
+def test_training_lowers_the_losses_and_resumes_exactly(tiny_dir, tmp_path):
+    cfg = cfg_for(tiny_dir)
+    run_a = tmp_path / "a"
+    (run_a).mkdir()
+    (run_a / "bank").symlink_to(tiny_dir / "bank")
+    train(run_a, cfg, max_steps=4)
+    run_b = tmp_path / "b"
+    run_b.mkdir()
+    (run_b / "bank").symlink_to(tiny_dir / "bank")
+    train(run_b, cfg, max_steps=2)
+    train(run_b, None, max_steps=4)  # a new sitting: resumes from the checkpoint
+    from training.checkpoint import latest_checkpoint, load_checkpoint
+
+    ta, _ = load_checkpoint(latest_checkpoint(run_a / "checkpoints"))
+    tb, _ = load_checkpoint(latest_checkpoint(run_b / "checkpoints"))
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    assert json.loads((run_b / CONFIG_FILE).read_text())["bank"]["size"] == SPEC.size
+
+    # on one fixed batch, steps lower the point losses
+    bank = load_bank(tiny_dir / "bank", SPEC)
+    tr = Trainer(tmp_path / "c", cfg, bank)
+    first, _ = tr.losses(1)
+    for _ in range(30):
+        tr.opt.zero_grad(), tr.opt_codes.zero_grad()
+        loss, _ = tr.losses(1)
+        loss.backward()
+        tr.opt.step(), tr.opt_codes.step()
+    last, _ = tr.losses(1)
+    assert float(last.detach()) < 0.8 * float(first.detach())
+
+
+def test_export_draws_new_heads_from_the_prior(tiny_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "bank").symlink_to(tiny_dir / "bank")
+    train(run, cfg_for(tiny_dir), max_steps=2)
+    out = export_run(run, tmp_path / "model", dim=2, components=1)
+    G = load_generator(out)
+    assert isinstance(G.mapping, CodePrior) and G.config.code_prior_dim == 2
+    with torch.no_grad():
+        ws = G.codes_from_seeds([0, 1, 2])
+        assert torch.equal(ws, G.codes_from_seeds([0, 1, 2]))
+        assert not torch.allclose(ws[0], ws[1])
+        # the mean code of the export is the mean of the learned codes (float16 weights)
+        from training.autodecoder.prior import run_codes
+
+        _, codes, _ = run_codes(run)
+        assert np.allclose(G.mapping.mean.numpy(), codes.mean(0).numpy(), atol=2e-3)
+        out_img = G(ws, G.canonical_labels(3)).image
+        assert out_img.shape == (3, 3, 32, 32) and torch.isfinite(out_img).all()

@@ -1,0 +1,75 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``ide3d train-autodecoder``: the CPU recipe of the bundled model (training/autodecoder), in sittings.
+
+    ide3d train-autodecoder --out RUN [--minutes 150] [--threads 1] [--bank-size 512] [--init-from DIR]
+    ide3d train-autodecoder --out RUN --export DIR     # fit the code prior, write a generator folder
+
+A run folder is resumed whenever it already holds a run (its own configuration wins; options that would
+change it are refused). Ctrl-C or SIGTERM ends the current step and writes a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from ide3d_core.cli import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-autodecoder", help="train the bundled model's CPU recipe (auto-decoder + code prior)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="run folder (keep it outside the work tree)")
+    p.add_argument("--minutes", type=float, default=None, help="stop with a checkpoint after this wall time")
+    p.add_argument("--steps", type=int, default=None, help="stop with a checkpoint at this step")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: leave a core free)")
+    p.add_argument("--bank-size", type=int, default=None, help="heads in the bank of a new run (default 512)")
+    p.add_argument("--init-from", type=Path, default=None, help="generator folder a new run starts from")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+                   help="instead of training: fit the code prior and write a generator folder to DIR")
+    p.add_argument("--prior-dim", type=int, default=None, help="PCA dimensions per code group of --export")
+    p.add_argument("--prior-components", type=int, default=None, help="mixture components of --export")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from ide3d_core.progress import CancelToken
+    from training.autodecoder.loop import CONFIG_FILE, AutoDecoderConfig, train
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.export is not None:
+        from training.autodecoder.prior import export_run
+
+        kwargs = {k: v for k, v in (("dim", args.prior_dim), ("components", args.prior_components)) if v}
+        folder = export_run(args.out, args.export, **kwargs)
+        print(f"wrote {folder}")
+        return 0
+    new = not (args.out / CONFIG_FILE).exists()
+    cfg = None
+    if new:
+        cfg = AutoDecoderConfig()
+        if args.bank_size:
+            cfg = dataclasses.replace(cfg, bank=dataclasses.replace(cfg.bank, size=args.bank_size))
+        if args.init_from:
+            cfg = dataclasses.replace(cfg, init_from=str(args.init_from))
+    elif args.bank_size or args.init_from:
+        raise UserError(f"{args.out} already holds a run: --bank-size/--init-from apply to new runs only")
+    cancel = CancelToken()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
+
+    def progress(done: int, total: int, message: str) -> None:
+        if done % 50 == 0:
+            print(f"[{done}] {message}", flush=True)
+
+    try:
+        path = train(args.out, cfg, minutes=args.minutes, max_steps=args.steps, progress=progress, cancel=cancel)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(f"checkpoint {path}")
+    return 0
