@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Evaluation of hybrid inversion, the canonical editor and mask-edit faithfulness on held-out
-procedural heads (issue 6). Prints three tables.
+"""Evaluation of hybrid inversion, the canonical editor, mask-edit faithfulness (issue 6), the inversion
+schedule (issue 15) and multi-view inversion (issue 17) on held-out procedural heads. Prints one table per
+experiment (``--experiments``, default the issue-6 three).
 
     .venv/bin/python scripts/eval_inversion.py [--model DIR | --config tiny] [--encoders DIR]
         [--heads 4] [--steps 50] [--tune-steps 50] [--yaws -40,-20,0,20,40] [--mesh-resolution 64]
+        [--experiments novel,ablation,edit,schedule,multiview] [--view-sets "0;-30,30;-30,0,30"]
+        [--novel-yaws -45,-15,15,45] [--pose-noise 3]
 
 Data: ``--heads`` procedural heads drawn with ``torch.Generator().manual_seed(HELD_OUT_SEED)``, a seed
 no training stream uses (training draws from small seeds), rendered with their exact labels; the
@@ -23,6 +26,15 @@ ground-truth mesh is ``training.procedural.head_mesh``.
    canonical label map) goes through the canonical editor (residual and direct modes); mIoU between the
    painted and the re-rendered canonical map, and PSNR of the unedited pixels (outside the painted band,
    dilated by 2 pixels) before/after.
+4. **Schedule** (``schedule``) -- one view (yaw 0, exact mask and camera), inverted with
+   ``THOROUGH_POLICY`` (the earlier 200 + 100 step default) and with today's default ``InversionPolicy()``;
+   novel-view PSNR / SSIM / mIoU at ``--novel-yaws``, Chamfer, seconds per portrait and steps run.
+5. **Multi-view** (``multiview``) -- each view set of ``--view-sets`` (yaws in degrees; exact masks and
+   cameras) inverted with the default policy (``--mv-steps`` / ``--mv-tune-steps`` override its budget: the
+   same per portrait whatever the number of views), rendered at ``--novel-yaws`` (none of them an input
+   view) and compared with the exact renders and mesh; then again with every given camera rotated by
+   ``--pose-noise`` degrees in a random direction of (yaw, pitch) (seeded), as estimated poses would be.
+   Seconds per portrait and their ratio to the one-view set.
 
 Without a trained model (none is bundled yet) the default is an UNTRAINED ``default`` generator and
 randomly initialised encoders: the script then only shows that the pipeline runs end to end; its
@@ -68,6 +80,13 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=50, help="code optimisation steps")
     p.add_argument("--tune-steps", type=int, default=50, help="pivotal tuning steps")
     p.add_argument("--mesh-resolution", type=int, default=64, help="grid size for Chamfer (0 = skip)")
+    p.add_argument("--experiments", default="novel,ablation,edit",
+                   help="comma list of novel, ablation, edit, schedule, multiview")
+    p.add_argument("--view-sets", default="0;-30,30;-30,0,30", help="multiview: ';'-separated yaw lists")
+    p.add_argument("--novel-yaws", default="-45,-15,15,45", help="schedule/multiview: evaluation yaws")
+    p.add_argument("--pose-noise", type=float, default=3.0, help="multiview: camera error in degrees (0 = skip)")
+    p.add_argument("--mv-steps", type=int, default=None, help="multiview: code steps (default: the policy's)")
+    p.add_argument("--mv-tune-steps", type=int, default=None, help="multiview: tuning steps (default: the policy's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     return p.parse_args(argv)
@@ -292,6 +311,98 @@ def edit_faithfulness(hybrids, g, enc, device):
             print(f"| {mode} | n/a (nothing to paint) | n/a | 0 |")
 
 
+def _scores(res, truth, i, yaws, args, device):
+    """(PSNR per yaw, SSIM mean, mIoU mean, Chamfer) of one inversion against head ``i``'s truth."""
+    m = [view_metrics(res.generator, res.ws, truth, i, y, device) for y in yaws]
+    ch = chamfer(res.generator, res.ws, truth, i, args.mesh_resolution, level=args.level) if args.mesh_resolution \
+        else float("nan")
+    return [x[0] for x in m], float(np.mean([x[1] for x in m])), float(np.mean([x[2] for x in m])), ch
+
+
+def _table(title, yaws, rows):
+    """Print one markdown table; rows: name -> (psnr per yaw lists, ssim list, miou list, chamfer list,
+    seconds list, extra cell)."""
+    print(f"\n### {title}\n")
+    print("| setting | " + " | ".join(f"PSNR {y:+.0f}" for y in yaws)
+          + " | PSNR mean | SSIM | mIoU | Chamfer | s/portrait | " + "note |")
+    print("|" + "---|" * (len(yaws) + 7))
+    for name, (py, ss, ious, chs, secs, extra) in rows.items():
+        py = np.asarray(py)  # [heads, yaws]
+        ch = float(np.nanmean(chs)) if chs and not np.all(np.isnan(chs)) else float("nan")
+        cells = " | ".join(f"{v:.2f}" for v in py.mean(0))
+        print(f"| {name} | {cells} | {py.mean():.2f} | {np.mean(ss):.3f} | {np.mean(ious):.3f} | {ch:.4f} | "
+              f"{np.mean(secs):.1f} | {extra} |")
+
+
+def schedule(args, g, enc, truth, device):
+    """Issue 15: the earlier 200 + 100 step default against today's default, one view at yaw 0."""
+    from ide3d_core.inversion import THOROUGH_POLICY
+
+    yaws = [float(y) for y in args.novel_yaws.split(",")]
+    rows = {}
+    for name, policy in (("thorough (old default, 200+100 steps)", THOROUGH_POLICY),
+                         ("fast (new default)", InversionPolicy())):
+        py, ss, ious, chs, secs, steps = [], [], [], [], [], []
+        for i in range(args.heads):
+            img, lab, cam = truth.view(i, 0.0)
+            t0 = time.perf_counter()
+            res = invert(g, img.to(device), mask=lab[0].numpy().astype(np.uint8), camera=cam,
+                         encoder=enc["standard"], policy=policy)
+            secs.append(time.perf_counter() - t0)
+            steps.append(sum(int(v.get("steps", 0)) for v in res.stages.values()))
+            p, s, iou, ch = _scores(res, truth, i, yaws, args, device)
+            py.append(p), ss.append(s), ious.append(iou), chs.append(ch)
+            print(f"  [{name}] head {i}: {np.mean(p):.2f} dB, {secs[-1]:.1f} s, {steps[-1]} steps", file=sys.stderr)
+        rows[name] = (py, ss, ious, chs, secs, f"{np.mean(steps):.0f} steps run")
+    _table(f"Inversion schedule (1 view, yaw +0, {args.heads} held-out heads, novel yaws)", yaws, rows)
+
+
+def noisy_camera(yaw_deg: float, noise_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """The orbit camera at ``yaw_deg`` rotated by ``noise_deg`` in a random direction of (yaw, pitch)."""
+    a = rng.uniform(0.0, 2.0 * math.pi)
+    return label(yaw_deg + noise_deg * math.cos(a), noise_deg * math.sin(a))
+
+
+def multiview(args, g, enc, truth, device):
+    """Issue 17: one, two and three views of each held-out head, exact and noisy cameras."""
+    from ide3d_core.inversion import InversionView, invert_views
+
+    yaws = [float(y) for y in args.novel_yaws.split(",")]
+    sets = [[float(y) for y in part.split(",")] for part in args.view_sets.split(";")]
+    kw = {}
+    if args.mv_steps is not None:
+        kw["optimise_steps"] = args.mv_steps
+    if args.mv_tune_steps is not None:
+        kw["tune_steps"] = args.mv_tune_steps
+    policy = InversionPolicy(**kw)
+    rows, one_view_secs = {}, None
+    for noise in ([0.0, args.pose_noise] if args.pose_noise else [0.0]):
+        rng = np.random.default_rng(HELD_OUT_SEED + 1)
+        for vs in sets:
+            py, ss, ious, chs, secs = [], [], [], [], []
+            for i in range(args.heads):
+                views = []
+                for y in vs:
+                    img, lab, cam = truth.view(i, y)
+                    if noise:
+                        cam = noisy_camera(y, noise, rng)
+                    views.append(InversionView(img.to(device), lab[0].numpy().astype(np.uint8), cam, f"yaw {y:+.0f}"))
+                t0 = time.perf_counter()
+                res = invert_views(g, views, encoder=enc["standard"], policy=policy)
+                secs.append(time.perf_counter() - t0)
+                p, s, iou, ch = _scores(res, truth, i, yaws, args, device)
+                py.append(p), ss.append(s), ious.append(iou), chs.append(ch)
+                print(f"  [{len(vs)} views, noise {noise:g}] head {i}: {np.mean(p):.2f} dB, {secs[-1]:.1f} s, "
+                      f"weights {[round(v.weight, 2) for v in res.views]}", file=sys.stderr)
+            if len(vs) == 1 and not noise:
+                one_view_secs = float(np.mean(secs))
+            ratio = f"time x{np.mean(secs) / one_view_secs:.2f} of 1 view" if one_view_secs else ""
+            name = f"{len(vs)} view{'s' if len(vs) > 1 else ''} (yaw {', '.join(f'{y:+.0f}' for y in vs)})"
+            rows[name + (f", {noise:g} deg pose noise" if noise else "")] = (py, ss, ious, chs, secs, ratio)
+    _table(f"Multi-view inversion ({args.heads} held-out heads, {policy.optimise_steps} code + "
+           f"{policy.tune_steps} tuning steps at most, novel yaws)", yaws, rows)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -305,9 +416,19 @@ def main(argv=None) -> int:
     print(f"model: {model_desc} ({'trained' if trained else 'UNTRAINED - numbers are meaningless'}), "
           f"{g.img_resolution} px; device {device}; held-out seed {HELD_OUT_SEED}")
     t0 = time.perf_counter()
-    hybrids = novel_views(args, g, enc, truth, device)
-    canonical_ablation(args, g, enc, truth, device)
-    edit_faithfulness(hybrids, g, enc, device)
+    todo = set(args.experiments.split(","))
+    unknown = todo - {"novel", "ablation", "edit", "schedule", "multiview"}
+    if unknown:
+        raise SystemExit(f"unknown experiments {sorted(unknown)}")
+    hybrids = novel_views(args, g, enc, truth, device) if todo & {"novel", "edit"} else []
+    if "ablation" in todo:
+        canonical_ablation(args, g, enc, truth, device)
+    if "edit" in todo:
+        edit_faithfulness(hybrids, g, enc, device)
+    if "schedule" in todo:
+        schedule(args, g, enc, truth, device)
+    if "multiview" in todo:
+        multiview(args, g, enc, truth, device)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """``ide3d invert | edit | restyle | render``: portrait documents on the command line.
 
-    ide3d invert PHOTO [--mask M] [--camera camera.json | --yaw Y --pitch P] [--steps N] [--tune-steps N]
-                 --out P.ide3d
+    ide3d invert PHOTO [PHOTO ...] [--mask M [M ...]] [--camera camera.json [...] | --yaw Y --pitch P]
+                 [--prepare] [--steps N] [--tune-steps N] [--thorough] --out P.ide3d
     ide3d edit P.ide3d (--mask painted.png [--mode residual|direct] | --undo | --redo) --out Q.ide3d
     ide3d restyle P.ide3d --regions hair,cloth (--style-seed 7 | --style-portrait R.ide3d) --out Q.ide3d
     ide3d render P.ide3d [--yaw 30 --pitch -5 | --canonical] [--orbit N] --out view.png
@@ -13,6 +13,12 @@ restyle and render default to the model the portrait was made with. Encoders: ``
 ``standard/`` and ``canonical/`` sub-folders (written by ``ide3d train-encoders``); default
 ``<model>/encoders``. Inversion without encoders starts from the average code (a warning says so); a
 mask edit needs the canonical editor.
+
+Several photos of one head (``ide3d invert front.jpg left.jpg right.jpg``) are inverted together into one
+portrait (:func:`ide3d_core.operations.invert.invert_photos`): ``--mask`` and ``--camera`` then take one
+entry per photo (``-`` for none). Photos are square aligned crops as ``ide3d prepare`` writes them, or, with
+``--prepare``, any photo through the same pipeline (detect, align, pose, mask; a photo without a face is
+skipped with a message).
 
 Masks are read through :func:`ide3d_core.labels.decode_mask` (label ids, or palette colours with
 anti-aliased fringes snapped). ``render`` writes, beside every image, ``<name>_labels.png`` (label ids)
@@ -115,14 +121,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("invert", help="invert a portrait photo into an .ide3d document",
                        description=__doc__, formatter_class=fmt)
-    p.add_argument("photo", type=Path, help="square portrait image (RGB)")
-    p.add_argument("--mask", type=Path, help="its label mask (ids or palette colours), same size")
-    p.add_argument("--yaw", type=float, default=None, help="camera yaw in degrees (default: predicted)")
+    p.add_argument("photo", type=Path, nargs="+", help="square portrait image(s) (RGB) of one head")
+    p.add_argument("--mask", type=Path, nargs="+", default=None,
+                   help="label mask(s) (ids or palette colours), same size; one per photo, '-' for none")
+    p.add_argument("--yaw", type=float, default=None, help="camera yaw in degrees (default: predicted; one photo)")
     p.add_argument("--pitch", type=float, default=0.0, help="camera pitch in degrees (with --yaw)")
-    p.add_argument("--camera", type=Path, default=None,
-                   help="camera.json written by `ide3d prepare` (its 25-float \"label\")")
-    p.add_argument("--steps", type=int, default=None, help="code optimisation steps (default 200)")
-    p.add_argument("--tune-steps", type=int, default=None, help="pivotal tuning steps (default 100)")
+    p.add_argument("--camera", type=Path, nargs="+", default=None,
+                   help="camera.json written by `ide3d prepare` (its 25-float \"label\"); one per photo, '-' for none")
+    p.add_argument("--prepare", action="store_true",
+                   help="run every photo through the photo pipeline first (any size and framing)")
+    p.add_argument("--steps", type=int, default=None, help="code optimisation steps (default 24)")
+    p.add_argument("--tune-steps", type=int, default=None, help="pivotal tuning steps (default 10)")
+    p.add_argument("--thorough", action="store_true",
+                   help="the earlier slow schedule (200 + 100 steps at full resolution, no early stop)")
     p.add_argument("--code-space", choices=("w", "w+"), default="w+")
     p.add_argument("--encoders", type=Path, default=None, help="encoder folder (default <model>/encoders)")
     p.add_argument("--parser", type=Path, default=None,
@@ -173,45 +184,68 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_render)
 
 
+def _per_photo(values, n: int, flag: str) -> list:
+    """``--mask``/``--camera`` values: None, or one per photo ('-' = none for that photo)."""
+    if values is None:
+        return [None] * n
+    if len(values) != n:
+        raise UserError(f"{flag} takes one entry per photo ({n}), got {len(values)} (use '-' for none)")
+    return [None if str(v) == "-" else v for v in values]
+
+
 def run_invert(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+    from dataclasses import replace
 
     from ide3d_core.cameras import orbit_camera
-    from ide3d_core.inversion import InversionPolicy, invert
+    from ide3d_core.inversion import THOROUGH_POLICY, InversionPolicy
+    from ide3d_core.operations import OperationError
+    from ide3d_core.operations.invert import PhotoInput, invert_photos
     from ide3d_core.progress import TqdmProgress
 
     if args.out.suffix != ".ide3d":
         raise UserError(f"--out must end in .ide3d, got {args.out.name!r}")
     device = device_arg(args.device)
-    photo = read_rgb(args.photo)
-    h, w = photo.shape[:2]
-    if abs(h - w) > 1:
-        raise UserError(f"the photo is {w}x{h}; it must be square (crop it with `ide3d prepare`)")
-    mask = read_mask(args.mask, (h, w)) if args.mask else None
-    camera = None
+    n = len(args.photo)
+    masks = _per_photo(args.mask, n, "--mask")
+    cameras = [None if c is None else _read_camera(c) for c in _per_photo(args.camera, n, "--camera")]
     if args.camera is not None and args.yaw is not None:
         raise UserError("give either --camera or --yaw/--pitch, not both")
-    if args.camera is not None:
-        camera = _read_camera(args.camera)
     if args.yaw is not None:
+        if n > 1:
+            raise UserError("--yaw/--pitch describe one photo; give several photos their --camera files")
         if not -89 < args.pitch < 89:
             raise UserError("--pitch must be within (-89, 89) degrees")
-        camera = orbit_camera(math.radians(args.yaw), math.radians(args.pitch)).label()
+        cameras = [orbit_camera(math.radians(args.yaw), math.radians(args.pitch)).label()]
+    photos = []
+    for path, mask, cam in zip(args.photo, masks, cameras):
+        if args.prepare:
+            photos.append(PhotoInput(path, mask, cam, path.name))
+            continue
+        photo = read_rgb(path)
+        h, w = photo.shape[:2]
+        if abs(h - w) > 1:
+            raise UserError(f"{path.name} is {w}x{h}; it must be square (crop it with `ide3d prepare`, "
+                            "or pass --prepare)")
+        photos.append(PhotoInput(photo, read_mask(mask, (h, w)) if mask is not None else None, cam, path.name))
     spec = args.model or ""
     base = load_base(spec, device)
     encoder = load_encoders(args.encoders, spec, "standard", device)
     if encoder is None:
         print("ide3d invert: warning: no encoders found; codes start at the average code "
               "(train them with `ide3d train-encoders`)", file=sys.stderr)
+    policy = THOROUGH_POLICY if args.thorough else InversionPolicy()
     kw = {"code_space": args.code_space}
     for name, value in (("optimise_steps", args.steps), ("tune_steps", args.tune_steps)):
         if value is not None:
             if value < 0:
                 raise UserError("step counts must be >= 0")
             kw[name] = value
-    policy = InversionPolicy(**kw)
-    parser = None if mask is not None else _parser(args.parser, spec, device)
+    policy = replace(policy, **kw)
+    no_masks = all(m is None for m in masks)
+    if args.prepare:
+        parser = image_parser(args.parser, device) if args.parser is not None else None
+    else:
+        parser = None if not no_masks and all(m is not None for m in masks) else _parser(args.parser, spec, device)
     lpips = None
     if args.lpips is not None:
         from ide3d_core.inversion.lpips import LPIPS
@@ -220,18 +254,26 @@ def run_invert(args: argparse.Namespace) -> int:
             lpips = LPIPS.from_file(args.lpips, device=device)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    with TqdmProgress("invert", disable=args.quiet) as progress:
-        res = invert(base, torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1.0, mask=mask,
-                     camera=camera, encoder=encoder, policy=policy, lpips=lpips, parser=parser,
-                     progress=progress)
-    for note in res.notes:
+    try:
+        with TqdmProgress("invert", disable=args.quiet) as progress:
+            out = invert_photos(base, photos, encoder=encoder, policy=policy,
+                                preparation="photo" if args.prepare else "square", lpips=lpips, parser=parser,
+                                model_hint=spec, generator_config=_config_dict(base), progress=progress)
+    except OperationError as exc:
+        raise UserError(str(exc)) from None
+    for note in out.notes:
         print(f"ide3d invert: note: {note}", file=sys.stderr)
-    portrait = res.portrait(base, source_image=photo, source_mask=mask,
-                            generator_config=_config_dict(base), model_hint=spec,
-                            params={"policy": {k: getattr(policy, k) for k in ("code_space", "optimise_steps", "tune_steps")}})
-    _save(portrait, args.out)
+    _save(out.portrait, args.out)
+    res = out.result
     for stage, m in res.stages.items():
-        print(f"  {stage:9s} PSNR {m['psnr']:6.2f} dB  loss {m['loss']:.4f}  {m['seconds']:.1f} s")
+        print(f"  {stage:9s} PSNR {m['psnr']:6.2f} dB  loss {m['loss']:.4f}  {m['seconds']:.1f} s  "
+              f"{int(m.get('steps', 0))} steps")
+    if len(res.views) > 1:
+        for v in res.views:
+            final = list(v.psnr)[-1] if v.psnr else None
+            print(f"  view {v.name}: " + (f"yaw {v.yaw:+.0f} pitch {v.pitch:+.0f}  weight {v.weight:.2f}  "
+                                          f"residual PSNR {v.psnr[final]:.2f} dB" if v.used else v.note)
+                  + ("  (primary)" if v.index == res.primary else ""))
     return 0
 
 
