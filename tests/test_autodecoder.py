@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from ide3d_core.cameras import canonical_camera
 from ide3d_core.networks import Generator, load_generator, save_generator
 from ide3d_core.networks.prior import CodePrior
 from training.autodecoder.bank import BankSpec, bank_latents, build_bank, load_bank
@@ -105,3 +106,24 @@ def test_export_draws_new_heads_from_the_prior(tiny_dir, tmp_path):
         assert np.allclose(G.mapping.mean.numpy(), codes.mean(0).numpy(), atol=2e-3)
         out_img = G(ws, G.canonical_labels(3)).image
         assert out_img.shape == (3, 3, 32, 32) and torch.isfinite(out_img).all()
+
+
+def test_encoder_bank_pairs_exact_renders_with_learned_codes(tiny_dir, tmp_path):
+    from training.autodecoder.loop import codes_to_ws
+    from training.autodecoder.prior import run_codes
+    from training.encoders import EncoderTrainingPolicy, concat_banks, render_autodecoder_bank
+    from training.procedural import heads_from_latent, median_padded, render_heads
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "bank").symlink_to(tiny_dir / "bank")
+    train(run, cfg_for(tiny_dir), max_steps=1)
+    G = Generator("tiny")
+    bank = render_autodecoder_bank(G, run, views=1, resolution=16, canonical=True, policy=EncoderTrainingPolicy())
+    _, codes, _ = run_codes(run)
+    assert torch.equal(bank.ws, codes_to_ws(codes.float(), G))
+    front = torch.from_numpy(canonical_camera().label()).expand(SPEC.size, 25)
+    exact = render_heads(heads_from_latent(median_padded(bank_latents(SPEC))), front, 16)
+    assert torch.equal(bank.masks[:, 0], exact.labels.to(torch.uint8))
+    both = concat_banks(bank, bank)
+    assert len(both) == 2 * SPEC.size

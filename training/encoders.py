@@ -222,6 +222,49 @@ def render_procedural_bank(generator: nn.Module, codes: int, views: int, resolut
                       progress, cancel, "rendering procedural heads")
 
 
+def render_autodecoder_bank(generator: nn.Module, run_dir, views: int, resolution: int, canonical: bool,
+                            policy: EncoderTrainingPolicy = EncoderTrainingPolicy(), chunk: int = 32,
+                            antialias: int = 2, progress: ProgressFn | None = None,
+                            cancel: CancelToken | None = None) -> SampleBank:
+    """A :class:`SampleBank` of an auto-decoder run's heads (training/autodecoder): inputs = exact
+    procedural renders of every bank head from ``views`` cameras (the canonical one when ``canonical``),
+    targets = the head's learned codes. The encoders then map a head to the code the generator learned
+    to draw it with (an auto-decoded model has no "code of z" besides these)."""
+    import json
+    from pathlib import Path
+
+    from training.autodecoder.bank import bank_latents
+    from training.autodecoder.loop import CONFIG_FILE, AutoDecoderConfig, codes_to_ws
+    from training.autodecoder.prior import run_codes
+    from training.procedural import heads_from_latent, median_padded, render_heads
+
+    cfg = AutoDecoderConfig.from_dict(json.loads((Path(run_dir) / CONFIG_FILE).read_text()))
+    _, codes, _ = run_codes(run_dir)
+    z = bank_latents(cfg.bank)
+    v = 1 if canonical else views
+    rng = np.random.default_rng(policy.seed + 15485863)
+    ws_all, imgs, masks, poses = [], [], [], []
+    for start in range(0, len(z), chunk):
+        n = min(chunk, len(z) - start)
+        labels_np, yp_np = sample_views(policy, rng, n * v, canonical)
+        heads = heads_from_latent(median_padded(z[start:start + n].repeat_interleave(v, 0)))
+        r = render_heads(heads, torch.from_numpy(labels_np), resolution, antialias=antialias)
+        imgs.append(_to_bank_images(r.image).view(n, v, 3, resolution, resolution))
+        masks.append(r.labels.to(torch.uint8).view(n, v, resolution, resolution))
+        ws_all.append(codes_to_ws(codes[start:start + n].float(), generator).cpu())
+        poses.append(torch.from_numpy(yp_np).view(n, v, 2))
+        report(progress, start + n, len(z), "rendering the auto-decoder's heads", cancel)
+    return SampleBank(torch.cat(ws_all), torch.cat(imgs), torch.cat(masks), torch.cat(poses), canonical)
+
+
+def concat_banks(*banks: SampleBank) -> SampleBank:
+    """One bank holding every code of ``banks`` (equal views per code and the same ``canonical``)."""
+    if len({b.canonical for b in banks}) != 1 or len({b.images.shape[1:] for b in banks}) != 1:
+        raise ValueError("banks to concatenate must have the same views, resolution and canonical flag")
+    return SampleBank(torch.cat([b.ws for b in banks]), torch.cat([b.images for b in banks]),
+                      torch.cat([b.masks for b in banks]), torch.cat([b.yaw_pitch for b in banks]), banks[0].canonical)
+
+
 def train_encoders(generator: nn.Module, encoder: nn.Module, policy: EncoderTrainingPolicy = EncoderTrainingPolicy(),
                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                    bank: SampleBank | None = None) -> EncoderTrainingResult:

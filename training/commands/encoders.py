@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     p.add_argument("--bank", type=int, default=0,
                    help="render this many codes once and train on them (much faster on a CPU; 0 = render every step)")
+    p.add_argument("--autodecoder-run", type=Path, default=None, metavar="RUN",
+                   help="also put every head of this auto-decoder run in the bank (exact procedural renders "
+                        "-> the head's learned codes); --bank N adds N generator samples beside them")
     p.add_argument("--bank-source", choices=("generator", "procedural"), default="generator",
                    help="what the bank holds: the generator's renders, or the procedural heads of the latents "
                         "(for a model distilled from them; about 10x cheaper on a CPU)")
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from ide3d_core.commands.model_args import device_arg, load_base
     from ide3d_core.encoders import HybridEncoder, config_for_generator, save_encoder
     from ide3d_core.progress import TqdmProgress
-    from training.encoders import EncoderTrainingPolicy, render_bank, render_procedural_bank, train_encoders
+    from training.encoders import (EncoderTrainingPolicy, concat_banks, render_autodecoder_bank, render_bank,
+                                   render_procedural_bank, train_encoders)
 
     which = [w.strip() for w in args.which.split(",") if w.strip()]
     if not which or set(which) - {"standard", "canonical"}:
@@ -66,11 +70,16 @@ def run(args: argparse.Namespace) -> int:
         if args.max_channels:
             cfg = replace(cfg, max_channels=args.max_channels)
         enc = HybridEncoder(cfg, g.mapping.w_avg, seed=args.seed).to(device)
-        bank = None
+        banks = []
+        if args.autodecoder_run:
+            with TqdmProgress(f"auto-decoder bank {name}", disable=args.quiet) as progress:
+                banks.append(render_autodecoder_bank(g, args.autodecoder_run, args.views, cfg.resolution,
+                                                     cfg.canonical, policy, progress=progress))
         if args.bank:
             with TqdmProgress(f"bank {name}", disable=args.quiet) as progress:
                 make = render_procedural_bank if args.bank_source == "procedural" else render_bank
-                bank = make(g, args.bank, args.views, cfg.resolution, cfg.canonical, policy, progress=progress)
+                banks.append(make(g, args.bank, args.views, cfg.resolution, cfg.canonical, policy, progress=progress))
+        bank = concat_banks(*banks) if banks else None
         with TqdmProgress(f"train {name}", disable=args.quiet) as progress:
             res = train_encoders(g, enc, policy, progress=progress, bank=bank)
         folder = save_encoder(enc, args.out / name)
