@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from ide3d_core.image_files import save_image
 
 
 class RunLog:
@@ -45,7 +46,7 @@ class RunLog:
         """grid: (H, W, 3) uint8. Saved as ``images/<name>-<step>.png`` and logged to TensorBoard."""
         out = self.run_dir / "images" / f"{name}-{step:08d}.png"
         out.parent.mkdir(exist_ok=True)
-        Image.fromarray(grid).save(out)
+        save_image(grid, out)
         if self._tb is not None:
             self._tb.add_image(name, grid, step, dataformats="HWC")
         return out

@@ -46,6 +46,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ide3d_core.atomic_file import atomic_path
+from ide3d_core.image_files import save_image
 from training import checkpoint as ckpt
 
 FORMAT = "ide3d-transfer-checkpoint"
@@ -305,8 +306,6 @@ def import_transfer(src: str | os.PathLike, run_dir: str | os.PathLike) -> tuple
 def write_grid(generator_dir: str | os.PathLike, out_png: str | os.PathLike,
                device: torch.device | str = "cpu") -> Path:
     """EMA samples of an exported generator (rows = seeds 0..3; yaw -30/0/30, then semantic maps)."""
-    from PIL import Image
-
     from ide3d_core.networks import load_generator
     from training.loop import sample_grid
 
@@ -314,7 +313,7 @@ def write_grid(generator_dir: str | os.PathLike, out_png: str | os.PathLike,
     grid = sample_grid(G, list(range(4)), (-30.0, 0.0, 30.0), torch.device(device))
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(out)
+    save_image(grid, out)
     return out
 
 

@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ide3d_core.atomic_file import write_text_atomic
 from ide3d_core.cli import UserError
 
 
@@ -62,11 +63,15 @@ def _config(args: argparse.Namespace):
     from training.config import TRAIN_CONFIGS, TrainConfig
 
     saved = args.out / "train_config.json"
-    if args.resume and saved.exists():
+    if args.resume and (saved.exists() or _checkpoint_config(args.out) is not None):
         try:
             cfg = TrainConfig.load(saved)
-        except ValueError as exc:
-            raise UserError(f"{saved}: {exc}") from None
+        except (ValueError, OSError) as exc:  # JSONDecodeError is a ValueError; a killed old write left it empty
+            cfg = _checkpoint_config(args.out)
+            if cfg is None:
+                raise UserError(f"{saved}: {str(exc)[:120]} (and no checkpoint holds the config)") from None
+            print(f"ide3d train: {saved.name} is unreadable; restored it from the newest checkpoint", file=sys.stderr)
+            cfg.save(saved)
         if args.config is not None and TRAIN_CONFIGS[args.config].generator != cfg.generator:
             raise UserError(f"{args.out} trains generator {cfg.generator!r}, not {args.config!r}")
         if args.batch is not None and args.batch != cfg.batch_size:
@@ -104,6 +109,20 @@ def _config(args: argparse.Namespace):
     return cfg
 
 
+def _checkpoint_config(run_dir: Path):
+    """The training config stored in the newest readable checkpoint of ``run_dir``, or None."""
+    from training import checkpoint as ckpt
+    from training.config import TrainConfig
+
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None:
+        return None
+    try:
+        return TrainConfig.from_dict(ckpt.load_checkpoint(latest)[1]["config"])
+    except (ckpt.CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _init_factory(folder: Path | None, run_dir: Path):
     """None, or a generator factory that loads ``folder``'s weights (``--init-from``); the folder is
     recorded in ``RUN_DIR/init_from.json``."""
@@ -122,7 +141,7 @@ def _init_factory(folder: Path | None, run_dir: Path):
         if G.config != CONFIGS[cfg.generator]:
             raise UserError(f"--init-from {folder}: its generator config differs from {cfg.generator!r}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "init_from.json").write_text(json.dumps({"generator": str(Path(folder).resolve())}) + "\n")
+        write_text_atomic(run_dir / "init_from.json", json.dumps({"generator": str(Path(folder).resolve())}) + "\n")
         return G
 
     return factory

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from ide3d_core.atomic_file import write_text_atomic
+
 
 def main(argv: list[str] | None = None) -> int:
     from ide3d_core.networks import load_generator
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 "label_frequency_tv"):
         print(f"| {key} | {fmt(getattr(fake, key))} | {fmt(getattr(real, key))} |")
     if args.json:
-        args.json.write_text(json.dumps({"generator": fake.to_dict(), "real": real.to_dict()}, indent=2))
+        write_text_atomic(args.json, json.dumps({"generator": fake.to_dict(), "real": real.to_dict()}, indent=2))
     return 0
 
 

@@ -19,9 +19,10 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ide3d_core.atomic_file import atomic_open
 from ide3d_core.cameras import PoseDistribution
+from ide3d_core.image_files import save_image
 from ide3d_core.labels import NUM_CLASSES, colorize
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
@@ -102,11 +103,11 @@ def write_dataset(out: Path | str, count: int, resolution: int, seed: int = 0, d
         done += n
         report(progress, done, count, f"{done}/{count} images", cancel)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    with open(out / "images" / "dataset.json", "w") as f:
+    with atomic_open(out / "images" / "dataset.json", "w") as f:
         json.dump({"labels": labels}, f)
     return DatasetResult(out=out, count=count, class_pixels=class_pixels, class_images=class_images)
 
 
 def _save(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    save_image(array, path)
