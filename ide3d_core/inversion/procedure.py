@@ -13,7 +13,7 @@ Stages (each can be switched off through :class:`InversionPolicy`):
 
 1. **Initialisation** -- the texture encoder gives ``w_t`` and each view's yaw/pitch, the semantic encoder
    gives ``w_s`` from the mask; both from the primary view (``init="frontal"``) or averaged over the views
-   (``init="mean"``). Without an encoder the codes start at ``w_avg``.
+   (``init="mean"``). Without an encoder the codes start at the average codes (``Generator.average_codes``).
 2. **Code optimisation** in W (one code repeated) or W+ (one code per layer), Adam with the PTI-style
    learning-rate ramp and decaying code noise; the generator is frozen. The first ``coarse_fraction`` of the
    steps render at neural resolution ``coarse_resolution`` (the image is still super-resolved to full size),
@@ -130,7 +130,7 @@ class InversionResult:
 
     Attributes:
         ws: [1, num_ws, w_dim] pivot codes (after optimisation), shared by every view.
-        ws_init: [1, num_ws, w_dim] codes after the encoder stage (or ``w_avg``).
+        ws_init: [1, num_ws, w_dim] codes after the encoder stage (or the average codes).
         camera: (25,) float32 label of the primary (most frontal) view.
         generator: the generator to render with: ``delta.apply(base)`` (bit-identical to what a saved
             document rebuilds), or the base model when there was no tuning.
@@ -311,7 +311,6 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
             raise ValueError(f"{name}: {exc}") from None
     target_all = torch.cat(targets)
     ns = int(generator.num_shape_ws)
-    w_avg = generator.mapping.w_avg.detach().float().reshape(1, 1, -1)
     with torch.no_grad():
         w_t_all, pose_all = encoder.encode_texture(target_all) if use_encoder else (None, None)
     cameras: list[np.ndarray] = []
@@ -359,7 +358,7 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
                             else f"{names[0]} shows no face")
     primary = used[primary_view([angles[i] for i in used])]
 
-    ws_init = w_avg.expand(1, int(generator.num_ws), -1).clone()
+    ws_init = generator.average_codes(1).detach().float().clone()  # per group for a code prior
     with torch.no_grad():
         if use_encoder:
             w_t = w_t_all[used].mean(0, keepdim=True) if policy.init == "mean" else w_t_all[primary:primary + 1]
