@@ -7,7 +7,7 @@ the backend client run outside Blender). The add-on never imports torch: the neu
 a worker process (see ``client.py`` and ``ide3d_core/service``).
 """
 
-_MODULE_NAMES = ("runtime", "properties", "preferences", "operators", "panels", "live")
+_MODULE_NAMES = ("runtime", "properties", "setup_ui", "preferences", "operators", "panels", "live")
 
 
 def _modules():

@@ -420,6 +420,7 @@ class Installer:
         self._proc: subprocess.Popen | None = None
         self._proc_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._staging: str | None = None
 
     # -- control ---------------------------------------------------------------------------------
     def start(self) -> "Installer":
@@ -454,9 +455,9 @@ class Installer:
         self.progress.phase, self.progress.fraction, self.progress.message = phase, fraction, message
 
     def _run_safely(self) -> None:
-        staging = None
+        self._staging = None
         try:
-            staging = self._run()
+            self._run()
         except SetupError as exc:
             kind = "cancelled" if self._cancel.is_set() else exc.kind
             message = "cancelled: nothing was installed" if kind == "cancelled" else exc.message
@@ -471,14 +472,14 @@ class Installer:
             self.progress.message = f"set-up failed: {type(exc).__name__}: {exc} (see the log)"
             self.progress.phase = "failed"
         finally:
-            if staging is not None and self.progress.phase != "done":
-                shutil.rmtree(staging, ignore_errors=True)
+            if self._staging is not None and self.progress.phase != "done":
+                shutil.rmtree(self._staging, ignore_errors=True)
 
     def _check_cancel(self) -> None:
         if self._cancel.is_set():
             raise SetupError("cancelled", "cancelled")
 
-    def _run(self) -> str | None:
+    def _run(self) -> None:
         plan, host = self.plan, self.host
         lock = load_lock(plan.lock_path)
         self.log.write(f"[setup] start: python {plan.python} {host.python}, {SP.platform_key(host)}, flavour "
@@ -488,13 +489,12 @@ class Installer:
         tmp = SP.tmp_dir(host, plan.root)
         clean_stale(host, plan.root)
         os.makedirs(tmp, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f"{key}-", dir=tmp)
+        self._staging = staging = tempfile.mkdtemp(prefix=f"{key}-", dir=tmp)
         pip_tmp = tempfile.mkdtemp(prefix="pip-", dir=tmp)
         try:
             self._install(lock, pins, key, staging, pip_tmp)
         finally:
             shutil.rmtree(pip_tmp, ignore_errors=True)
-        return staging
 
     def _install(self, lock: Lock, pins: list[Pin], key: str, staging: str, pip_tmp: str) -> None:
         plan, host = self.plan, self.host
@@ -567,7 +567,7 @@ class Installer:
     def _capture(self, cmd: list[str], pip_tmp: str) -> str | None:
         env = pip_environment(dict(os.environ), pip_tmp, self.plan.folder)
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120,
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600,
                                  creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         except (OSError, subprocess.SubprocessError) as exc:
             self.log.write(f"[setup] {cmd[:3]} failed: {exc}")

@@ -43,6 +43,9 @@ class BackendSettings:
         mode: ``worker`` (a separate process) or ``in_process`` (synchronous, this interpreter).
         work_root: folder for the per-client scratch folder (``""``: the system temp folder).
         threads: torch CPU threads in the worker (0: torch's default).
+        entry: the interpreter arguments that start the worker, in place of
+            ``-u -m ide3d_core.service.worker`` (Set Up Backend's target runs through
+            ``backend_boot.py``, see ``setup_ui.installed_backend``).
     """
 
     python: str
@@ -51,6 +54,7 @@ class BackendSettings:
     mode: str = "worker"
     work_root: str = ""
     threads: int = 0
+    entry: tuple = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -237,7 +241,8 @@ class WorkerClient(_ClientBase):
 
     def command(self) -> list[str]:
         s = self.settings
-        cmd = [s.python, "-u", "-m", "ide3d_core.service.worker", "--model", s.model, "--device", s.device]
+        entry = list(s.entry) or ["-u", "-m", "ide3d_core.service.worker"]
+        cmd = [s.python, *entry, "--model", s.model, "--device", s.device]
         if s.threads > 0:
             cmd += ["--threads", str(s.threads)]
         return cmd

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Add-on preferences: the backend interpreter, the model, the device and the backend mode."""
+"""Add-on preferences: Set Up Backend (drawn by ``setup_ui``), the backend interpreter, the model, the
+device and the backend mode."""
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from . import runtime
+from . import runtime, setup_ui
 
 
 class IDE3D_AP_preferences(bpy.types.AddonPreferences):
@@ -24,14 +25,36 @@ class IDE3D_AP_preferences(bpy.types.AddonPreferences):
         ("IN_PROCESS", "In Blender", "Run the backend inside Blender's Python (scripts and tests; "
                                      "needs torch there)")))
     backend_status: StringProperty(name="Backend Status", default="")
+    # Set Up Backend (setup_ui.py): where and what to install.
+    setup_root: StringProperty(
+        name="Install Folder", subtype="DIR_PATH", default="",
+        description="Where Set Up Backend installs the packages (gigabytes); empty: a short folder in your "
+                    "user profile. Never Program Files or the add-on's folder")
+    setup_flavour: EnumProperty(name="Flavour", default="AUTO", items=(
+        ("AUTO", "Auto", "What this computer has: an NVIDIA GPU, an Apple GPU, else the CPU"),
+        ("CPU", "CPU", "Works everywhere; slower"),
+        ("CUDA", "NVIDIA GPU", "PyTorch with CUDA (Windows and Linux, a recent NVIDIA driver)"),
+        ("MPS", "Apple GPU", "PyTorch on the Apple GPU (Apple Silicon Macs)")))
+    setup_show_advanced: BoolProperty(name="Advanced Set-Up Options", default=False)
+    setup_index_url: StringProperty(name="Package Index", default="",
+                                    description="A package index instead of PyPI (a company mirror); empty: pip's default")
+    setup_proxy: StringProperty(name="Proxy", default="", description="http://user:password@host:port; empty: the system's")
+    setup_cert: StringProperty(name="Certificate File", subtype="FILE_PATH", default="",
+                               description="A CA bundle (.pem) for a proxy that inspects HTTPS")
+    setup_lock: StringProperty(name="Package List", subtype="FILE_PATH", default="",
+                               description="The pinned package list (tests); empty: the add-on's backend_lock.toml")
 
     def draw(self, context):
         layout = self.layout
+        setup_ui.draw(self, context, layout)
         col = layout.column()
         col.prop(self, "python_path")
         if not self.python_path:
             detected = runtime.detect_python()
-            col.label(text=f"Detected: {detected}" if detected else "No backend environment detected",
+            installed = setup_ui.installed_backend(context)
+            if installed is not None:
+                detected = f"{installed.python} with the packages of {installed.key}"
+            col.label(text=f"Detected: {detected}" if detected else "No backend: press Set Up Backend",
                       icon="INFO" if detected else "ERROR")
         col.prop(self, "model_path")
         row = col.row()

@@ -75,9 +75,18 @@ def settings(context) -> BackendSettings:
     prefs = preferences(context)
     if prefs is None:
         return BackendSettings(python=detect_python(), work_root=work_root())
+    model = bpy.path.abspath(prefs.model_path) if prefs.model_path else ""
+    if not prefs.python_path:  # Set Up Backend's install, when there is one, before the developer .venv
+        from . import setup_ui
+
+        installed = setup_ui.installed_backend(context)
+        if installed is not None:
+            return BackendSettings(python=installed.python, entry=installed.entry, model=model,
+                                   device=installed.device(prefs.device), mode=_MODES[prefs.backend_mode],
+                                   work_root=work_root())
     return BackendSettings(python=bpy.path.abspath(prefs.python_path) if prefs.python_path else detect_python(),
-                           model=bpy.path.abspath(prefs.model_path) if prefs.model_path else "",
-                           device=prefs.device.lower(), mode=_MODES[prefs.backend_mode], work_root=work_root())
+                           model=model, device=prefs.device.lower(), mode=_MODES[prefs.backend_mode],
+                           work_root=work_root())
 
 
 def client(context):

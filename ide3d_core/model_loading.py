@@ -88,6 +88,8 @@ def resolve_device(name: str) -> Any:
         raise ModelError(f"unknown device {name!r} (use cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {name!r} was asked for but torch sees no CUDA device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"device {name!r} was asked for but torch sees no Apple GPU (MPS)")
     return device
 
 

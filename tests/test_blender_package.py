@@ -28,10 +28,17 @@ def test_zip_holds_the_addon_and_verbatim_vendored_conventions(tmp_path):
             assert zf.read(f"_vendor/{name}") == src.read_bytes()
         info = json.loads(zf.read("_build_info.json"))
         assert info["repo"] == str(REPO)
-        # The add-on never imports torch (cameras.py only does inside its torch ray function).
+        # The add-on never imports torch (cameras.py only does inside its torch ray function); the
+        # backend's copy under backend/ runs in the worker. It holds every file of ide3d_core's models.
         for n in names:
-            if n.endswith(".py") and not n.startswith("_vendor/"):
+            if n.endswith(".py") and not n.startswith(("_vendor/", "backend/")):
                 assert b"import torch" not in zf.read(n), n
+        models = REPO / "ide3d_core" / "models"
+        for p in models.rglob("*"):
+            if p.is_file() and "__pycache__" not in p.parts:
+                assert zf.read("backend/" + p.relative_to(REPO).as_posix()) == p.read_bytes(), p
+        assert "backend/ide3d_core/service/worker.py" in names and "backend_lock.toml" in names
+        assert not any(n.startswith("backend/training") for n in names)
 
 
 @requires_bpy

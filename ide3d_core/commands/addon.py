@@ -23,6 +23,14 @@ VENDORED = {"cameras.py": REPO / "ide3d_core" / "cameras.py", "labels.py": REPO 
             "atomic_file.py": REPO / "ide3d_core" / "atomic_file.py"}
 
 
+def backend_files(repo: Path = REPO) -> list[Path]:
+    """Every file of ``ide3d_core`` the worker may need (the models included, whatever they are), without
+    caches and compiled files."""
+    root = repo / "ide3d_core"
+    return sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                  and p.suffix not in (".pyc", ".pyo") and not p.name.startswith("."))
+
+
 def _venv_python(repo: Path) -> str:
     for rel in (".venv/bin/python", ".venv/Scripts/python.exe"):
         if (repo / rel).is_file():
@@ -38,7 +46,7 @@ def build_zip(out_dir: Path, repo: Path = REPO) -> Path:
     files = sorted(p for p in ADDON_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts
                    and p.suffix not in (".pyc", ".zip") and "_vendor" not in p.relative_to(ADDON_DIR).parts
                    and p.name != "_build_info.json")
-    info = {"version": manifest["version"], "repo": str(repo), "python": _venv_python(repo)}
+    info = {"version": manifest["version"], "repo": str(repo), "python": _venv_python(repo), "backend": "backend"}
     tmp = path.with_suffix(".zip.part")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for p in files:
@@ -47,6 +55,8 @@ def build_zip(out_dir: Path, repo: Path = REPO) -> Path:
                     '"""Verbatim copies of ide3d_core modules, written by `ide3d addon build`."""\n')
         for name, src in VENDORED.items():
             zf.write(src, f"_vendor/{name}")
+        for p in backend_files(repo):
+            zf.write(p, "backend/" + p.relative_to(repo).as_posix())
         zf.writestr("_build_info.json", json.dumps(info, indent=2) + "\n")
     shutil.move(tmp, path)
     return path

@@ -44,12 +44,12 @@ class Backend(PortraitHandlers):
     Args:
         model: ``""`` for the bundled model, ``"config:NAME"`` for a randomly initialised generator of
             ``CONFIGS[NAME]`` (tests, demos), else a folder written by ``save_generator``.
-        device: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``.
+        device: ``"auto"`` (CUDA when available), ``"cuda"``, ``"mps"`` (Apple GPU) or ``"cpu"``.
     """
 
     def __init__(self, model: str = "", device: str = "auto") -> None:
-        if device not in ("auto", "cuda", "cpu"):
-            raise ValueError(f"device must be auto, cuda or cpu, got {device!r}")
+        if device not in ("auto", "cuda", "mps", "cpu"):
+            raise ValueError(f"device must be auto, cuda, mps or cpu, got {device!r}")
         self.model_spec = model
         self.device_name = device
         self._generator: Any = None

@@ -85,7 +85,7 @@ def serve(backend: Backend, stdin, stdout) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ide3d_core.service.worker", description=__doc__)
     parser.add_argument("--model", default="", help="model folder, config:NAME, or empty for the bundled model")
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads > 0:
