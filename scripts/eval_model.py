@@ -12,6 +12,9 @@ Prints one Markdown table. Independent truth throughout: the procedural heads' e
   samples of one yaw, both as ratios to the procedural heads'; SWD (x1e3, training.metrics.swd) against
   them; small parts = share of samples whose semantic map shows at least ``--part-pixels`` pixels of
   eyes, of brows and of mouth/lips (at each yaw; the procedural share beside it).
+* **Fit** (auto-decoded models): the bank heads shipped in ``fit_examples.safetensors`` rendered from
+  their learned codes against their exact procedural renders at yaw -40/0/+40 (PSNR, silhouette IoU,
+  mIoU): how well the training heads were learned.
 * **Mask edits** through the canonical editor (``MODEL/encoders/canonical``), on generated portraits:
   removing the hair (hair -> background in the canonical map) and painting a hat; painted vs
   re-rendered mIoU (canonical view), PSNR of the RGB on unedited pixels, and for the hair removal the
@@ -135,6 +138,34 @@ def edit_eval(G, editor, seeds: list[int]) -> dict[str, float]:
     return {k: float(np.mean(v)) if v else float("nan") for k, v in rows.items()}
 
 
+@torch.no_grad()
+def fit_eval(G, model_dir: Path) -> dict[str, float]:
+    """Bank heads shipped with the model (``fit_examples.safetensors``: latents + learned codes) against
+    their exact procedural renders at yaw -40/0/+40, 256 px: PSNR, silhouette IoU, semantic mIoU."""
+    from safetensors.torch import load_file
+
+    from training.autodecoder.loop import codes_to_ws
+    from training.procedural import heads_from_latent, median_padded, render_heads
+
+    ex = load_file(str(model_dir / "fit_examples.safetensors"))
+    ws = codes_to_ws(ex["codes"].float(), G)
+    n = ws.shape[0]
+    heads = heads_from_latent(median_padded(ex["z"]))
+    planes = G.planes(ws)
+    res: dict[str, list[float]] = {"fit_psnr": [], "fit_silhouette_iou": [], "fit_miou": []}
+    for yaw in (-40.0, 0.0, 40.0):
+        out = G.render(planes, cams(yaw, n), ws)
+        truth = render_heads(heads, cams(yaw, n), G.img_resolution)
+        lab = out.semantic.argmax(1)
+        sil = F.interpolate(out.opacity, size=G.img_resolution, mode="bilinear", align_corners=False)[:, 0] > 0.5
+        for i in range(n):
+            res["fit_psnr"].append(float(psnr(out.image[i:i + 1].clamp(-1, 1), truth.image[i:i + 1])))
+            t = truth.mask[i, 0] > 0.5
+            res["fit_silhouette_iou"].append(float((sil[i] & t).sum() / (sil[i] | t).sum().clamp_min(1)))
+            res["fit_miou"].append(mean_iou(lab[i], truth.labels[i]))
+    return {k: float(np.mean(v)) for k, v in res.items()}
+
+
 def contact_sheet(sets, path: Path, n: int = 6) -> None:
     """Rows: for each of ``n`` samples, generated (top) and procedural (bottom) at each yaw."""
     from PIL import Image
@@ -176,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             res[f"{part}_shown_procedural_{tag}"] = part_share(pl, args.part_pixels)[part]
     res["sharpness_ratio"] = float(np.mean([res[f"sharpness_ratio_yaw{y:+.0f}"] for y in YAWS]))
     res["diversity_ratio"] = float(np.mean([res[f"diversity_ratio_yaw{y:+.0f}"] for y in YAWS]))
+    if (Path(args.model) / "fit_examples.safetensors").exists():
+        res.update(fit_eval(G, Path(args.model)))
     editor_dir = Path(args.model) / "encoders" / "canonical"
     if args.edit_seeds and editor_dir.exists():
         from ide3d_core.encoders import load_encoder

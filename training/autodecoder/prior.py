@@ -16,11 +16,15 @@ import torch
 
 from ide3d_core.networks.generator import Generator
 from ide3d_core.networks.io import save_generator
+from training.autodecoder.bank import bank_latents
 from training.checkpoint import latest_checkpoint, load_checkpoint
 
 #: Default PCA dimensions per group (z_dim 128 holds at most 63) and mixture components.
 PRIOR_DIM = 48
 PRIOR_COMPONENTS = 8
+#: Bank heads shipped with an exported model (their latents and learned codes) and its file name.
+FIT_EXAMPLES = 16
+FIT_EXAMPLES_FILE = "fit_examples.safetensors"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,20 @@ def fit_group(codes: np.ndarray, dim: int, components: int, seed: int = 0) -> Gr
     return GroupPrior(mean, basis, weights, loc, scale, explained)
 
 
+def write_fit_examples(folder: Path, z: torch.Tensor, codes: torch.Tensor) -> Path:
+    """``folder/fit_examples.safetensors``: bank latents ``z [n, z_dim]`` and their learned codes
+    ``codes [n, 2, w_dim]`` (float16): heads whose exact procedural truth is known
+    (``heads_from_latent(z)``), for the model's tests and evaluation."""
+    from safetensors.torch import save_file
+
+    from ide3d_core.atomic_file import atomic_path
+
+    path = folder / FIT_EXAMPLES_FILE
+    with atomic_path(path) as tmp:
+        save_file({"z": z.float().contiguous(), "codes": codes.half().contiguous()}, tmp)
+    return path
+
+
 def run_codes(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict]:
     """``(generator tensors, codes [N, 2, w_dim], state)`` of a run's newest checkpoint."""
     path = latest_checkpoint(Path(run_dir) / "checkpoints")
@@ -121,6 +139,7 @@ def export_run(run_dir: str | Path, out: str | Path, dim: int = PRIOR_DIM,
             prior.scale[g, :k, :d] = torch.from_numpy(gp.scale).float()
         prior.w_avg.copy_(prior.mean.mean(0))
     folder = save_generator(G, out, dtype=torch.float16)
+    write_fit_examples(Path(folder), bank_latents(cfg.bank)[:FIT_EXAMPLES], codes[:FIT_EXAMPLES])
     info = {"run": str(run_dir), "step": state["step"], "bank_size": cfg.bank.size,
             "explained_variance": [gp.explained for gp in groups], "prior_dim": dim,
             "prior_components": components}
