@@ -6,7 +6,7 @@ bundled-model portrait next to the neural render from the same cameras.
 
 Steps: the bundled generator's head of ``--seed`` (truncation 0.7) -> ``ide3d_core.mesh`` at the model's
 calibrated surface level, 256^3 grid, texture baked from the super-resolved renders (1024^2), .glb ->
-``scripts/blender_render_mesh.py`` (Blender's own glTF importer, Workbench, flat-lit texture) from orbit
+``ide3d_core.mesh.blender_render`` (Blender's own glTF importer, Workbench, flat-lit texture) from orbit
 cameras at yaw -35/0/35 -> top row: neural renders (super-resolved RGB), bottom row: Blender.
 Prints the silhouette IoU of each pair (neural opacity > 0.5 vs Blender's alpha).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 from ide3d_core.cameras import orbit_camera, stack_labels  # noqa: E402
 from ide3d_core.mesh import BakeConfig, CleanupConfig, GridConfig, MeshConfig, export_glb, extract_head_mesh  # noqa: E402
+from ide3d_core.mesh.blender_render import render_in_subprocess  # noqa: E402
 from ide3d_core.mesh.generator_field import GeneratorField, GeneratorRenderer  # noqa: E402
 from ide3d_core.mesh.level import iou as silhouette_iou  # noqa: E402
 from ide3d_core.model_loading import load_base_generator, surface_level  # noqa: E402
@@ -55,11 +55,10 @@ def main() -> None:
         tmp = Path(tmp)
         export_glb(mesh, tmp / "head.glb")
         np.save(tmp / "cams.npy", labels)
-        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "blender_render_mesh.py"), "--mesh",
-                               str(tmp / "head.glb"), "--cameras", str(tmp / "cams.npy"), "--size", str(args.size),
-                               "--out", str(tmp / "b"), "--transparent"], capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise SystemExit(f"Blender failed: {proc.stderr[-2000:]}")
+        try:
+            render_in_subprocess(tmp / "head.glb", tmp / "cams.npy", args.size, tmp / "b", transparent=True)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         blender = [np.asarray(Image.open(tmp / "b" / f"blender_{i}.png").convert("RGBA")) for i in range(len(cams))]
     top, bottom = [], []
     with torch.no_grad():

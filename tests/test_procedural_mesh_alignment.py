@@ -9,10 +9,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +22,6 @@ from training.procedural.mesh import head_field
 from training.procedural.mesh_field import ProceduralField
 
 from blender_helpers import isolated_env, requires_bpy
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +48,10 @@ def test_blender_silhouettes_match_procedural_masks(head_and_mesh, tmp_path):
     cams = stack_labels([orbit_camera(math.radians(y), math.radians(p)) for y, p in ((-35, 5), (0, 0), (40, -8))])
     np.save(tmp_path / "cams.npy", cams)
     size = 96
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "blender_render_mesh.py"), "--mesh", str(glb), "--cameras",
-         str(tmp_path / "cams.npy"), "--size", str(size), "--out", str(tmp_path / "out"), "--transparent"],
-        env=isolated_env(tmp_path / "home"), capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    from ide3d_core.mesh.blender_render import render_in_subprocess
+
+    render_in_subprocess(glb, tmp_path / "cams.npy", size, tmp_path / "out", transparent=True,
+                         env=isolated_env(tmp_path / "home"), timeout=240)
     truth = render_heads(head.index(torch.zeros(3, dtype=torch.long)), torch.from_numpy(cams), size, 1).mask
     for i in range(3):
         alpha = np.asarray(Image.open(tmp_path / "out" / f"blender_{i}.png"))[..., 3] > 127

@@ -1,28 +1,42 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Render an exported head mesh (.glb) in real Blender (the ``bpy`` module, headless) from cameras
-given as packed 25-float labels of :mod:`ide3d_core.cameras`.
+given as packed 25-float labels of :mod:`ide3d_core.cameras`: an outside check of the mesh and camera
+conventions (``ide3d demo``, ``tests/test_procedural_mesh_alignment.py``, ``scripts/blender_vs_neural.py``).
 
-    python scripts/blender_render_mesh.py --mesh head.glb --cameras cams.npy --size 256 --out DIR
+    python -m ide3d_core.mesh.blender_render --mesh head.glb --cameras cams.npy --size 256 --out DIR
 
 Writes ``DIR/blender_<i>.png`` (Workbench, flat-lit baked texture, Standard view transform) for every
 camera. Blender's own glTF importer places the mesh (glTF Y-up metres -> Blender Z-up), and the
 cameras go through :func:`ide3d_core.cameras.blender_from_camera`, so the pictures line up with the
 neural/procedural renders from the same labels only if every convention agrees: that is the point.
-Run it in its own process (it imports bpy; it never imports torch).
+Run it in its own process (:func:`render_in_subprocess`): it imports bpy and never torch (bpy 4.5 hangs
+at exit in a process that imported torch and ran the glTF code, docs/blender.md).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from ide3d_core import cameras  # numpy only
 
-from ide3d_core import cameras  # noqa: E402  (numpy only)
+
+def render_in_subprocess(mesh: Path, cameras_file: Path, size: int, out: Path, transparent: bool = False,
+                         env: dict | None = None, timeout: float = 600.0) -> list[Path]:
+    """Run this module with this interpreter in a fresh process; returns the written PNGs in camera order.
+    Raises ``RuntimeError`` with the last line of Blender's error output when it fails."""
+    argv = [sys.executable, "-m", __name__, "--mesh", str(mesh), "--cameras", str(cameras_file),
+            "--size", str(int(size)), "--out", str(out)] + (["--transparent"] if transparent else [])
+    proc = subprocess.run(argv, env=env if env is not None else dict(os.environ), capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"Blender render failed ({proc.returncode}): {last}")
+    return [Path(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ from ide3d_core.atomic_file import write_text_atomic
 from ide3d_core.image_files import save_image, save_npy
 
 DemoStep = Callable[[Path, argparse.Namespace], list[Path]]
-REPO = Path(__file__).resolve().parent.parent.parent
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "config.json"
 YAWS = (-35.0, 0.0, 35.0)
 
@@ -98,6 +96,7 @@ def step_blender(out: Path, args: argparse.Namespace) -> list[Path]:
     import torch
     from PIL import Image
 
+    from ide3d_core.mesh.blender_render import render_in_subprocess
     from training.procedural import render_heads
     from training.procedural.contact import to_uint8
 
@@ -115,12 +114,7 @@ def step_blender(out: Path, args: argparse.Namespace) -> list[Path]:
     env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home), XDG_CACHE_HOME=str(home),
                BLENDER_USER_RESOURCES=str(home))
     size = 256
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "blender_render_mesh.py"), "--mesh", str(glb),
-                           "--cameras", str(out / "03_cameras.npy"), "--size", str(size),
-                           "--out", str(out / "03_blender")], env=env, capture_output=True, text=True,
-                          timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"Blender render failed: {proc.stderr.strip().splitlines()[-1:]}")
+    render_in_subprocess(glb, out / "03_cameras.npy", size, out / "03_blender", env=env)
     head = _demo_head(args)
     r = render_heads(head.index(torch.zeros(len(labels), dtype=torch.long)), torch.from_numpy(labels), size, 2)
     top = np.concatenate(list(to_uint8(r.image)), axis=1)
