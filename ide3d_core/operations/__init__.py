@@ -10,12 +10,12 @@ parses arguments or knows about messages.
 =====================  ==========================================  =====================================
 operation              module                                       used by
 =====================  ==========================================  =====================================
-invert a photo         :func:`.invert.invert_photo`                 ``ide3d invert``, service ``invert``
+invert photos          :func:`.invert.invert_photos`                ``ide3d invert``, service ``invert``
 render a view          :func:`.render.render_view`                  ``ide3d render``, service ``render``
-write a view's files   :func:`.render.write_view_files`             ``ide3d render/generate``, service
+write a view's files   :func:`.render.write_view`                   ``ide3d render``, service
 build a head mesh      :func:`.mesh.build_mesh`                     ``ide3d mesh``, service ``mesh`` and
                                                                     ``export_mesh`` (the add-on's Export)
-export a head mesh     :func:`.mesh.export_portrait_mesh`           ``ide3d mesh``, service ``export_mesh``
+write a head mesh      :func:`.mesh.write_mesh`                     ``ide3d mesh``, service ``export_mesh``
 =====================  ==========================================  =====================================
 
 Editing (mask edit, restyle, global style, undo/redo) is :mod:`ide3d_core.editing` itself: both callers

@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Render a portrait state from a camera into 8-bit pictures: the one path of ``ide3d render``, the
+service's ``render`` (Render From Active Camera) and the canonical view every portrait result carries.
+
+    view = render_view(generator, portrait.state, label)                 # the generator's own size
+    view = render_view(generator, portrait.state, label, 1920, 1080)     # any frame, any aspect
+    files = write_view(view, "out/front.png")                            # + _labels.png (+ _seg.png)
+
+Frames: ``label`` is the 25-float camera label of the *output* frame (:mod:`ide3d_core.cameras`). The
+generator renders square images; a non-square frame is rendered as the square that covers it
+(:func:`square_view`) and cropped, so pixels keep their rays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ide3d_core import cameras
+from ide3d_core.operations import limits
+
+
+@dataclass(frozen=True, eq=False)
+class View:
+    """One rendered view.
+
+    Attributes:
+        image: (H, W, 3) uint8 sRGB.
+        ids: (H, W) uint8 label ids (argmax of the semantic render).
+        alpha: (H, W) uint8 neural opacity (bilinearly upsampled from the neural resolution).
+    """
+
+    image: np.ndarray
+    ids: np.ndarray
+    alpha: np.ndarray
+
+    @property
+    def rgba(self) -> np.ndarray:
+        """(H, W, 4) uint8: the image with the opacity as alpha (compositing over Blender renders)."""
+        return np.concatenate([self.image, self.alpha[..., None]], -1)
+
+
+def square_view(label: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int, int, int]:
+    """A square camera covering a ``width`` x ``height`` view, for generators with square output.
+
+    The square image has ``n = max(width, height)`` pixels per side in the same pixel units; the
+    original frame is the crop ``[y0 : y0 + height, x0 : x0 + width]`` with integer offsets
+    ``x0 = (n - width) // 2``, ``y0 = (n - height) // 2``. Non-square pixels (fx != fy) stay as they are.
+
+    Returns:
+        (label (25,) float32 of the square camera, n, x0, y0).
+    """
+    c2w, k = cameras.unpack_label(label)
+    n = max(width, height)
+    x0, y0 = (n - width) // 2, (n - height) // 2
+    fx, fy = k[0, 0] * width, k[1, 1] * height
+    cx, cy = k[0, 2] * width + x0, k[1, 2] * height + y0
+    ks = cameras.intrinsics(fx / n, fy / n, cx / n, cy / n)
+    return cameras.pack_label(c2w, ks), n, x0, y0
+
+
+def render_inputs(generator, state, device) -> tuple[Any, Any, Any]:
+    """``(planes, ws [1, num_ws, w_dim], texture_swap)`` of a portrait state on ``device`` (cache them to
+    render the same state again)."""
+    ws = state.ws.to(device)
+    swap = None
+    if state.restyle is not None:
+        swap = (generator.planes(state.restyle.style_ws.to(device)).texture,
+                tuple(int(c) for c in state.restyle.classes))
+    return generator.planes(ws), ws, swap
+
+
+def render_view(generator, state, label: np.ndarray, width: Optional[int] = None, height: Optional[int] = None,
+                inputs: Optional[tuple[Any, Any, Any]] = None) -> View:
+    """Render ``state`` (a :class:`ide3d_core.portrait.PortraitState`) through camera ``label`` into a
+    ``width`` x ``height`` :class:`View` (default: the generator's square ``img_resolution``).
+
+    ``inputs``: :func:`render_inputs` of the state, when the caller caches them. Sizes outside
+    :data:`.limits.RENDER_SIDE` raise :class:`~.errors.OperationError`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ide3d_core.images import to_uint8_hwc, unit_to_uint8
+
+    native = int(generator.img_resolution)
+    width, height = limits.check_render_size(width or native, height or native)
+    device = next(generator.parameters()).device
+    planes, ws, swap = inputs if inputs is not None else render_inputs(generator, state, device)
+    square, n, x0, y0 = square_view(np.asarray(label, np.float64), width, height)
+    with torch.no_grad():
+        out = generator.render(planes, torch.from_numpy(np.asarray(square, np.float32))[None].to(device), ws,
+                               texture_swap=swap)
+        img, sem = out.image[:1].float(), out.semantic[:1].float()
+        if tuple(img.shape[-2:]) != (n, n):
+            aa = n < img.shape[-1]
+            img = F.interpolate(img, size=(n, n), mode="bilinear", align_corners=False, antialias=aa)
+            sem = F.interpolate(sem, size=(n, n), mode="bilinear", align_corners=False, antialias=aa)
+        op = F.interpolate(out.opacity[:1].float(), size=(n, n), mode="bilinear", align_corners=False)
+    crop = (slice(y0, y0 + height), slice(x0, x0 + width))
+    image = to_uint8_hwc(img[0])[crop]
+    ids = sem[0].argmax(0).to(torch.uint8).cpu().numpy()[crop]
+    alpha = unit_to_uint8(op[0, 0])[crop]
+    return View(np.ascontiguousarray(image), np.ascontiguousarray(ids), np.ascontiguousarray(alpha))
+
+
+def write_view(view: View, path: Path, alpha: bool = False, seg: bool = True) -> list[Path]:
+    """Write ``view`` as the triplet of :func:`ide3d_core.images.write_view_triplet` (``path``,
+    ``NAME_labels.png``, with ``seg`` ``NAME_seg.png``); with ``alpha`` the image is RGBA."""
+    from ide3d_core.images import write_view_triplet
+
+    return write_view_triplet(Path(path), view.rgba if alpha else view.image, view.ids, seg=seg)
