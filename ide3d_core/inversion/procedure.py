@@ -85,8 +85,8 @@ class InversionPolicy:
     lr_rampdown: float = 0.25  #: fraction of steps with a cosine ramp down
     code_noise: float = 0.05  #: initial code noise, times the codes' std; decays to 0 at 75 % of steps
     coarse_resolution: int = 32  #: neural resolution of the early code steps (0 = the model's own)
-    coarse_fraction: float = 0.75  #: fraction of the code steps rendered at ``coarse_resolution``
-    tune_steps: int = 10
+    coarse_fraction: float = 0.8  #: fraction of the code steps rendered at ``coarse_resolution``
+    tune_steps: int = 6
     tune_lr: float = 1e-3
     plateau_patience: int = 6  #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
     plateau_tol: float = 0.002  #: relative gain of the smoothed loss that counts as progress
