@@ -247,6 +247,9 @@ def classify_pip_output(output: str, returncode: int, offline_folder: str = "") 
         if re.search(pattern, output, re.IGNORECASE):
             return SetupError(kind, message)
     m = re.search(r"No matching distribution found for ([^\s]+)", output)
+    if m and m.group(1).startswith("torch=") and not offline_folder:
+        return SetupError("no_wheel", f"no wheel of {m.group(1)} for this computer: PyTorch needs 64-bit "
+                          "Windows 10+, macOS 14+ on Apple Silicon, or 64-bit Linux with glibc 2.28+")
     if m:
         if offline_folder:
             return SetupError("no_wheel", f"{offline_folder} has no wheel of {m.group(1)} for this Python and "

@@ -298,11 +298,12 @@ def detect_gpu(host: Host, probes: Probes) -> GpuInfo:
             name, driver = (s.strip() for s in first.split(",", 1))
     if not smi and not _driver_library(host, probes):
         return GpuInfo("cpu", "no NVIDIA driver found: the CPU")
+    gpu_name = name if name.upper().startswith("NVIDIA") else f"NVIDIA {name}".strip()
     if driver and version_tuple(driver) < MIN_CUDA_DRIVER:
-        return GpuInfo("cpu", f"NVIDIA {name} with driver {driver}, older than CUDA 13 needs "
+        return GpuInfo("cpu", f"{gpu_name} with driver {driver}, older than CUDA 13 needs "
                               f"({MIN_CUDA_DRIVER[0]}+): update the driver to use the GPU; the CPU for now",
                        nvidia=True, name=name, driver=driver)
-    label = f"NVIDIA {name} (driver {driver})" if name else "an NVIDIA driver"
+    label = f"{gpu_name} (driver {driver})" if name else "an NVIDIA driver"
     return GpuInfo("cuda", f"{label}: CUDA", nvidia=True, name=name, driver=driver)
 
 

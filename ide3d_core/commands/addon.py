@@ -68,10 +68,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = asub.add_parser("build", help="build the installable extension zip")
     b.add_argument("--out", type=Path, default=Path("dist"), help="output folder (default dist)")
     b.set_defaults(func=run_build)
+    r = asub.add_parser("requirements", help="print the backend's pinned packages of one Python/platform/flavour "
+                        "(the offline recipe's requirements.txt)")
+    r.add_argument("--python", default="3.11", help="Blender's Python: 3.11 (Blender 4.2-5.0) or 3.13 (5.1+)")
+    r.add_argument("--platform", default="win_amd64", help="win_amd64 | macosx_arm64 | linux_x86_64")
+    r.add_argument("--flavour", default="cpu", help="cpu | cuda | mps")
+    r.set_defaults(func=run_requirements)
 
 
 def run_build(args: argparse.Namespace) -> int:
     path = build_zip(args.out)
     print(f"built {path} ({path.stat().st_size / 1024:.0f} KiB)")
     print("install: Blender > Edit > Preferences > Get Extensions > (menu) Install from Disk...", file=sys.stderr)
+    return 0
+
+
+def run_requirements(args: argparse.Namespace) -> int:
+    from blender_addon.backend_setup import load_lock
+
+    lock = load_lock()
+    python = tuple(int(x) for x in args.python.split("."))
+    reason = lock.unsupported_reason(args.platform, args.flavour)
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+    print(lock.requirements_text(python, args.platform, args.flavour), end="")
     return 0

@@ -77,17 +77,13 @@ def _square_image(photo: PhotoInput, name: str) -> np.ndarray:
     if isinstance(photo.source, np.ndarray):
         arr = photo.source
     else:
-        from PIL import Image, UnidentifiedImageError
-        import io
+        from ide3d_core.photo.errors import PhotoError
+        from ide3d_core.photo.load import load_image
 
-        try:
-            src = io.BytesIO(photo.source) if isinstance(photo.source, bytes) else photo.source
-            with Image.open(src) as img:
-                arr = np.array(img.convert("RGB"))
-        except FileNotFoundError:
-            raise OperationError(f"no such file {photo.source}") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise OperationError(f"cannot read the image {name}: {exc}") from None
+        try:  # the hardened loader: bounded memory, EXIF orientation, any bit depth
+            arr = load_image(photo.source).rgb
+        except PhotoError as exc:
+            raise OperationError(str(exc)) from None
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise OperationError(f"{name}: expected an (H, W, 3) uint8 RGB image, got {arr.dtype} {arr.shape}")
     if abs(arr.shape[0] - arr.shape[1]) > 1:
@@ -139,7 +135,7 @@ def invert_photos(generator, photos: Sequence[PhotoInput], *, encoder=None, poli
 
             def photo_progress(done, _total, message="", i=i, name=name):
                 report(progress, _PHOTO_UNITS * i + min(done, _PHOTO_UNITS), total,
-                       f"photo {i + 1}/{n} ({name}): {message}" if n > 1 else f"photo: {message}", cancel)
+                       f"photo: {i + 1}/{n} {name}: {message}" if n > 1 else f"photo: {message}", cancel)
 
             try:
                 prepared = prepare(photo.source, size=max(64, size), mask=photo.mask, parser=parser,
@@ -151,12 +147,7 @@ def invert_photos(generator, photos: Sequence[PhotoInput], *, encoder=None, poli
                     continue
                 raise OperationError(str(exc)) from None
             notes += [f"{name}: {w}" if n > 1 else w for w in prepared.warnings]
-            image = prepared.image
-            if image.shape[0] != size:
-                from PIL import Image
-
-                image = np.array(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-            mask = prepared.mask
+            image, mask = prepared.image, prepared.mask  # at max(64, size): the inversion resizes
             camera = photo.camera if photo.camera is not None else prepared.label()
             mask_sources.append(prepared.mask_source)
         else:
@@ -175,8 +166,8 @@ def invert_photos(generator, photos: Sequence[PhotoInput], *, encoder=None, poli
         raise OperationError(f"no usable photo: no face found in any of the {n} photos")
 
     def inversion_progress(done, _total, message=""):
-        report(progress, prep_units + done, total, message if n == 1 else f"inversion ({len(views)} views): {message}",
-               cancel)
+        report(progress, prep_units + done, total,
+               f"inversion: {message}" if len(views) == 1 else f"inversion: {len(views)} views: {message}", cancel)
 
     try:
         res = invert_views(generator, views, encoder=encoder, policy=policy, lpips=lpips,

@@ -192,50 +192,42 @@ class PortraitHandlers:
         return self._publish(self._new_id(), portrait, out_dir, progress, cancel)
 
     def _do_invert(self, req: P.InvertRequest, out_dir, progress, cancel) -> P.PortraitResult:
-        """Photo import, then hybrid inversion (as ``ide3d prepare`` + ``ide3d invert``)."""
+        """Photo import of one or more photos of one head, then hybrid inversion of them together (as
+        ``ide3d invert --prepare``): :func:`ide3d_core.operations.invert.invert_photos`."""
         import torch
 
-        from ide3d_core.inversion import InversionPolicy, invert
+        from ide3d_core.inversion import InversionPolicy
+        from ide3d_core.operations import OperationError
 
         try:
-            from ide3d_core.photo import PhotoError, prepare
+            import ide3d_core.photo  # noqa: F401  (the pipeline's optional dependencies)
+            from ide3d_core.operations.invert import PhotoInput, invert_photos
         except ImportError as exc:
             raise NotAvailable(f"photo import (ide3d_core.photo) is not available in this backend: {exc}") from None
         if req.steps < 0 or req.tune_steps < 0:
             raise BadRequest("step counts must be >= 0")
         g = self.generator()
         policy = InversionPolicy(optimise_steps=int(req.steps), tune_steps=int(req.tune_steps))
-        photo_steps, inv_steps = 6, policy.optimise_steps + policy.tune_steps + 1
-        total = photo_steps + inv_steps + 2
+        files = (req.photo_file, *req.more_photo_files)
+        inner = 6 * len(files) + policy.optimise_steps + policy.tune_steps + 1
+        total = inner + 2
 
-        def photo_progress(done, _total, message=""):
-            report(progress, min(done, photo_steps), total, f"photo: {message}", cancel)
-
-        def inversion_progress(done, _total, message=""):
-            report(progress, photo_steps + done, total, f"inversion: {message}", cancel)
+        def inner_progress(done, _total, message=""):
+            report(progress, done, total, message, cancel)
 
         try:
-            prepared = prepare(req.photo_file, size=max(64, int(g.img_resolution)), progress=photo_progress,
-                               cancel=cancel)
-        except PhotoError as exc:
+            with torch.enable_grad():
+                out = invert_photos(g, [PhotoInput(f) for f in files], encoder=self.encoder("standard"),
+                                    policy=policy, preparation="photo", model_hint=self.model_spec,
+                                    generator_config=config_dict(g), progress=inner_progress, cancel=cancel)
+        except OperationError as exc:
             raise BadRequest(str(exc)) from None
-        encoder = self.encoder("standard")
-        notes = list(prepared.warnings)
-        with torch.enable_grad():
-            res = invert(g, prepared.image, mask=prepared.mask, camera=prepared.label(), encoder=encoder,
-                         policy=policy, progress=inversion_progress, cancel=cancel)
-        notes += res.notes
-        portrait = res.portrait(g, source_image=prepared.image, source_mask=prepared.mask,
-                                generator_config=config_dict(g), model_hint=self.model_spec,
-                                params={"photo": Path(req.photo_file).name, "mask_source": prepared.mask_source,
-                                        "policy": {"optimise_steps": policy.optimise_steps,
-                                                   "tune_steps": policy.tune_steps}})
 
         def tail(done, _total, message=""):
-            report(progress, photo_steps + inv_steps + done, total, message, cancel)
+            report(progress, inner + done, total, message, cancel)
 
-        return self._publish(self._new_id(), portrait, out_dir, tail, cancel, notes=notes,
-                             generator=res.generator.eval().requires_grad_(False))
+        return self._publish(self._new_id(), out.portrait, out_dir, tail, cancel, notes=out.notes,
+                             generator=out.result.generator.eval().requires_grad_(False))
 
     # -- using and editing portraits --------------------------------------------------------------------
     def _do_render(self, req: P.RenderRequest, out_dir, progress, cancel) -> P.ViewResult:

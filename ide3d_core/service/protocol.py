@@ -83,13 +83,17 @@ class OpenDocumentRequest:
 
 @dataclass(frozen=True)
 class InvertRequest:
-    """A portrait from a photo: photo import (``ide3d_core.photo.prepare``: detect, align, pose, mask),
-    then hybrid inversion with ``steps`` code-optimisation and ``tune_steps`` pivotal-tuning steps."""
+    """A portrait from one or more photos of one head: photo import of each (``ide3d_core.photo.prepare``:
+    detect, align, pose, mask; a further photo without a face is skipped with a note), then hybrid
+    inversion of all of them together (``ide3d_core.operations.invert.invert_photos``) with ``steps``
+    code-optimisation and ``tune_steps`` pivotal-tuning steps (the defaults of ``InversionPolicy``).
+    ``more_photo_files``: further photos of the same head (Import Photos with several files)."""
 
     KIND: ClassVar[str] = "invert"
     photo_file: str
-    steps: int = 200
-    tune_steps: int = 100
+    steps: int = 24
+    tune_steps: int = 6
+    more_photo_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
