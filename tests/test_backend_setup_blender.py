@@ -9,7 +9,8 @@ zip as a user installs it.
   access off give one-line answers; diagnostics; uninstall.
 * Slow (``-m slow``): the real lock's packages for this Python from a local wheel folder (torch 2.13.0
   CPU from this machine's wheel store, the rest from the package index through pip), verification
-  loads the bundled model, and Check Backend runs the worker from the installed target.
+  loads the bundled model, Check Backend runs the worker from the installed target, and a new
+  portrait renders from the scene camera through it (the issue's "zip to a rendered portrait").
 """
 from __future__ import annotations
 
@@ -298,8 +299,25 @@ prefs.device = "CPU"
 t0 = time.time()
 r2 = bpy.ops.ide3d.check_backend()
 client = pkg.runtime.owner().current
+command = client.command()
+# The issue's bar: from the installed zip to a rendered portrait, through the installed worker.
+import math
+scene = bpy.context.scene
+scene.camera.location, scene.camera.rotation_euler = (0.0, -1.5, 0.0), (math.pi / 2, 0.0, 0.0)  # facing the head
+scene.camera.data.lens = 85.0
+scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 64, 64, 100
+scene.ide3d.seed = 3
+t0 = time.time()
+r3 = bpy.ops.ide3d.new_portrait()
+r4 = bpy.ops.ide3d.render_view()
+view = bpy.data.images.get("IDE-3D View " + scene.camera.name)
+import numpy as np
+px = np.empty(64 * 64 * 4, np.float32)
+view.pixels.foreach_get(px)
 say(result=list(r), seconds=t_install, verification=report["verification"], check=list(r2),
-    status=prefs.backend_status, check_seconds=time.time() - t0, command=client.command())
+    status=prefs.backend_status, check_seconds=time.time() - t0, command=command, new=list(r3),
+    render=list(r4), render_seconds=time.time() - t0, alpha_mean=float(px[3::4].mean()),
+    rgb_std=float(px.reshape(-1, 4)[:, :3].std()))
 pkg.runtime.owner().shutdown()
 bpy.ops.preferences.addon_disable(module=mod)
 """
@@ -313,3 +331,6 @@ bpy.ops.preferences.addon_disable(module=mod)
     assert "torch 2.13.0" in res["status"] and " on cpu" in res["status"], res["status"]
     cmd = res["command"]
     assert cmd[0] == sys.executable and str(root / "envs" / "cp311-linux_x86_64-cpu") in cmd
+    print(f"new portrait + render {res['render_seconds']:.0f} s")
+    assert res["new"] == ["FINISHED"] and res["render"] == ["FINISHED"], res
+    assert 0.05 < res["alpha_mean"] < 0.95 and res["rgb_std"] > 0.02, res  # a head, not an empty frame
