@@ -130,9 +130,11 @@ class InstalledBackend:
             "-u", str(BS.BOOT_PATH), "--code", code_dir(), "--target", target, "worker")
 
     def device(self, preference: str) -> str:
-        """The worker's device: the preference, with Auto meaning the flavour's device (MPS on a Mac)."""
-        return SP.FLAVOUR_DEVICE[self.report.get("flavour", "cpu")] if preference == "AUTO" and \
-            self.report.get("flavour") == "mps" else preference.lower()
+        """The worker's device: the preference; Auto on an Apple GPU install means ``mps`` (the worker's
+        own Auto is CUDA when available, else the CPU)."""
+        if preference == "AUTO" and self.report.get("flavour") == "mps":
+            return "mps"
+        return preference.lower()
 
 
 def installed_backend(context) -> InstalledBackend | None:
@@ -190,6 +192,9 @@ def start(context, folder: str = "", run_async: bool = False) -> BS.Installer:
     current = installer()
     if current is not None and current.progress.running:
         raise RuntimeError("a set-up is already running")
+    from . import runtime
+
+    runtime.owner().shutdown()  # a worker running from the target would lock its files (Windows)
     job = BS.Installer(_plan(context, folder), host(), log(), forbidden())
     setattr(_package(), _INSTALLER_ATTR, job)
     if bpy.app.background and not run_async:
