@@ -27,124 +27,23 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import setup_paths as SP
+from .backend_lock import LOCK_PATH, Lock, Pin, load_lock, python_matches  # noqa: F401 (re-exported)
+from .pip_runner import (PATTERNS, SetupError, classify_pip_output, kill_tree, parse_progress,  # noqa: F401
+                         pip_environment, popen_group_kwargs)
 
-LOCK_PATH = Path(__file__).with_name("backend_lock.toml")
 BOOT_PATH = Path(__file__).with_name("backend_boot.py")
 REPORT_NAME = "ide3d-install.json"
 VERIFY_PREFIX = "IDE3D-VERIFY "
 PIP_TIMEOUT_S = 60 * 60
-
-
-class SetupError(RuntimeError):
-    """A failed set-up step. ``kind``: ``unsupported`` | ``offline`` | ``folder`` | ``path`` | ``disk`` |
-    ``no_pip`` | ``network`` | ``certificate`` | ``proxy`` | ``access`` | ``path_too_long`` |
-    ``no_wheel`` | ``verify`` | ``cancelled`` | ``pip``; ``message``: one line for the interface."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind, self.message = kind, message
-
-
-# -- the lock -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Pin:
-    name: str
-    version: str
-    python: str = ""
-    platforms: tuple[str, ...] = ()
-    flavours: tuple[str, ...] = ()
-    module: str = ""
-    deps: bool = False
-    missing: tuple[str, ...] = ()
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.name}=={self.version}"
-
-    @property
-    def project(self) -> str:
-        """The distribution name without extras."""
-        return self.name.split("[", 1)[0]
-
-    def applies(self, python: tuple[int, int], platform: str, flavour: str) -> bool:
-        if self.platforms and platform not in self.platforms:
-            return False
-        if self.flavours and flavour not in self.flavours:
-            return False
-        return python_matches(self.python, python)
-
-
-def python_matches(spec: str, python: tuple[int, int]) -> bool:
-    """``"<3.13"`` / ``">=3.13"`` / ``""`` against (major, minor)."""
-    if not spec:
-        return True
-    m = re.fullmatch(r"\s*(<|<=|>=|>|==)\s*(\d+)\.(\d+)\s*", spec)
-    if m is None:
-        raise ValueError(f"bad python spec in the lock: {spec!r}")
-    other = (int(m.group(2)), int(m.group(3)))
-    return {"<": python < other, "<=": python <= other, ">=": python >= other, ">": python > other,
-            "==": python == other}[m.group(1)]
-
-
-@dataclass(frozen=True)
-class Lock:
-    pins: tuple[Pin, ...]
-    pythons: tuple[str, ...]
-    platforms: tuple[str, ...]
-    flavours: tuple[str, ...]
-    disk_gb: dict
-    torch_index: dict
-    unsupported: dict
-    verify_imports: tuple[str, ...] = ()
-
-    def select(self, python: tuple[int, int], platform: str, flavour: str) -> list[Pin]:
-        return [p for p in self.pins if p.applies(python, platform, flavour)]
-
-    def unsupported_reason(self, platform: str, flavour: str) -> str:
-        if platform not in self.platforms:
-            return f"no backend packages are published for this platform ({platform})"
-        return self.unsupported.get(platform) or self.unsupported.get(f"{flavour}.{platform}", "")
-
-    def needed_gb(self, platform: str, flavour: str) -> float:
-        return float(self.disk_gb.get(f"{flavour}.{platform}", self.disk_gb.get(flavour, 3.0)))
-
-    def requirements_text(self, python: tuple[int, int], platform: str, flavour: str) -> str:
-        """A pip requirements file of one combination (the offline recipe downloads these)."""
-        lines = [f"# IDE-3D backend, Python {python[0]}.{python[1]}, {platform}, {flavour}"]
-        index = self.torch_index.get(f"{flavour}.{platform}")
-        if index:
-            lines.append(f"--extra-index-url {index}")
-        return "\n".join(lines + [p.requirement for p in self.select(python, platform, flavour)]) + "\n"
-
-
-def load_lock(path: Path | str = LOCK_PATH) -> Lock:
-    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    pins = []
-    for entry in data.get("package", []):
-        unknown = set(entry) - {"name", "version", "python", "platforms", "flavours", "import", "deps", "missing"}
-        if unknown:
-            raise ValueError(f"unknown keys {sorted(unknown)} for {entry.get('name')} in {path}")
-        pins.append(Pin(name=entry["name"], version=entry["version"], python=entry.get("python", ""),
-                        platforms=tuple(entry.get("platforms", ())), flavours=tuple(entry.get("flavours", ())),
-                        module=entry.get("import", ""), deps=bool(entry.get("deps", False)),
-                        missing=tuple(entry.get("missing", ()))))
-    meta = data.get("lock", {})
-    return Lock(pins=tuple(pins), pythons=tuple(meta.get("pythons", ())), platforms=tuple(meta.get("platforms", ())),
-                flavours=tuple(meta.get("flavours", SP.FLAVOURS)), disk_gb=dict(data.get("disk_gb", {})),
-                torch_index=dict(data.get("torch_index", {})), unsupported=dict(data.get("unsupported", {})),
-                verify_imports=tuple(meta.get("verify_imports", ())))
 
 
 # -- a plan -------------------------------------------------------------------------------------------
@@ -214,105 +113,6 @@ def preflight(plan: Plan, host: SP.Host, lock: Lock, forbidden: dict | None = No
     if short:
         raise SetupError("disk", short)
     return key
-
-
-# -- pip's output --------------------------------------------------------------------------------------
-_PATTERNS = [
-    ("certificate", r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|SSLCertVerificationError",
-     "a proxy or antivirus is intercepting HTTPS (certificate not trusted): set Certificate File to your "
-     "company's CA bundle in the add-on preferences, or use Install from Folder"),
-    ("proxy", r"ProxyError|407 Proxy Authentication|Cannot connect to proxy|Tunnel connection failed",
-     "the proxy refused the connection: set Proxy in the add-on preferences (http://user:pass@host:port) "
-     "or use Install from Folder"),
-    ("path_too_long", r"WinError 206|filename or extension is too long|File name too long|Errno 36|"
-                      r"No such file or directory: '[^']{230,}'",
-     "a file path is too long for Windows: choose a shorter install folder (e.g. C:\\ide3d) or enable "
-     "Windows long paths"),
-    ("disk", r"No space left on device|Errno 28|WinError 112|not enough space on the disk",
-     "the disk is full: free some space or choose another install folder"),
-    ("access", r"Permission denied|Access is denied|WinError 5\b|WinError 32\b|Errno 13|PermissionError|"
-               r"being used by another process|Operation not permitted",
-     "access denied while writing files (antivirus or folder permissions): allow the install folder in "
-     "your antivirus, or choose another folder, then try again"),
-    ("network", r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
-                r"getaddrinfo failed|Name or service not known|Network is unreachable|Max retries exceeded|"
-                r"ConnectTimeoutError|Read timed out|Connection refused|nodename nor servname",
-     "no connection to the package index: check the internet connection, or use Install from Folder"),
-]
-
-
-def classify_pip_output(output: str, returncode: int, offline_folder: str = "") -> SetupError:
-    """The :class:`SetupError` a failed pip run means, from its output (pure; unit-tested per case)."""
-    for kind, pattern, message in _PATTERNS:
-        if re.search(pattern, output, re.IGNORECASE):
-            return SetupError(kind, message)
-    m = re.search(r"No matching distribution found for ([^\s]+)", output)
-    if m and m.group(1).startswith("torch=") and not offline_folder:
-        return SetupError("no_wheel", f"no wheel of {m.group(1)} for this computer: PyTorch needs 64-bit "
-                          "Windows 10+, macOS 14+ on Apple Silicon, or 64-bit Linux with glibc 2.28+")
-    if m:
-        if offline_folder:
-            return SetupError("no_wheel", f"{offline_folder} has no wheel of {m.group(1)} for this Python and "
-                              "platform: prepare the folder with the recipe for this Blender (user guide)")
-        return SetupError("no_wheel", f"no wheel of {m.group(1)} is published for this Python and platform")
-    last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "")
-    return SetupError("pip", f"pip failed (exit code {returncode}): {last[:200]}")
-
-
-def parse_progress(line: str) -> tuple[str, str] | None:
-    """A pip output line -> (event, detail): ``collect`` (a package), ``download`` (size), ``install``."""
-    m = re.match(r"\s*(?:Collecting|Processing|Looking in links|Obtaining)\s+(\S+)", line)
-    if m and line.lstrip().startswith(("Collecting", "Processing")):
-        name = os.path.basename(m.group(1))
-        return "collect", re.split(r"==|-\d", name, maxsplit=1)[0]
-    m = re.match(r"\s*Downloading\s+(\S+)\s*\(([^)]+)\)", line)
-    if m:
-        return "download", f"{os.path.basename(m.group(1))} ({m.group(2)})"
-    if line.lstrip().startswith("Installing collected packages"):
-        return "install", ""
-    return None
-
-
-# -- processes -----------------------------------------------------------------------------------------
-def popen_group_kwargs() -> dict:
-    """Start a child in its own process group/session so that Cancel can end the whole tree."""
-    if sys.platform.startswith("win"):
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
-    return {"start_new_session": True}
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """End ``proc`` and everything it started (``taskkill /T`` on Windows, the process group elsewhere)."""
-    if proc.poll() is not None:
-        return
-    if sys.platform.startswith("win"):
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True,
-                       creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
-    else:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def pip_environment(base: dict, tmp: str, folder: str) -> dict:
-    """The environment for pip: its temp folder under the root (short paths, same drive); settings that
-    break ``--target`` removed; a wheel-folder install ignores every pip configuration file."""
-    env = {k: v for k, v in base.items() if k.upper() not in (
-        "PIP_USER", "PIP_TARGET", "PIP_PREFIX", "PIP_ROOT", "PIP_REQUIRE_VIRTUALENV", "PIP_NO_DEPS",
-        "PYTHONHOME", "PYTHONPATH")}
-    env.update(TMPDIR=tmp, TMP=tmp, TEMP=tmp, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
-               PYTHONIOENCODING="utf-8")
-    if folder:
-        env["PIP_CONFIG_FILE"] = os.devnull
-        for k in [k for k in env if k.upper().startswith("PIP_") and k.upper() not in (
-                "PIP_CONFIG_FILE", "PIP_NO_INPUT", "PIP_DISABLE_PIP_VERSION_CHECK")]:
-            del env[k]
-    return env
 
 
 # -- progress and the log ------------------------------------------------------------------------------
@@ -644,7 +444,7 @@ class Installer:
         if code != 0 or not result.get("ok"):
             problem = result.get("problem") or next(
                 (ln for ln in reversed(output.splitlines()) if ln.strip()), f"exit code {code}")
-            for kind, pattern, message in _PATTERNS[:5]:
+            for kind, pattern, message in PATTERNS[:5]:
                 if re.search(pattern, problem, re.IGNORECASE):
                     raise SetupError(kind, message)
             raise SetupError("verify", f"the installed backend failed its check: {problem[:300]}")
@@ -671,6 +471,3 @@ def diagnostics(host: SP.Host, root: str, flavour: str, gpu: SP.GpuInfo, extra: 
     lines += ["--- log (last lines) ---", log.tail(60)]
     return "\n".join(lines)
 
-
-def progress_dict(progress: Progress) -> dict:
-    return asdict(progress)

@@ -257,7 +257,8 @@ class WorkerClient(_ClientBase):
         self._generation += 1
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=log, env=env, text=True, encoding="utf-8", bufsize=1)
+                                          stderr=log, env=env, text=True, encoding="utf-8", bufsize=1,
+                                          creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))  # Windows: no console
         threading.Thread(target=self._read, args=(self._proc, self._generation), daemon=True,
                          name="ide3d-backend-reader").start()
 
