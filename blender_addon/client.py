@@ -13,11 +13,16 @@ is only ever changed there. Only the standard library is used (plus the shared p
 * Jobs submitted with a ``coalesce_key`` supersede unfinished jobs with the same key: those are
   cancelled in the backend and their results are dropped (latest request wins).
 * :class:`BackendOwner` holds at most one client and replaces it when the settings change.
+* Nothing waits forever: a job may carry its own ``timeout`` (seconds from submission), and a worker
+  that sends nothing at all for ``BackendSettings.stall_timeout`` seconds while jobs are pending is
+  killed; both end the jobs with a ``timed_out`` error value. The worker's hello is checked: a backend
+  of another protocol version fails every job with a message naming both versions.
 """
 from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import subprocess
 import tempfile
@@ -43,6 +48,8 @@ class BackendSettings:
         mode: ``worker`` (a separate process) or ``in_process`` (synchronous, this interpreter).
         work_root: folder for the per-client scratch folder (``""``: the system temp folder).
         threads: torch CPU threads in the worker (0: torch's default).
+        stall_timeout: seconds the worker may stay completely silent (no progress, no response) while
+            jobs are pending before it is killed and the jobs fail with ``timed_out`` (0: never).
         entry: the interpreter arguments that start the worker, in place of
             ``-u -m ide3d_core.service.worker`` (Set Up Backend's target runs through
             ``backend_boot.py``, see ``setup_ui.installed_backend``).
@@ -54,6 +61,7 @@ class BackendSettings:
     mode: str = "worker"
     work_root: str = ""
     threads: int = 0
+    stall_timeout: float = 900.0
     entry: tuple = ()
 
     def __post_init__(self) -> None:
@@ -66,7 +74,7 @@ class Job:
     ``superseded`` (a newer job with the same coalesce key replaced it; its result is dropped)."""
 
     def __init__(self, job_id: int, request: Any, out_dir: Path, coalesce_key: str | None,
-                 on_done: Callable[["Job"], None] | None) -> None:
+                 on_done: Callable[["Job"], None] | None, timeout: float | None = None) -> None:
         self.id = job_id
         self.request = request
         self.kind: str = request.KIND
@@ -77,6 +85,8 @@ class Job:
         self.done, self.total, self.message = 0, 0, ""
         self.result: Any = None
         self.error: P.ErrorInfo | None = None
+        #: ``time.monotonic()`` after which the job fails with ``timed_out`` (None: no limit).
+        self.deadline = None if timeout is None else time.monotonic() + timeout
 
     @property
     def finished(self) -> bool:
@@ -122,6 +132,10 @@ class _ClientBase:
         self._active: dict[int, Job] = {}
         self._failed_at_submit: list[Job] = []
         self._next_id = 1
+        #: When the backend was last heard from (any line), ``time.monotonic()``.
+        self._last_heard = time.monotonic()
+        #: Set when the backend speaks another protocol version: every job fails with it.
+        self.version_error: str | None = None
 
     # -- public --------------------------------------------------------------------------------
     @property
@@ -129,10 +143,13 @@ class _ClientBase:
         return bool(self._active)
 
     def submit(self, request: Any, coalesce_key: str | None = None,
-               on_done: Callable[[Job], None] | None = None) -> Job:
-        """Queue ``request``; the job finishes during a later :meth:`poll` (at once in-process)."""
-        job = Job(self._next_id, request, self.workdir / f"job-{self._next_id}", coalesce_key, on_done)
+               on_done: Callable[[Job], None] | None = None, timeout: float | None = None) -> Job:
+        """Queue ``request``; the job finishes during a later :meth:`poll` (at once in-process).
+        ``timeout``: seconds after which the job fails with ``timed_out`` (and is cancelled in the backend)."""
+        job = Job(self._next_id, request, self.workdir / f"job-{self._next_id}", coalesce_key, on_done, timeout)
         self._next_id += 1
+        if not self._active:
+            self._last_heard = time.monotonic()  # the silence clock runs only while jobs are pending
         if coalesce_key is not None:
             for old in [j for j in self._active.values() if j.coalesce_key == coalesce_key]:
                 old.state = "superseded"
@@ -140,6 +157,9 @@ class _ClientBase:
                 self._send_cancel(old.id)
                 old.cleanup()
         self._active[job.id] = job
+        if self.version_error is not None:
+            self._fail_at_submit(job, "backend_error", self.version_error)
+            return job
         self._send(job, P.encode(P.RequestMessage(id=job.id, request=request, out_dir=str(job.out_dir))))
         return job
 
@@ -160,6 +180,12 @@ class _ClientBase:
             if isinstance(event, _Died):
                 finished += self._on_died(event)
                 continue
+            head = P.peek(event)
+            if head["type"] == "hello" and head["v"] != P.PROTOCOL_VERSION:
+                self.version_error = (f"the backend speaks protocol v{head['v']}, this add-on v{P.PROTOCOL_VERSION}: "
+                                      "install the add-on and the backend from the same release")
+                finished += self._fail_all("backend_error", self.version_error)
+                continue
             try:
                 msg = P.decode(event)
             except P.ProtocolError as exc:
@@ -175,6 +201,7 @@ class _ClientBase:
                 job.result, job.error = msg.result, msg.error
                 job.state = "done" if msg.ok else "failed"
                 finished.append(job)
+        finished += self._expire()
         for job in finished:
             if job.on_done is not None:
                 job.on_done(job)
@@ -198,6 +225,23 @@ class _ClientBase:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- internals -----------------------------------------------------------------------------
+    def _expire(self) -> list[Job]:
+        """Fail the jobs past their own deadline (cancelled in the backend) and, when the backend has
+        been silent for ``stall_timeout`` seconds with jobs pending, all of them (see :meth:`_stalled`)."""
+        now = time.monotonic()
+        late = [j for j in self._active.values() if j.deadline is not None and now > j.deadline]
+        for job in late:
+            del self._active[job.id]
+            self._send_cancel(job.id)
+            job.state, job.error = "failed", P.ErrorInfo("timed_out", "the backend did not finish this request in time")
+        stall = self.settings.stall_timeout
+        if self._active and stall > 0 and now - self._last_heard > stall:
+            late += self._stalled(now - self._last_heard)
+        return late
+
+    def _stalled(self, seconds: float) -> list[Job]:
+        return self._fail_all("timed_out", f"the backend sent nothing for {seconds:.0f} s")
+
     def _fail_all(self, kind: str, message: str) -> list[Job]:
         jobs = list(self._active.values())
         self._active.clear()
@@ -228,6 +272,7 @@ class WorkerClient(_ClientBase):
         super().__init__(settings)
         self._proc: subprocess.Popen | None = None
         self._generation = 0
+        self._log_start = 0
         self._lock = threading.Lock()
         self.log_path = self.workdir / "worker.log"
 
@@ -255,6 +300,10 @@ class WorkerClient(_ClientBase):
         env.pop("PYTHONHOME", None)  # Blender's, not the backend's
         env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
         self._generation += 1
+        try:
+            self._log_start = self.log_path.stat().st_size  # this worker's lines start here
+        except OSError:
+            self._log_start = 0
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=log, env=env, text=True, encoding="utf-8", bufsize=1,
@@ -264,6 +313,8 @@ class WorkerClient(_ClientBase):
 
     def _read(self, proc: subprocess.Popen, generation: int) -> None:
         for line in proc.stdout:
+            if generation == self._generation:
+                self._last_heard = time.monotonic()
             self._events.put(line)
         try:
             code = proc.wait(timeout=10)
@@ -272,11 +323,15 @@ class WorkerClient(_ClientBase):
         self._events.put(_Died(generation, code))
 
     def _last_log_line(self) -> str:
+        """The most telling line this worker wrote to its log: the last exception line (``XError: ...``)
+        or fatal message, else the last line that is not a library warning or info message."""
         try:
-            lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            with open(self.log_path, "rb") as f:
+                f.seek(getattr(self, "_log_start", 0))
+                text = f.read()[-65536:].decode("utf-8", errors="replace")
         except OSError:
             return ""
-        return lines[-1] if lines else ""
+        return telling_line(text)
 
     def _death_message(self, code: int | None) -> str:
         last = self._last_log_line()
@@ -311,6 +366,17 @@ class WorkerClient(_ClientBase):
     def _send_cancel(self, job_id: int) -> None:
         if self.alive:
             self._write(P.encode(P.CancelMessage(id=job_id)))
+
+    def _stalled(self, seconds: float) -> list[Job]:
+        """A silent worker cannot be trusted with the next request either: kill it (the next submit
+        starts a new one) and fail the pending jobs."""
+        proc, self._proc = self._proc, None
+        self._generation += 1  # its death is not reported a second time
+        if proc is not None:
+            proc.kill()
+        last = self._last_log_line()
+        return self._fail_all("timed_out", f"the backend sent nothing for {seconds:.0f} s and was stopped; the "
+                              "next action restarts it" + (f"; last log line: {last}" if last else ""))
 
     def kill(self) -> None:
         """Kill the worker process at once (tests; the next submit restarts it)."""
@@ -356,6 +422,24 @@ class InProcessClient(_ClientBase):
 
     def _send_cancel(self, job_id: int) -> None:
         pass  # requests run synchronously; nothing is ever in flight
+
+
+_NOISE = re.compile(r"^(\[?[IWD]\d{4} |WARNING|INFO|DEBUG|W0000|I0000|.*Warning: |.*warnings\.warn|\s+)")
+
+
+def telling_line(text: str) -> str:
+    """The line of a worker log that best explains a death: the last ``SomeError: message`` line of a
+    traceback (or a fatal-error line), else the last line that is not library noise (TensorFlow/MediaPipe
+    ``I0000``/``W0000`` lines, Python warnings, indented traceback bodies). At most 300 characters."""
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)(:|$)", ln) or \
+                ln.startswith(("Fatal Python error", "MemoryError", "Killed", "Segmentation fault")):
+            return ln[:300]
+    for ln in reversed(lines):
+        if not _NOISE.match(ln) and not ln.startswith(("Traceback", "  File ")):
+            return ln[:300]
+    return ""
 
 
 def make_client(settings: BackendSettings) -> _ClientBase:

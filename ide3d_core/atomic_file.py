@@ -17,6 +17,10 @@ Guarantees:
   old). :func:`is_temporary` names them for code that lists folders.
 * The new file gets the mode a plain ``open(path, "w")`` would give it: the old file's mode when
   one exists, else ``0o666`` minus the umask (``mkstemp`` alone would make it ``0o600``).
+* Lost updates are caught when asked for: a writer that read or checked the target earlier passes
+  ``expect=file_stamp(path)`` from then; if another program replaced the file in between, the write
+  raises :class:`WriteConflict` instead of silently discarding the other program's result. The
+  check and the rename happen under an exclusive lock on the folder (POSIX ``flock``).
 """
 from __future__ import annotations
 
@@ -28,6 +32,40 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+class WriteConflict(OSError):
+    """The target was changed by another program since the writer's ``expect`` stamp was taken; the
+    new file was not written (the other program's file is kept)."""
+
+
+#: :func:`file_stamp` of a path where no file exists.
+ABSENT: tuple = ("absent",)
+
+
+def file_stamp(path: str | os.PathLike) -> tuple:
+    """What identifies one version of a file: (device, inode, size, mtime in ns), or :data:`ABSENT`."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ABSENT
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder`` (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the stamp check alone
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 #: Temporaries of earlier releases (``tempfile.mkstemp`` names, no process id): removed by age.
@@ -123,11 +161,11 @@ def _sync_folder(folder: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+def atomic_path(path: str | os.PathLike, expect: tuple | None = None) -> Iterator[str]:
     """Yield a temporary file name beside ``path``; when the block succeeds, the file written there
     is synced, given the mode a plain write would have, and renamed over ``path``; otherwise it is
     removed. The folder is created if needed. For writers that want a file name (safetensors,
-    ``trimesh.export``, ``np.save`` with a name)."""
+    ``trimesh.export``, ``np.save`` with a name). ``expect``: see :class:`WriteConflict`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path)
@@ -143,7 +181,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
             os.chmod(tmp, mode)
         except OSError:
             pass
-        os.replace(tmp, path)
+        if expect is None:
+            os.replace(tmp, path)
+        else:
+            with _folder_lock(path.parent):
+                if file_stamp(path) != tuple(expect):
+                    raise WriteConflict(f"{path} was changed by another program since it was read; "
+                                        "not overwritten (save to another file)")
+                os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -169,9 +214,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
                 yield f
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (see the module docstring); returns the path."""
-    with atomic_path(path) as tmp:
+def write_atomic(path: str | os.PathLike, data: bytes, expect: tuple | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (see the module docstring); returns the path.
+    ``expect``: the :func:`file_stamp` the target must still have (see :class:`WriteConflict`)."""
+    with atomic_path(path, expect) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
     return Path(path)

@@ -70,16 +70,15 @@ def view_triplet_paths(path: Path) -> tuple[Path, Path, Path]:
 def write_view_triplet(path: Path, image: np.ndarray, ids: np.ndarray, seg: bool = True) -> list[Path]:
     """Write ``image`` ((H, W, 3) RGB or (H, W, 4) RGBA uint8) to ``path``, the label ids ((H, W) uint8) to
     ``NAME_labels.png`` and, with ``seg``, their palette colours to ``NAME_seg.png``. Returns the paths."""
-    from PIL import Image
-
+    from ide3d_core.image_files import save_image  # each file atomically
     from ide3d_core.labels import colorize
 
     files = list(view_triplet_paths(path))[: 3 if seg else 2]
     files[0].parent.mkdir(parents=True, exist_ok=True)
     image = np.ascontiguousarray(image)
-    Image.fromarray(image, "RGBA" if image.shape[-1] == 4 else "RGB").save(files[0])
+    save_image(image, files[0], "RGBA" if image.shape[-1] == 4 else "RGB")
     ids = np.ascontiguousarray(ids, dtype=np.uint8)
-    Image.fromarray(ids, "L").save(files[1])
+    save_image(ids, files[1], "L")
     if seg:
-        Image.fromarray(colorize(ids), "RGB").save(files[2])
+        save_image(colorize(ids), files[2], "RGB")
     return files

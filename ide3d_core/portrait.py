@@ -494,9 +494,11 @@ def _code_shape(config: dict[str, Any], name: str) -> tuple[int, int, int] | Non
 # Files
 # ------------------------------------------------------------------------------------------------
 
-def save_portrait(portrait: Portrait, path: str | Path) -> Path:
-    """Write ``portrait`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
-    return write_atomic(path, encode_portrait(portrait))
+def save_portrait(portrait: Portrait, path: str | Path, expect: tuple | None = None) -> Path:
+    """Write ``portrait`` to ``path`` atomically (temporary file + fsync + ``os.replace``). ``expect``:
+    the :func:`ide3d_core.atomic_file.file_stamp` ``path`` had when the edit began; if another program
+    wrote ``path`` since, :class:`~ide3d_core.atomic_file.WriteConflict` is raised and nothing is lost."""
+    return write_atomic(path, encode_portrait(portrait), expect=expect)
 
 
 def load_portrait(path: str | Path) -> Portrait:

@@ -77,3 +77,19 @@ def test_atomic_open_text_and_binary(tmp_path):
     with pytest.raises(ValueError, match="writes only"):
         with atomic_open(tmp_path / "c.txt", "a"):
             pass
+
+
+def test_a_write_expecting_an_old_version_refuses_to_overwrite_a_newer_one(tmp_path):
+    from ide3d_core.atomic_file import ABSENT, WriteConflict, file_stamp
+
+    path = tmp_path / "doc.bin"
+    assert file_stamp(path) == ABSENT
+    write_atomic(path, b"mine", expect=ABSENT)  # nobody wrote it in between
+    stamp = file_stamp(path)
+    write_atomic(path, b"theirs")  # another program saves meanwhile
+    with pytest.raises(WriteConflict, match="changed by another program"):
+        write_atomic(path, b"mine again", expect=stamp)
+    assert path.read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.bin"]
+    write_atomic(path, b"mine again", expect=file_stamp(path))
+    assert path.read_bytes() == b"mine again"

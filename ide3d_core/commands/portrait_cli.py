@@ -31,6 +31,7 @@ import math
 import sys
 from pathlib import Path
 
+from ide3d_core.atomic_file import file_stamp
 from ide3d_core.cli import UserError
 from ide3d_core.commands.model_args import device_arg, load_base, load_encoders, load_parser
 
@@ -39,33 +40,30 @@ from ide3d_core.commands.model_args import device_arg, load_base, load_encoders,
 # ------------------------------------------------------------------------------------------------
 
 def read_rgb(path: Path):
-    """(H, W, 3) uint8 RGB of an image file."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    """(H, W, 3) uint8 RGB of an image file, through the hardened photo loader
+    (:func:`ide3d_core.photo.load.load_image`: bounded memory, EXIF orientation, any bit depth)."""
+    from ide3d_core.photo.errors import PhotoError
+    from ide3d_core.photo.load import load_image
 
     try:
-        with Image.open(path) as img:
-            return np.array(img.convert("RGB"))
-    except FileNotFoundError:
-        raise UserError(f"no such file {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"cannot read the image {path}: {exc}") from None
+        loaded = load_image(path)
+    except PhotoError as exc:
+        raise UserError(str(exc)) from None
+    for note in loaded.warnings:
+        print(f"ide3d: note: {path.name}: {note}", file=sys.stderr)
+    return loaded.rgb
 
 
 def read_mask(path: Path, size: tuple[int, int] | None):
     """(H, W) uint8 label ids of a painted/label mask; ``size`` (H, W) must match when given."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
     from ide3d_core.labels import decode_mask
+    from ide3d_core.photo.errors import PhotoError
+    from ide3d_core.photo.load import load_label_image
 
     try:
-        with Image.open(path) as img:
-            arr = np.array(img if img.mode == "L" else img.convert("RGB"))  # L: label ids
-    except FileNotFoundError:
-        raise UserError(f"no such mask {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"cannot read the mask {path}: {exc}") from None
+        arr = load_label_image(path)  # (H, W) label ids or (H, W, 3) palette colours
+    except PhotoError as exc:
+        raise UserError(f"cannot read the mask: {exc}") from None
     if size is not None and arr.shape[:2] != tuple(size):
         raise UserError(f"the mask {path.name} is {arr.shape[1]}x{arr.shape[0]} pixels; "
                         f"it must be {size[1]}x{size[0]}")
@@ -98,12 +96,19 @@ def _generator_for(portrait, args, device):
         raise UserError(f"{exc} (pass --model)") from None
 
 
-def _save(portrait, out: Path) -> None:
+def _save(portrait, out: Path, stamp: tuple | None = None) -> None:
+    """Save to ``out``; ``stamp``: :func:`~ide3d_core.atomic_file.file_stamp` of ``out`` when the command
+    began, so that of two commands writing the same file, the later one fails instead of silently
+    replacing the earlier one's result."""
+    from ide3d_core.atomic_file import WriteConflict
     from ide3d_core.portrait import SUFFIX, save_portrait
 
     if out.suffix != SUFFIX:
         raise UserError(f"--out must end in {SUFFIX}, got {out.name!r}")
-    save_portrait(portrait, out)
+    try:
+        save_portrait(portrait, out, expect=stamp)
+    except WriteConflict as exc:
+        raise UserError(str(exc)) from None
     print(f"wrote {out}")
 
 
@@ -202,6 +207,7 @@ def run_invert(args: argparse.Namespace) -> int:
     from ide3d_core.operations.invert import PhotoInput, invert_photos
     from ide3d_core.progress import TqdmProgress
 
+    stamp = file_stamp(args.out)
     if args.out.suffix != ".ide3d":
         raise UserError(f"--out must end in .ide3d, got {args.out.name!r}")
     device = device_arg(args.device)
@@ -263,7 +269,7 @@ def run_invert(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     for note in out.notes:
         print(f"ide3d invert: note: {note}", file=sys.stderr)
-    _save(out.portrait, args.out)
+    _save(out.portrait, args.out, stamp)
     res = out.result
     for stage, m in res.stages.items():
         print(f"  {stage:9s} PSNR {m['psnr']:6.2f} dB  loss {m['loss']:.4f}  {m['seconds']:.1f} s  "
@@ -318,6 +324,7 @@ def _config_dict(g) -> dict:
 
 
 def run_edit(args: argparse.Namespace) -> int:
+    stamp = file_stamp(args.out)
     from ide3d_core import editing
 
     portrait = _load(args.portrait)
@@ -326,7 +333,7 @@ def run_edit(args: argparse.Namespace) -> int:
             portrait = editing.undo(portrait) if args.undo else editing.redo(portrait)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        _save(portrait, args.out)
+        _save(portrait, args.out, stamp)
         return 0
     device = device_arg(args.device)
     base, g, spec = _generator_for(portrait, args, device)
@@ -336,7 +343,7 @@ def run_edit(args: argparse.Namespace) -> int:
     size = int(g.img_resolution)
     mask = read_mask(args.mask, (size, size))
     portrait = editing.mask_edit(portrait, g, editor, mask, mode=args.mode)
-    _save(portrait, args.out)
+    _save(portrait, args.out, stamp)
     changed = portrait.history[-1].params["pixels_changed"]
     if changed is not None:
         print(f"  {changed} label pixels changed")
@@ -344,6 +351,7 @@ def run_edit(args: argparse.Namespace) -> int:
 
 
 def run_restyle(args: argparse.Namespace) -> int:
+    stamp = file_stamp(args.out)
     from ide3d_core import editing
     from ide3d_core.labels import parse_classes
 
@@ -364,24 +372,18 @@ def run_restyle(args: argparse.Namespace) -> int:
         portrait = editing.restyle(portrait, classes, style, source)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    _save(portrait, args.out)
+    _save(portrait, args.out, stamp)
     return 0
 
 
 def _write_view(out, path: Path) -> list[Path]:
     import numpy as np
-    from PIL import Image
 
-    from ide3d_core.labels import colorize
+    from ide3d_core.images import to_uint8, write_view_triplet
 
-    img = ((out.image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    img = to_uint8(out.image[0]).permute(1, 2, 0).numpy()
     ids = out.semantic[0].argmax(0).to("cpu").numpy().astype(np.uint8)
-    stem = path.with_suffix("")
-    files = [path, Path(f"{stem}_labels.png"), Path(f"{stem}_seg.png")]
-    Image.fromarray(img).save(files[0])
-    Image.fromarray(ids, mode="L").save(files[1])
-    Image.fromarray(colorize(ids)).save(files[2])
-    return files
+    return write_view_triplet(path, img, ids)  # each file atomically
 
 
 def run_render(args: argparse.Namespace) -> int:

@@ -10,6 +10,12 @@ Memory bounds: the size is read from the header *before* decoding. An image abov
 refused, except JPEG, which is decoded directly at a reduced scale (1/2 .. 1/8, libjpeg's DCT scaling) when
 that brings it under the limit. Decoded images larger than ``max_side`` are downscaled (area filter).
 
+Label images (painted masks, label maps) go through :func:`load_label_image`: the same header-first
+size check, file-size limit and EXIF orientation, but no colour conversion that could change an id.
+
+This module is the one way an image file enters the program: photos (``prepare``, ``invert``), style
+images and painted masks all come through it.
+
 Output frame: ``rgb[row, column]``, row 0 at the top; ``scale`` maps original pixel coordinates to the
 returned array's (``x_loaded = scale * x_original``), after the EXIF rotation.
 """
@@ -105,7 +111,7 @@ def _decode_pillow(data: bytes, name: str, max_side: int, max_pixels: int) -> Lo
         with warnings.catch_warnings():  # the size is checked below, against our own limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError:
         raise PhotoError(name, "the header declares an image too large to decode safely",
                          "downscale it in an image editor first") from None
     except UnidentifiedImageError:
@@ -241,3 +247,69 @@ def _finish(rgb: np.ndarray, alpha: np.ndarray | None, name: str, orig: tuple[in
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:120]
+
+
+#: Largest label image (pixels): masks are painted on renders, never larger than a few megapixels.
+MAX_LABEL_PIXELS = 16_000_000
+
+
+def load_label_image(source: str | Path | bytes, *, max_pixels: int = MAX_LABEL_PIXELS) -> np.ndarray:
+    """A label image (painted mask or label map) as stored: (H, W) uint8 for single-channel files (the
+    values are the ids; 16-bit files must hold values <= 255), else (H, W, 3) uint8 RGB (palette colours;
+    alpha dropped). EXIF orientation is applied; nothing is rescaled or colour-converted beyond that.
+
+    Raises:
+        PhotoError: missing, empty, damaged or non-image file, or more than ``max_pixels`` pixels.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    data, name = _read_source(source)
+    advice = "save it as a PNG of ids 0..18 or palette colours"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise PhotoError(name, "the header declares an image too large to decode safely", advice) from None
+    except UnidentifiedImageError:
+        raise PhotoError(name, "is not an image or is in an unsupported format", advice) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PhotoError(name, f"the file is damaged ({_short(exc)})", advice) from None
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise _too_large(name, w, h, max_pixels)
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise PhotoError(name, f"the file is damaged or truncated ({_short(exc)})", advice) from None
+        if im.mode in ("L", "I", "I;16", "I;16B", "I;16L", "I;16N", "1"):
+            arr = np.asarray(im)
+            if arr.dtype != np.uint8:
+                if arr.size and (int(arr.max()) > 255 or int(arr.min()) < 0):
+                    raise PhotoError(name, "a single-channel label image must hold ids 0..255", advice)
+                arr = arr.astype(np.uint8)
+            return np.ascontiguousarray(arr)
+        return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+
+
+def _read_source(source: str | Path | bytes) -> tuple[bytes, str]:
+    """The bytes and display name of a path or bytes, with the file checks of :func:`load_image`."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "<bytes>"
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.exists():
+            raise PhotoError(name, "no such file", "check the path")
+        if not path.is_file():
+            raise PhotoError(name, "is not a file", "give the path of an image file")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise PhotoError(name, f"the file is {size / 2**20:.0f} MiB",
+                             f"use an image under {MAX_FILE_BYTES // 2**20} MiB")
+        data = path.read_bytes()
+    if not data:
+        raise PhotoError(name, "the file is empty (0 bytes)", "choose an image file (PNG, JPEG, WebP, TIFF)")
+    return data, name

@@ -236,18 +236,9 @@ def _read_mask(mask: str | Path | np.ndarray) -> tuple[str, np.ndarray]:
     """A user mask from a path (any image format, palette or ids) or an array."""
     if isinstance(mask, np.ndarray):
         return "<mask array>", mask
-    from PIL import Image, UnidentifiedImageError
+    from .load import load_label_image
 
     path = Path(mask)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise PhotoError(str(path), "mask file missing or empty", "give the path of a label mask image")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "P", "RGB", "RGBA") else
-                             (im.convert("RGB") if im.mode == "P" else im))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise PhotoError(str(path), f"cannot read the mask ({str(exc)[:80]})",
-                         "save it as a PNG of ids 0..18 or palette colours") from None
+    arr = load_label_image(path)
     return str(path), arr
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ide3d_core import cameras
+from ide3d_core.image_files import save_image, save_npy, save_npz
 from ide3d_core.progress import report
 from ide3d_core.service import protocol as P
 from ide3d_core.service.errors import BadRequest, NotAvailable
@@ -51,7 +52,6 @@ def write_view(out, out_dir: Path, stem: str, size: tuple[int, int] | None = Non
     (bilinearly upsampled from the neural rendering resolution): compositing over Blender renders, and the
     silhouette the alignment checks compare. Returns (image file, labels file, (h, w) uint8 label ids)."""
     import torch.nn.functional as F
-    from PIL import Image
 
     img, sem = out.image[:1].float(), out.semantic[:1].float()
     n = size if size is not None else tuple(img.shape[-2:])
@@ -69,22 +69,22 @@ def write_view(out, out_dir: Path, stem: str, size: tuple[int, int] | None = Non
         x0, y0, w, h = crop
         rgb, ids = rgb[y0:y0 + h, x0:x0 + w], ids[y0:y0 + h, x0:x0 + w]
     image_file, labels_file = out_dir / f"{stem}.png", out_dir / f"{stem}_labels.png"
-    Image.fromarray(np.ascontiguousarray(rgb), "RGBA" if alpha else "RGB").save(image_file)
-    Image.fromarray(np.ascontiguousarray(ids), "L").save(labels_file)
+    save_image(rgb, image_file, "RGBA" if alpha else "RGB")
+    save_image(ids, labels_file, "L")
     return str(image_file), str(labels_file), ids
 
 
 def _read_labels(path: str, size: int) -> np.ndarray:
     """(size, size) uint8 label ids of a single-channel label PNG."""
-    from PIL import Image, UnidentifiedImageError
+    from ide3d_core.photo.errors import PhotoError
+    from ide3d_core.photo.load import load_label_image
 
     try:
-        with Image.open(path) as im:
-            if im.mode != "L":
-                raise BadRequest(f"the mask {Path(path).name} must be an 8-bit label image, got mode {im.mode}")
-            ids = np.array(im)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise BadRequest(f"cannot read the mask {path}: {exc}") from None
+        ids = load_label_image(path)  # the hardened loader: bounded, EXIF orientation applied
+    except PhotoError as exc:
+        raise BadRequest(f"cannot read the mask: {exc}") from None
+    if ids.ndim != 2:
+        raise BadRequest(f"the mask {Path(path).name} must be an 8-bit label image, got a colour image")
     if ids.shape != (size, size):
         raise BadRequest(f"the mask is {ids.shape[1]}x{ids.shape[0]} pixels; the canonical view is {size}x{size}")
     return ids
@@ -144,7 +144,7 @@ class PortraitHandlers:
         doc_file = write_document(document, out_dir / "portrait.ide3d")
         ws = portrait.ws
         ws_file = out_dir / "ws.npy"
-        np.save(ws_file, ws[0].detach().float().cpu().numpy())
+        save_npy(ws[0].detach().float().cpu().numpy(), ws_file)
         report(progress, 1, 2, "rendering the canonical view", cancel)
         with torch.no_grad():
             out = render_state(entry.generator, portrait.state, cameras.canonical_camera().label())
@@ -386,7 +386,7 @@ class PortraitHandlers:
         if mesh.labels is not None:
             arrays["labels"] = mesh.labels.astype(np.uint8)
         path = out_dir / "mesh.npz"
-        np.savez(path, **arrays)
+        save_npz(path, **arrays)
         return P.MeshResult(mesh_file=str(path), num_vertices=int(mesh.num_vertices), num_faces=int(mesh.num_faces))
 
     def _do_export_mesh(self, req: P.ExportMeshRequest, out_dir, progress, cancel) -> P.ExportMeshResult:

@@ -7,7 +7,10 @@ in a folder chosen by the client (``RequestMessage.out_dir``); messages carry ab
 
 Every line carries ``"v": PROTOCOL_VERSION``; a line with another version, an unknown ``type``/``kind``
 or unknown keys raises :class:`ProtocolError` (strict, so a mismatched add-on and backend fail loudly
-instead of half-working).
+instead of half-working). The worker answers every line it rejects that carries an integer ``id`` with
+a ``bad_request`` error response of that id (echoing the line's ``kind``, see :func:`peek`), so no
+request ever goes unanswered; the client reads the hello's version with :func:`peek` and names both
+versions when they differ.
 
 Message flow::
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -308,8 +312,9 @@ PORTRAIT_REF_FIELDS = ("portrait_id", "revision", "document_file")
 # ----------------------------------------------------------------------------------------------
 
 #: Error kinds: the request was wrong; the feature is not in this backend yet; it was cancelled;
-#: anything else raised in the backend; the worker process died (set by the client).
-ERROR_KINDS = ("bad_request", "not_available", "cancelled", "backend_error", "worker_died")
+#: anything else raised in the backend; the worker process died, or went silent past the client's
+#: timeout (both set by the client).
+ERROR_KINDS = ("bad_request", "not_available", "cancelled", "backend_error", "worker_died", "timed_out")
 
 
 @dataclass(frozen=True)
@@ -433,17 +438,66 @@ def encode(message: Any) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+#: Longest line either side accepts (characters); real messages are well under 64 KiB.
+MAX_LINE_CHARS = 16 * 2**20
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+_FLAT_HEAD = re.compile(r'^\s*\{[^{}\[\]]*')
+_FLAT_FIELD = re.compile(r'"(v|type|id|kind)"\s*:\s*(-?\d{1,15}|"[^"\\]{0,64}")')
+
+
+def peek(line: str | bytes) -> dict[str, Any]:
+    """What can be told of a line that :func:`decode` may refuse, without raising: its protocol
+    version ``v``, message ``type``, request ``id`` (an int, else None) and ``kind`` (a short string,
+    else None). Used to answer a rejected request with its id, and to name both versions when the
+    add-on and the backend differ (the hello is always readable this way)."""
+    out: dict[str, Any] = {"v": None, "type": None, "id": None, "kind": None}
+    try:
+        if isinstance(line, (bytes, bytearray)):
+            line = bytes(line).decode("utf-8", errors="replace")
+        if len(line) > MAX_LINE_CHARS:
+            raise ValueError("too long")
+        body = json.loads(line)
+    except (ValueError, RecursionError, TypeError):
+        # Malformed or too deep: the envelope's flat fields, when they come before any nesting.
+        head = _FLAT_HEAD.match(str(line)[:4096])
+        body = {}
+        if head:
+            for m in _FLAT_FIELD.finditer(head.group(0)):
+                body[m.group(1)] = json.loads(m.group(2))
+    if isinstance(body, dict):
+        v, t, i, k = body.get("v"), body.get("type"), body.get("id"), body.get("kind")
+        out["v"] = v if _is_id(v) else None
+        out["type"] = t if isinstance(t, str) and len(t) <= 32 else None
+        out["id"] = i if _is_id(i) else None
+        out["kind"] = k if isinstance(k, str) and len(k) <= 64 else None
+    return out
+
+
 def decode(line: str) -> Any:
-    """One JSON line -> a message dataclass; raises :class:`ProtocolError` on anything unexpected."""
+    """One JSON line -> a message dataclass; raises :class:`ProtocolError` (one line) on anything
+    unexpected: bad JSON, a line over :data:`MAX_LINE_CHARS`, nesting too deep for the parser, another
+    protocol version, unknown types, kinds or fields, an ``id`` that is not a non-negative integer."""
+    if len(line) > MAX_LINE_CHARS:
+        raise ProtocolError(f"a line of {len(line)} characters is over the {MAX_LINE_CHARS} limit")
     try:
         body = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not JSON: {exc.msg} in {line[:80]!r}") from None
+    except RecursionError:
+        raise ProtocolError("not a message: JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise ProtocolError("a message must be a JSON object")
-    if body.pop("v", None) != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version mismatch: expected {PROTOCOL_VERSION}; "
-                            "the add-on and the backend come from different releases")
+    v = body.pop("v", None)
+    if v != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version mismatch: this side speaks v{PROTOCOL_VERSION}, the other "
+                            f"v{str(v)[:10]}; the add-on and the backend come from different releases")
+    if "id" in body and not _is_id(body["id"]):
+        raise ProtocolError(f"id must be a non-negative integer, got {str(body['id'])[:20]!r}")
     mtype = body.pop("type", None)
     cls = _MESSAGE_TYPES.get(mtype)
     if cls is None:
@@ -455,19 +509,23 @@ def decode(line: str) -> Any:
             raise ProtocolError(f"unknown request kind {kind!r}")
         if set(body) != {"id", "kind", "params", "out_dir"}:
             raise ProtocolError(f"request: unexpected fields {sorted(body)}")
-        return RequestMessage(id=int(body["id"]), request=_build(rcls, body["params"], kind),
-                              out_dir=str(body["out_dir"]))
+        if not isinstance(body["out_dir"], str):
+            raise ProtocolError("request: out_dir must be a string")
+        return RequestMessage(id=body["id"], request=_build(rcls, body["params"], kind),
+                              out_dir=body["out_dir"])
     if cls is ResponseMessage:
         kind = body.get("kind")
-        if kind not in RESULT_TYPES:
-            raise ProtocolError(f"unknown response kind {kind!r}")
+        # An error may answer a request of a kind this side does not know (the reply to a rejected
+        # request echoes its kind); a result never may.
+        if not isinstance(kind, str) or (kind not in RESULT_TYPES and body.get("result") is not None):
+            raise ProtocolError(f"unknown response kind {str(kind)[:64]!r}")
         if set(body) != {"id", "kind", "result", "error"}:
             raise ProtocolError(f"response: unexpected fields {sorted(body)}")
         err = None if body["error"] is None else _build(ErrorInfo, body["error"], "error")
         res = None if body["result"] is None else _build(RESULT_TYPES[kind], body["result"], kind)
         if (err is None) == (res is None):
             raise ProtocolError("a response carries exactly one of result and error")
-        return ResponseMessage(id=int(body["id"]), kind=kind, result=res, error=err)
+        return ResponseMessage(id=body["id"], kind=kind, result=res, error=err)
     return _build(cls, body, mtype)
 
 
