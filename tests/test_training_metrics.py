@@ -110,3 +110,27 @@ def test_evaluate_generator_returns_finite_metrics():
                              device=torch.device("cpu"), multiview_heads=2)
     assert math.isfinite(rep.swd) and len(rep.swd_levels) == 2
     assert 0.0 <= rep.label_frequency_tv <= 1.0 and rep.semantic_miou is None
+
+
+def test_one_iou_definition_for_every_caller():
+    """Inference, training and mesh calibration share ide3d_core.metrics: a class absent from both maps is
+    skipped (not 0, not 1), pixels are pooled over the batch, empty maps raise."""
+    import numpy as np
+
+    from ide3d_core import metrics
+    from ide3d_core.inversion import mean_iou as inversion_miou
+    from ide3d_core.mesh.level import iou as level_iou
+    from training.metrics import mean_iou as training_miou
+
+    assert inversion_miou is metrics.mean_iou and training_miou is metrics.mean_iou and level_iou is metrics.iou
+    t = np.array([[[0, 0, 1, 1]], [[0, 0, 0, 0]]])
+    p = np.array([[[0, 0, 1, 0]], [[0, 0, 0, 0]]])
+    # pooled: class 0 inter 6 union 7; class 1 inter 1 union 2; the 17 absent classes are skipped
+    assert metrics.mean_iou(p, t) == pytest.approx((6 / 7 + 1 / 2) / 2)
+    assert metrics.mean_iou(torch.from_numpy(p), torch.from_numpy(t)) == metrics.mean_iou(p, t)
+    with pytest.raises(ValueError, match="empty"):
+        metrics.mean_iou(np.zeros((0, 4), int), np.zeros((0, 4), int))
+    with pytest.raises(ValueError, match="outside"):
+        metrics.mean_iou(np.full((2, 2), 19), np.zeros((2, 2), int))
+    assert metrics.iou(np.zeros(4, bool), np.zeros(4, bool)) == 1.0
+    assert metrics.iou(np.array([1, 1, 0, 0], bool), np.array([0, 1, 1, 0], bool)) == pytest.approx(1 / 3)

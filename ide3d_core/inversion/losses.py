@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ide3d_core.metrics import mean_iou  # noqa: F401 (the one IoU; inversion reports it)
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -92,14 +94,3 @@ def semantic_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.
     if labels.shape[-2:] != logits.shape[-2:]:
         labels = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0]
     return F.cross_entropy(logits, labels.long())
-
-
-def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int = 19) -> float:
-    """Mean intersection-over-union over the classes present in either map ([H, W] or [B, H, W] ids)."""
-    ious = []
-    for k in range(num_classes):
-        p, t = pred == k, target == k
-        union = int((p | t).sum())
-        if union:
-            ious.append(int((p & t).sum()) / union)
-    return float(sum(ious) / len(ious)) if ious else 1.0

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ide3d_core.mesh.extract import DEFAULT_LEVEL
+from ide3d_core.metrics import iou  # noqa: F401 (silhouette IoU; callers import it from here too)
 
 FORMAT = "ide3d-mesh-level"
 VERSION = 1
@@ -71,12 +72,6 @@ def silhouette(vertices: np.ndarray, faces: np.ndarray, camera, width: int, heig
     for f in np.asarray(faces)[keep]:
         draw.polygon([tuple(p) for p in uv[f] - 0.5], fill=1)
     return np.asarray(img) > 0
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks (1.0 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def calibrate_level(generator, seeds: Sequence[int] = tuple(range(100, 106)),

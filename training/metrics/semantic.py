@@ -1,31 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Label-map metrics: confusion, mean IoU, class frequencies and their distance."""
+"""Label-map metrics: class frequencies and their distance; confusion and mean IoU are
+:mod:`ide3d_core.metrics` (one definition for inference, training and the model card)."""
 from __future__ import annotations
 
 import torch
 
 from ide3d_core.labels import NUM_CLASSES
-
-
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
-    """[K, K] int64 counts, rows = target class, columns = predicted class. pred, target: integer
-    label maps of equal shape (any leading dims)."""
-    if pred.shape != target.shape:
-        raise ValueError(f"label maps differ in shape: {tuple(pred.shape)} vs {tuple(target.shape)}")
-    idx = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES) -> float:
-    """Mean intersection-over-union over the classes present in ``pred`` or ``target``
-    (classes absent from both are skipped rather than counted as 0 or 1). 1.0 for identical maps."""
-    cm = confusion_matrix(pred, target, num_classes).double()
-    inter = cm.diag()
-    union = cm.sum(0) + cm.sum(1) - inter
-    present = union > 0
-    if not present.any():
-        raise ValueError("empty label maps")
-    return float((inter[present] / union[present]).mean())
+from ide3d_core.metrics import confusion_matrix, mean_iou  # noqa: F401 (the one definition)
 
 
 def label_frequency(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
