@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ide3d_core.networks.layers import FullyConnected
+from ide3d_core.networks.layers import FullyConnected, bias_act
 
 
 class SemanticDecoder(nn.Module):
@@ -32,6 +32,31 @@ class SemanticDecoder(nn.Module):
         y = self.out(self.hidden(x))
         sigma = F.softplus(y[..., :1].float() + self.density_bias)
         return sigma, y[..., 1:]
+
+    @torch.no_grad()
+    def density_bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bounds ``(sigma_lo, sigma_hi)`` ``[..., 1]`` of the density over every feature vector in the
+        box ``lo <= x <= hi`` ``[..., in]`` (interval arithmetic: exact for each linear layer, the
+        activations are monotone). Conservative by construction, whatever the weights: the fast
+        renderer's occupancy grid (:mod:`ide3d_core.fast_render`) skips space where ``sigma_hi`` is small.
+        """
+        lo, hi = _interval_linear(self.hidden, lo.float(), hi.float())
+        lo, hi = _interval_linear(self.out, lo, hi, rows=1)
+        return F.softplus(lo + self.density_bias), F.softplus(hi + self.density_bias)
+
+
+def _interval_linear(layer: FullyConnected, lo: torch.Tensor, hi: torch.Tensor,
+                     rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval bounds of ``layer`` (its first ``rows`` outputs) over the box ``[lo, hi]``; the
+    activations of :class:`FullyConnected` are all non-decreasing, so they map bounds to bounds."""
+    w = layer.weight.float()[:rows] * layer.weight_gain
+    b = None if layer.bias is None else layer.bias.float()[:rows] * layer.lr_mult
+    mid, rad = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    m, r = F.linear(mid, w, b), F.linear(rad, w.abs())
+    lo, hi = m - r, m + r
+    if layer.activation != "linear":
+        lo, hi = bias_act(lo, None, layer.activation), bias_act(hi, None, layer.activation)
+    return lo, hi
 
 
 class TextureDecoder(nn.Module):

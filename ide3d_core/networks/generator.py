@@ -233,11 +233,7 @@ class Generator(nn.Module):
             raise ValueError(f"c must be [B={b}, 25] and ws [B={b}, ...], got {tuple(c.shape)}, "
                              f"{tuple(ws.shape)}")
         h = cfg.neural_resolution if neural_resolution is None else int(neural_resolution)
-        if h < 4:
-            raise ValueError(f"neural_resolution must be >= 4, got {h}")
-        origins, dirs = rays_from_labels(c.to(torch.float32), h, h)
-        shift = origins[:, :1].norm(dim=-1, keepdim=True) - CANONICAL_RADIUS  # [B, 1, 1]
-        near, far = (cfg.ray_near + shift).clamp_min(MIN_NEAR), cfg.ray_far + shift
+        origins, dirs, near, far = self.camera_rays(c, h)
         half = 0.5 * cfg.box_size
 
         def field(points: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -247,21 +243,42 @@ class Generator(nn.Module):
 
         rays = render_rays(field, origins, dirs, near, far, cfg.coarse_samples, cfg.fine_samples, generator)
         comp = rays.composite
+        features, probs = comp.values
+        return self.finish_render(features, probs, comp.opacity, comp.depth, ws, h)
+
+    def camera_rays(self, c: torch.Tensor, h: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rays of an ``h`` x ``h`` neural render from cameras ``c [B, 25]``: ``(origins [B, h*h, 3],
+        unit directions [B, h*h, 3], near [B, 1, 1], far [B, 1, 1])`` (bounds follow the camera's
+        distance, see the module docstring)."""
+        if h < 4:
+            raise ValueError(f"neural_resolution must be >= 4, got {h}")
+        cfg = self.config
+        origins, dirs = rays_from_labels(c.to(torch.float32), h, h)
+        shift = origins[:, :1].norm(dim=-1, keepdim=True) - CANONICAL_RADIUS  # [B, 1, 1]
+        return origins, dirs, (cfg.ray_near + shift).clamp_min(MIN_NEAR), cfg.ray_far + shift
+
+    def finish_render(self, features: torch.Tensor, probs: torch.Tensor, opacity: torch.Tensor,
+                      depth: torch.Tensor, ws: torch.Tensor, h: int) -> RenderResult:
+        """Composited rays -> :class:`RenderResult`: background class where rays end in nothing, the
+        semantic log-probabilities, super-resolution. ``features [B, h*h, F]``, ``probs [B, h*h, 19]``
+        (composited class probabilities), ``opacity``/``depth`` ``[B, h*h, 1]`` (float32)."""
+        cfg = self.config
+        b = features.shape[0]
 
         def to_image(x: torch.Tensor) -> torch.Tensor:  # [B, h*w, C] -> [B, C, h, w]
             return x.permute(0, 2, 1).reshape(b, x.shape[-1], h, h)
 
-        features, probs = comp.values
         features_raw = to_image(features)
         background = torch.zeros_like(probs)
         background[..., BACKGROUND_CLASS] = 1.0
-        probs = probs + (1.0 - comp.opacity) * background
+        probs = probs + (1.0 - opacity) * background
         semantic_raw = to_image(torch.log(probs + SEMANTIC_LOG_EPS))
         w_sr = ws[:, cfg.num_shape_ws + cfg.num_head_ws:]
         image, semantic = self.superresolution(features_raw, semantic_raw, w_sr)
         return RenderResult(image=image, image_raw=features_raw[:, :3], semantic=semantic,
-                            semantic_raw=semantic_raw, depth=to_image(comp.depth),
-                            opacity=to_image(comp.opacity), features_raw=features_raw)
+                            semantic_raw=semantic_raw, depth=to_image(depth),
+                            opacity=to_image(opacity), features_raw=features_raw)
 
     def forward(self, ws: torch.Tensor, c: torch.Tensor, neural_resolution: int | None = None,
                 generator: torch.Generator | None = None) -> RenderResult:
