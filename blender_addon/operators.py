@@ -4,7 +4,7 @@
 import os
 
 import bpy
-from bpy.props import BoolProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import apply, conversions, jobs, properties, runtime
@@ -90,11 +90,15 @@ class IDE3D_OT_save_portrait(bpy.types.Operator, ExportHelper):
 
 
 class IDE3D_OT_import_photo(ImportHelper, BackendOperator, bpy.types.Operator):
-    """Make a portrait from a photo: face detection, alignment, pose, mask, then inversion (Esc cancels)"""
+    """Make a portrait from one or more photos of one head (select several: front, three-quarter, profile):
+    face detection, alignment, pose, mask, then one inversion of all of them (Esc cancels)"""
     bl_idname = "ide3d.import_photo"
-    bl_label = "Import Photo"
+    bl_label = "Import Photos"
     bl_options = {"REGISTER", "UNDO"}
     filter_glob: StringProperty(default="*.png;*.jpg;*.jpeg;*.webp;*.bmp;*.tif;*.tiff", options={"HIDDEN"})
+    # the file browser fills these when several files are selected
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
 
     def execute(self, context):
         # Called after the file browser: inversion is long, so run modally with a progress bar.
@@ -103,12 +107,15 @@ class IDE3D_OT_import_photo(ImportHelper, BackendOperator, bpy.types.Operator):
         return BackendOperator.execute(self, context)
 
     def plan(self, context, client):
-        path = bpy.path.abspath(self.filepath)
-        if not os.path.isfile(path):
-            raise UserError(f"no such file: {self.filepath}")
+        names = [f.name for f in self.files if f.name] if self.directory else []
+        paths = ([bpy.path.abspath(os.path.join(self.directory, n)) for n in names] if names
+                 else [bpy.path.abspath(self.filepath)])
+        for path in paths:
+            if not os.path.isfile(path):
+                raise UserError(f"no such file: {path}")
         state = context.scene.ide3d
-        return [(P.InvertRequest(photo_file=path, steps=state.photo_steps, tune_steps=state.photo_tune_steps),
-                 apply.portrait)]
+        return [(P.InvertRequest(photo_file=paths[0], steps=state.photo_steps, tune_steps=state.photo_tune_steps,
+                                 more_photo_files=tuple(paths[1:])), apply.portrait)]
 
 
 class IDE3D_OT_history(BackendOperator, bpy.types.Operator):

@@ -59,9 +59,9 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
                             description="Send the mask to the canonical editor while you paint (latest stroke wins; "
                                         "one history record per painting session)")
     live_fingerprint: StringProperty(name="Live Mask Fingerprint", default="", options={"HIDDEN", "SKIP_SAVE"})
-    photo_steps: IntProperty(name="Fit Steps", default=200, min=0, max=5000,
+    photo_steps: IntProperty(name="Fit Steps", default=24, min=0, max=5000,
                              description="Code optimisation steps of a photo import")
-    photo_tune_steps: IntProperty(name="Tune Steps", default=100, min=0, max=5000,
+    photo_tune_steps: IntProperty(name="Tune Steps", default=6, min=0, max=5000,
                                   description="Pivotal tuning steps of a photo import")
     portrait_id: StringProperty(name="Portrait Id", default="")
     revision: StringProperty(name="Revision", default="")
