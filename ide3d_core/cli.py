@@ -91,4 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m ide3d_core.cli``: this file runs as ``__main__``, a second copy of the module whose
+    # UserError the commands do not raise; run the imported module's main instead.
+    from ide3d_core.cli import main as _main
+
+    sys.exit(_main())

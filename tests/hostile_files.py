@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import resource
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def png_header_only(width: int, height: int, mode: int = 2, depth: int = 8) -> bytes:
@@ -148,7 +154,7 @@ def _set_header(path, value):
 
 
 def _deep_header(h):
-    h["extra"]["deep"] = json.loads("[" * 30 + "]" * 30)
+    h["extra"]["deep"] = json.loads("[" * 40 + "]" * 40)
     h["extra"]["deeper"] = {"x": json.loads("[" * 10 + "]" * 10)}
 
 
@@ -199,7 +205,7 @@ CASES = [
     ("doc_restyle_range", "restyle_classes [13, 99]",
      lambda r: _render(_doc(r, "rr", portrait_bytes(r, header=_set_header(("history", 1, "restyle_classes"), [13, 99]))), r),
      r"distinct class ids in 0..18"),
-    ("doc_deep_json", "header nested 33+ levels",
+    ("doc_deep_json", "header JSON nested 42 levels",
      lambda r: _render(_doc(r, "deep", portrait_bytes(r, header=_deep_header)), r), r"nested deeper than 32"),
     ("doc_delta_shape_1", "a weight delta of shape [1]",
      lambda r: _render(_doc(r, "delta", portrait_bytes(r, tensors=lambda t: t.update(
@@ -222,3 +228,22 @@ CASES = [
      lambda r: _photo(r, "cut.png", png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))[:300]),
      r"damaged|truncated"),
 ]
+
+
+def run_measured(argv: list[str], address_space: int = 8 << 30, timeout: float = 900) -> tuple[int, str, int]:
+    """Run ``python -m ide3d_core.cli ARGV`` -> (exit code, stderr, peak RSS in bytes of that process).
+    The address space is capped at ``address_space`` so a regression fails instead of exhausting memory."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ide3d_core.cli", *argv], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limit)
+    try:
+        err = proc.stderr.read().decode("utf-8", "replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux

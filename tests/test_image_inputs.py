@@ -97,3 +97,39 @@ def test_the_service_reads_painted_masks_through_the_loader(tmp_path):
         _read_labels(str(_write(tmp_path, "b.png", png_header_only(100_000, 100_000, mode=0))), 32)
     with pytest.raises(BadRequest, match="colour image"):
         _read_labels(str(_write(tmp_path, "c.png", png_bytes(np.zeros((32, 32, 3), np.uint8)))), 32)
+
+
+@pytest.mark.slow
+def test_prepare_prints_no_native_library_noise(tmp_path):
+    import subprocess
+    import sys
+
+    from ide3d_core.photo.detect import mediapipe_available
+
+    if not mediapipe_available():
+        pytest.skip("MediaPipe (photo extra) not installed")
+    cbook = pytest.importorskip("matplotlib.cbook")
+    photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    done = subprocess.run([sys.executable, "-c", "import sys; from ide3d_core.cli import main; sys.exit(main())",
+                           "prepare", str(photo), "--out", str(tmp_path / "p")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout + done.stderr
+    for noise in ("W0000", "I0000", "AttributeError", "TensorFlow Lite", "absl::InitializeLog"):
+        assert noise not in out, out
+    assert "[prepare] wrote 7 files" in out
+
+
+def test_native_quiet_gives_back_what_a_failing_block_printed(capfd):
+    import os
+
+    from ide3d_core.photo.quiet import native_quiet
+
+    with native_quiet():
+        os.write(2, b"W0000 noise\n")
+    with pytest.raises(RuntimeError):
+        with native_quiet():
+            os.write(2, b"the native reason\n")
+            raise RuntimeError("boom")
+    err = capfd.readouterr().err
+    assert "W0000 noise" not in err and "the native reason" in err

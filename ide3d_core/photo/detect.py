@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .quiet import native_quiet
+
 #: Longest side the Haar cascade sees (speed; faces smaller than ~24 px there are missed).
 HAAR_MAX_SIDE = 1600
 #: Side of the square crop the face mesh re-runs on around a Haar box.
@@ -49,7 +51,8 @@ class Face:
 def mediapipe_available() -> bool:
     """True when the MediaPipe face mesh can be imported (the optional ``photo`` dependencies)."""
     try:
-        from mediapipe.python.solutions import face_mesh  # noqa: F401
+        with native_quiet():  # its import prints a protobuf AttributeError and log lines to fd 2
+            from mediapipe.python.solutions import face_mesh  # noqa: F401
     except Exception:  # ImportError, or a broken install (protobuf mismatch): fall back to OpenCV
         return False
     return True
@@ -81,8 +84,8 @@ def _mesh(rgb: np.ndarray, max_faces: int) -> list[np.ndarray]:
     from mediapipe.python.solutions import face_mesh
 
     h, w = rgb.shape[:2]
-    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False,
-                            min_detection_confidence=0.5) as mesh:
+    with native_quiet(), face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces,
+                                            refine_landmarks=False, min_detection_confidence=0.5) as mesh:
         result = mesh.process(np.ascontiguousarray(rgb))
     out = []
     for face in result.multi_face_landmarks or []:

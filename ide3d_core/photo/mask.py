@@ -112,11 +112,14 @@ def _hull(points: np.ndarray) -> np.ndarray:
 
 def person_probability(rgb: np.ndarray) -> np.ndarray | None:
     """(H, W) float32 person probability from MediaPipe selfie segmentation, or None without MediaPipe."""
+    from .quiet import native_quiet
+
     try:
-        from mediapipe.python.solutions import selfie_segmentation
+        with native_quiet():
+            from mediapipe.python.solutions import selfie_segmentation
     except Exception:
         return None
-    with selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+    with native_quiet(), selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
         result = seg.process(np.ascontiguousarray(rgb))
     if result.segmentation_mask is None:
         return None
