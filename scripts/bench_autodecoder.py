@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     def compiled(tr: Trainer) -> str:
         t = time.perf_counter()
         try:
-            tr.G.synthesis = torch.compile(tr.G.synthesis)
+            tr.G.synthesis.compile()
             tr.train_step()
         except Exception as exc:  # noqa: BLE001 - a missing compiler is a result, not a crash
             return f"compile failed: {type(exc).__name__}"

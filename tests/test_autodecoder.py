@@ -127,3 +127,19 @@ def test_encoder_bank_pairs_exact_renders_with_learned_codes(tiny_dir, tmp_path)
     assert torch.equal(bank.masks[:, 0], exact.labels.to(torch.uint8))
     both = concat_banks(bank, bank)
     assert len(both) == 2 * SPEC.size
+
+
+def test_super_resolution_polish_changes_only_the_super_resolution(tiny_dir, tmp_path):
+    from training.autodecoder.sr_polish import polish_superresolution
+    from training.checkpoint import latest_checkpoint, load_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "bank").symlink_to(tiny_dir / "bank")
+    train(run, cfg_for(tiny_dir), max_steps=2)
+    before, _ = load_checkpoint(latest_checkpoint(run / "checkpoints"))
+    summary = polish_superresolution(run, minutes=0.05, batch=2)
+    after, state = load_checkpoint(latest_checkpoint(run / "checkpoints"))
+    assert summary["steps"] > 0 and state["step"] == 2
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("G/superresolution.") for k in changed), sorted(changed)[:5]

@@ -142,9 +142,12 @@ def _sparse_rays(G: Generator, planes: TriPlanes, cams: torch.Tensor, pix: torch
 class Trainer:
     """State of one run: generator, codes, optimisers, bank (all CPU)."""
 
-    def __init__(self, run_dir: Path, cfg: AutoDecoderConfig, bank: dict[str, torch.Tensor]) -> None:
+    def __init__(self, run_dir: Path, cfg: AutoDecoderConfig, bank: dict[str, torch.Tensor],
+                 compile_synthesis: bool = False) -> None:
         self.run_dir, self.cfg, self.bank = run_dir, cfg, bank
         self.G = load_generator(cfg.init_from).float().train()
+        if compile_synthesis:  # in place: parameter names (and so checkpoints) stay the same
+            self.G.synthesis.compile()
         for p in self.G.mapping.parameters():
             p.requires_grad_(False)
         n = cfg.bank.size
@@ -277,10 +280,11 @@ class Trainer:
 
 def train(run_dir: str | Path, cfg: AutoDecoderConfig | None = None, minutes: float | None = None,
           max_steps: int | None = None, progress: ProgressFn | None = None,
-          cancel: CancelToken | None = None) -> Path:
+          cancel: CancelToken | None = None, compile_synthesis: bool = False) -> Path:
     """Build (or reuse) the bank, then train until ``minutes`` or ``max_steps`` or cancel; returns the
     last checkpoint. A run folder that holds a config resumes from its newest checkpoint (``cfg`` must
-    then be None or equal)."""
+    then be None or equal). ``compile_synthesis``: ``torch.compile`` the tri-plane synthesis (a speed
+    option of the sitting, not of the run: the same steps either way, up to float rounding)."""
     run_dir = Path(run_dir)
     saved = run_dir / CONFIG_FILE
     if saved.exists():
@@ -294,7 +298,7 @@ def train(run_dir: str | Path, cfg: AutoDecoderConfig | None = None, minutes: fl
     write_atomic(saved, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
     build_bank(run_dir / "bank", cfg.bank, progress, cancel)
     bank = load_bank(run_dir / "bank", cfg.bank)
-    trainer = Trainer(run_dir, cfg, bank)
+    trainer = Trainer(run_dir, cfg, bank, compile_synthesis)
     last = latest_checkpoint(run_dir / "checkpoints")
     if last is not None:
         trainer.load(last)

@@ -2,6 +2,7 @@
 """``ide3d train-autodecoder``: the CPU recipe of the bundled model (training/autodecoder), in sittings.
 
     ide3d train-autodecoder --out RUN [--minutes 150] [--threads 1] [--bank-size 512] [--init-from DIR]
+    ide3d train-autodecoder --out RUN --polish-sr 15   # train only the super-resolution, on cached renders
     ide3d train-autodecoder --out RUN --export DIR     # fit the code prior, write a generator folder
 
 A run folder is resumed whenever it already holds a run (its own configuration wins; options that would
@@ -23,10 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=None, help="stop with a checkpoint after this wall time")
     p.add_argument("--steps", type=int, default=None, help="stop with a checkpoint at this step")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: leave a core free)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the tri-plane synthesis (needs a C compiler; minutes to compile, then "
+                        "faster steps: scripts/bench_autodecoder.py)")
     p.add_argument("--bank-size", type=int, default=None, help="heads in the bank of a new run (default 512)")
     p.add_argument("--init-from", type=Path, default=None, help="generator folder a new run starts from")
     p.add_argument("--export", type=Path, default=None, metavar="DIR",
                    help="instead of training: fit the code prior and write a generator folder to DIR")
+    p.add_argument("--polish-sr", type=float, default=None, metavar="MINUTES",
+                   help="instead of training: train only the super-resolution on cached renders of the bank "
+                        "heads for MINUTES (training/autodecoder/sr_polish.py), then checkpoint")
     p.add_argument("--prior-dim", type=int, default=None, help="PCA dimensions per code group of --export")
     p.add_argument("--prior-components", type=int, default=None, help="mixture components of --export")
     p.set_defaults(func=run)
@@ -48,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
         folder = export_run(args.out, args.export, **kwargs)
         print(f"wrote {folder}")
         return 0
+    if args.polish_sr is not None:
+        from training.autodecoder.sr_polish import polish_superresolution
+
+        print(polish_superresolution(args.out, args.polish_sr))
+        return 0
     new = not (args.out / CONFIG_FILE).exists()
     cfg = None
     if new:
@@ -66,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{done}] {message}", flush=True)
 
     try:
-        path = train(args.out, cfg, minutes=args.minutes, max_steps=args.steps, progress=progress, cancel=cancel)
+        path = train(args.out, cfg, minutes=args.minutes, max_steps=args.steps, progress=progress, cancel=cancel,
+                     compile_synthesis=args.compile)
     except KeyboardInterrupt:
         return 130
     except ValueError as exc:
