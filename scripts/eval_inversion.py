@@ -370,44 +370,56 @@ def noisy_camera(yaw_deg: float, noise_deg: float, rng: np.random.Generator) -> 
 
 
 def multiview(args, g, enc, truth, device):
-    """Issue 17: one, two and three views of each held-out head, exact and noisy cameras."""
+    """Issue 17: one, two and three views of each held-out head, exact and noisy cameras. Head by head
+    (every setting of a head, then the next head), each result also printed to stderr as a ``RESULT`` JSON
+    line, so a partial run can still be tabulated."""
+    import json
+
     from ide3d_core.inversion import InversionView, invert_views
 
     yaws = [float(y) for y in args.novel_yaws.split(",")]
     sets = [[float(y) for y in part.split(",")] for part in args.view_sets.split(";")]
+    most = max(len(v) for v in sets)
+    # exact cameras for every set; pose noise for one view and for the most views only
+    settings = [(vs, 0.0) for vs in sets] + ([(vs, args.pose_noise) for vs in sets if len(vs) in (1, most)]
+                                              if args.pose_noise else [])
     kw = {}
     if args.mv_steps is not None:
         kw["optimise_steps"] = args.mv_steps
     if args.mv_tune_steps is not None:
         kw["tune_steps"] = args.mv_tune_steps
     policy = InversionPolicy(**kw)
-    rows, one_view_secs = {}, None
-    for noise in ([0.0, args.pose_noise] if args.pose_noise else [0.0]):
-        rng = np.random.default_rng(HELD_OUT_SEED + 1)
-        for vs in sets:
-            if noise and len(vs) not in (1, max(len(v) for v in sets)):
-                continue  # pose noise: one view and the most views only
-            py, ss, ious, chs, secs = [], [], [], [], []
-            for i in _heads(args):
-                views = []
-                for y in vs:
-                    img, lab, cam = truth.view(i, y)
-                    if noise:
-                        cam = noisy_camera(y, noise, rng)
-                    views.append(InversionView(img.to(device), lab[0].numpy().astype(np.uint8), cam, f"yaw {y:+.0f}"))
-                t0 = time.perf_counter()
-                res = invert_views(g, views, encoder=enc["standard"], policy=policy)
-                secs.append(time.perf_counter() - t0)
-                p, s, iou, ch = _scores(res, truth, i, yaws, args, device)
-                py.append(p), ss.append(s), ious.append(iou), chs.append(ch)
-                print(f"  [{len(vs)} views, noise {noise:g}] head {i}: {np.mean(p):.2f} dB, {secs[-1]:.1f} s, "
-                      f"weights {[round(v.weight, 2) for v in res.views]}", file=sys.stderr)
-            if len(vs) == 1 and not noise:
-                one_view_secs = float(np.mean(secs))
-            ratio = f"time x{np.mean(secs) / one_view_secs:.2f} of 1 view" if one_view_secs else ""
-            name = f"{len(vs)} view{'s' if len(vs) > 1 else ''} (yaw {', '.join(f'{y:+.0f}' for y in vs)})"
-            rows[name + (f", {noise:g} deg pose noise" if noise else "")] = (py, ss, ious, chs, secs, ratio)
-    _table(f"Multi-view inversion ({args.heads} held-out heads, {policy.optimise_steps} code + "
+    results: dict[int, list] = {k: [] for k in range(len(settings))}
+    for i in _heads(args):
+        for k, (vs, noise) in enumerate(settings):
+            rng = np.random.default_rng([HELD_OUT_SEED, i, k])  # the same draws whatever --head-subset
+            views = []
+            for y in vs:
+                img, lab, cam = truth.view(i, y)
+                if noise:
+                    cam = noisy_camera(y, noise, rng)
+                views.append(InversionView(img.to(device), lab[0].numpy().astype(np.uint8), cam, f"yaw {y:+.0f}"))
+            t0 = time.perf_counter()
+            res = invert_views(g, views, encoder=enc["standard"], policy=policy)
+            sec = time.perf_counter() - t0
+            p, s, iou, ch = _scores(res, truth, i, yaws, args, device)
+            results[k].append((p, s, iou, ch, sec))
+            print("RESULT " + json.dumps({"head": i, "views": vs, "noise": noise, "psnr": p, "ssim": s, "miou": iou,
+                                          "chamfer": ch, "seconds": sec,
+                                          "weights": [round(v.weight, 3) for v in res.views],
+                                          "residual_psnr": [round(list(v.psnr.values())[-1], 2) for v in res.views],
+                                          "notes": res.notes}), file=sys.stderr, flush=True)
+    rows, one = {}, None
+    for k, (vs, noise) in enumerate(settings):
+        r = results[k]
+        secs = [x[4] for x in r]
+        if len(vs) == 1 and not noise:
+            one = float(np.mean(secs))
+        name = f"{len(vs)} view{'s' if len(vs) > 1 else ''} (yaw {', '.join(f'{y:+.0f}' for y in vs)})"
+        rows[name + (f", {noise:g} deg pose noise" if noise else "")] = (
+            [x[0] for x in r], [x[1] for x in r], [x[2] for x in r], [x[3] for x in r], secs,
+            f"time x{np.mean(secs) / one:.2f} of 1 view" if one else "")
+    _table(f"Multi-view inversion ({len(_heads(args))} held-out heads, {policy.optimise_steps} code + "
            f"{policy.tune_steps} tuning steps at most, novel yaws)", yaws, rows)
 
 

@@ -97,3 +97,118 @@ def test_parser_gives_the_mask_when_none_is_given(setup):
                  policy=InversionPolicy(optimise_steps=0, tune_steps=0))
     assert calls == [(1, 3, g.img_resolution, g.img_resolution)]
     assert res.mask_source == "parser" and np.array_equal(res.mask, mask)
+
+
+# ------------------------------------------------------------------------------------------------
+# Several views
+# ------------------------------------------------------------------------------------------------
+
+def test_view_helpers_against_hand_values():
+    from ide3d_core.inversion.views import has_face, odd_views, primary_view, robust_weights
+    from ide3d_core.labels import ID
+
+    # Cauchy weights: equal losses -> equal weights; a view at 10x the median counts ~(2/10)^2 of one
+    w = robust_weights(torch.tensor([1.0, 1.0, 1.0, 10.0]), 2.0)
+    assert torch.allclose(w[:3], w[0].expand(3)) and float(w.sum()) == pytest.approx(1.0)
+    assert float(w[3] / w[0]) == pytest.approx((1 + 0.25) / (1 + 25), rel=1e-5)
+    assert torch.equal(robust_weights(torch.tensor([3.0]), 2.0), torch.tensor([1.0]))
+    assert torch.allclose(robust_weights(torch.tensor([1.0, 9.0]), 0.0), torch.tensor([0.5, 0.5]))
+    # the most frontal camera direction wins (yaw 5 / pitch 5 beats yaw -30 and yaw 8)
+    assert primary_view([(-30.0, 0.0), (5.0, 5.0), (8.0, 0.0)]) == 1
+    assert primary_view([(-30.0, 0.0), (30.0, 0.0)]) == 0
+    # odd views: more than the margin below the median of the others; with two views only the worse one
+    assert odd_views([24.0, 23.5, 15.0], 4.0) == [2]
+    assert odd_views([24.0, 23.5, 22.0], 4.0) == []
+    assert odd_views([24.0, 18.0], 4.0) == [1] and odd_views([24.0], 4.0) == []
+    face = np.zeros((32, 32), np.uint8)
+    assert not has_face(face)
+    face[10:20, 10:20] = ID["skin"]
+    assert has_face(face)
+
+
+def _own_views(g, ws, yaws):
+    with torch.no_grad():
+        outs = [g(ws, label(y)) for y in yaws]
+    return [(o.image, label(y)[0].numpy()) for o, y in zip(outs, yaws)]
+
+
+def test_one_view_is_the_n1_case_and_several_views_share_codes(setup):
+    from ide3d_core.inversion import InversionView, invert_views
+
+    g, _, cam, target, mask = setup
+    policy = InversionPolicy(optimise_steps=3, tune_steps=2, plateau_patience=0, coarse_resolution=8)
+    a = invert(g, target, mask=mask, camera=cam[0].numpy(), policy=policy)
+    b = invert_views(g, [InversionView(target, mask, cam[0].numpy())], policy=policy)
+    assert torch.equal(a.ws, b.ws) and a.stages["tune"]["psnr"] == b.stages["tune"]["psnr"]
+    assert len(a.views) == 1 and a.views[0].weight == 1.0 and a.primary == 0
+    # three views: one code set; the primary view is the most frontal one; every view has its residual
+    from training.procedural import render_heads, sample_heads
+
+    heads = sample_heads(1, torch.Generator().manual_seed(4), "cpu")
+    views = []
+    for y in (-30.0, 5.0, 30.0):
+        r = render_heads(heads, label(y), g.img_resolution)
+        views.append(InversionView(r.image.float(), r.labels[0].numpy().astype(np.uint8), label(y)[0].numpy(),
+                                   f"yaw {y:+.0f}"))
+    seen = []
+    res = invert_views(g, views, policy=policy, progress=lambda d, t, m: seen.append((d, t)))
+    assert res.primary == 1 and np.array_equal(res.camera, views[1].camera) and np.array_equal(res.mask, views[1].mask)
+    assert seen[-1][0] == seen[-1][1] == 6
+    assert [v.name for v in res.views] == ["yaw -30", "yaw +5", "yaw +30"] and all(v.used for v in res.views)
+    assert sum(v.weight for v in res.views) == pytest.approx(1.0)
+    for v, view in zip(res.views, views):  # the reported residual is the render's PSNR against that view
+        with torch.no_grad():
+            img = res.generator(res.ws, torch.from_numpy(view.camera)[None]).image
+        assert float(psnr(img, view.image)) == pytest.approx(v.psnr["tune"], abs=1e-3)
+        assert v.yaw == pytest.approx(float(v.name.split()[1]), abs=1e-3)
+
+
+def test_a_view_of_someone_else_is_named_and_weighted_down(setup):
+    """Three renders of one code and a fourth view that is no render of it (a white frame): the fourth gets
+    the smallest weight and is named in a note."""
+    from ide3d_core.inversion import InversionView, invert_views
+
+    g, ws_true, _, _, _ = setup
+    own = _own_views(g, ws_true, (-20.0, 0.0, 20.0))
+    views = [InversionView(img, None, cam, f"own {k}") for k, (img, cam) in enumerate(own)]
+    views.append(InversionView(torch.ones_like(own[1][0]), None, own[1][1], "stranger"))
+    res = invert_views(g, views, policy=InversionPolicy(use_encoder=False, optimise_steps=0, tune_steps=0))
+    w = [v.weight for v in res.views]
+    assert int(np.argmin(w)) == 3 and w[3] < 0.5 * min(w[:3])
+    assert any(n.startswith("stranger fits far worse") for n in res.notes)
+    assert res.views[3].note and not any(v.note for v in res.views[:3])
+
+
+def test_views_without_a_face_are_skipped_and_none_is_an_error(setup):
+    from ide3d_core.inversion import InversionView, NoUsableViews, invert_views
+
+    g, _, cam, target, mask = setup
+    empty = np.zeros_like(mask)
+    policy = InversionPolicy(optimise_steps=1, tune_steps=0)
+    res = invert_views(g, [InversionView(target, empty, cam[0].numpy(), "back"),
+                           InversionView(target, mask, cam[0].numpy(), "front")], policy=policy)
+    assert [v.used for v in res.views] == [False, True] and res.primary == 1
+    assert "back: no face in its mask; view skipped" in res.notes
+    with pytest.raises(NoUsableViews, match="none of the 2 view"):
+        invert_views(g, [InversionView(target, empty, cam[0].numpy())] * 2, policy=policy)
+    with pytest.raises(NoUsableViews):
+        invert_views(g, [], policy=policy)
+
+
+def test_portrait_records_every_source_view(setup):
+    from ide3d_core.inversion import InversionView, invert_views
+
+    g, _, cam, target, mask = setup
+    photo = ((target[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    cams = [label(y)[0].numpy() for y in (-25.0, 0.0)]
+    res = invert_views(g, [InversionView(photo, mask, c) for c in cams],
+                       policy=InversionPolicy(optimise_steps=1, tune_steps=1))
+    sources = [(photo, mask), (photo[::-1].copy(), None)]
+    p = decode_portrait(encode_portrait(res.portrait(g, source_image=photo, source_mask=mask, sources=sources)))
+    assert len(p.source_views) == 2 and np.array_equal(p.source_views[1].image, photo[::-1])
+    assert p.source_views[1].mask is None and np.array_equal(p.source_views[0].mask, mask)
+    assert np.array_equal(p.source_views[0].camera, cams[0]) and p.source_views[0].params["name"] == "view 0"
+    assert len(p.history[0].params["views"]) == 2
+    # one view: the document is a single-view document (no source views)
+    one = invert(g, photo, mask=mask, camera=cams[1], policy=InversionPolicy(optimise_steps=0, tune_steps=0))
+    assert decode_portrait(encode_portrait(one.portrait(g, source_image=photo, sources=[(photo, mask)]))).source_views == ()
