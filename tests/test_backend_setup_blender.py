@@ -136,6 +136,7 @@ prefs.setup_flavour = "CPU"
 """
 
 
+@pytest.mark.timeout(1200)
 def test_install_verify_cancel_uninstall_with_a_standin_torch(tmp_path, extension_zip):
     wheels, slow, root = tmp_path / "wheels", tmp_path / "slow", tmp_path / "root"
     _standin_wheels(wheels)
@@ -236,7 +237,7 @@ say(step="uninstalled", result=list(r), exists=os.path.isdir(target), diag=text,
     log=os.path.isfile(pkg.setup_ui.log().path), fallback=pkg.runtime.settings(bpy.context).entry == ())
 bpy.ops.preferences.addon_disable(module=mod)
 """
-    steps = {r.pop("step"): r for r in run_blender(script, tmp_path, timeout=540)}
+    steps = {r.pop("step"): r for r in run_blender(script, tmp_path, timeout=1100)}
     inst = steps["installed"]
     assert inst["result"] == ["FINISHED"], inst
     assert inst["packages"] == {"torch": "0.0.1", "ide3d-standin-extra": "1.0"}
@@ -286,6 +287,7 @@ def _wheel_folder() -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_real_cpu_torch_install_from_a_wheel_folder_runs_the_worker(tmp_path, extension_zip):
     wheels = _wheel_folder()
     root = tmp_path / "root"
@@ -321,7 +323,7 @@ say(result=list(r), seconds=t_install, verification=report["verification"], chec
 pkg.runtime.owner().shutdown()
 bpy.ops.preferences.addon_disable(module=mod)
 """
-    (res,) = run_blender(script, tmp_path, timeout=1500)
+    (res,) = run_blender(script, tmp_path, timeout=2300)
     print(f"install {res['seconds']:.0f} s, check {res['check_seconds']:.0f} s")
     assert res["result"] == ["FINISHED"], res
     v = res["verification"]
