@@ -8,7 +8,7 @@ import shutil
 import bpy
 import numpy as np
 
-from . import conversions, properties, runtime
+from . import conversions, documents, properties, runtime
 from ._shared import labels
 from .properties import IMAGE_NAMES, MESH_NAME
 
@@ -20,9 +20,9 @@ def portrait(scene, result, refresh_mask: bool = True) -> str:
     with open(result.document_file, "rb") as f:
         document = f.read()
     properties.set_ws(scene, np.load(result.ws_file), result.num_shape_ws)
-    properties.set_document(scene, document, result.portrait_id, result.revision, result.history, result.current)
-    properties.document_file(scene, runtime.documents_folder())
-    properties.prune_documents(runtime.documents_folder(), result.portrait_id)
+    documents.set_document(scene, document, result.portrait_id, result.revision, result.history, result.current)
+    documents.document_file(scene, runtime.documents_folder())
+    documents.prune_documents(runtime.documents_folder(), result.portrait_id)
     conversions.image_from_array(IMAGE_NAMES["canonical"], conversions.load_png(result.image_file)[..., :3])
     if refresh_mask:
         ids = conversions.load_label_png(result.labels_file)
@@ -48,7 +48,7 @@ def refresh_views(scene) -> int:
     if not cams:
         return 0
     client = runtime.client(bpy.context)
-    ref = jobs.scene_portrait_ref(scene)
+    ref = documents.scene_portrait_ref(scene)
     for obj in cams:
         client.submit(jobs.view_request(obj, scene, ref), f"view:{obj.name}",
                       _view_done(scene.name, obj.name, scene.ide3d.set_background))

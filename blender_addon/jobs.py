@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The shape every backend operator shares: build requests, submit them, apply results.
+"""Job submission: the shape every backend operator shares (build requests, submit them, apply results),
+and the request inputs it writes. Naming the portrait in a request is :mod:`.documents`.
 
 An operator mixing in :class:`BackendOperator` implements :meth:`BackendOperator.plan`, returning
 ``(request, apply)`` pairs; ``apply(scene, result) -> str`` changes Blender data. Then:
@@ -14,15 +15,12 @@ State lives on the operator *instance* for the duration of one run, never on the
 import os
 import uuid
 
-from . import conversions, properties, runtime
+from . import conversions, runtime
 from ._shared import protocol as P
+from .errors import UserError
 
 #: Coalesce key of mask edits (Apply Mask Edit and Live Edit): a newer edit supersedes an unfinished one.
 MASK_EDIT_KEY = "mask_edit"
-
-
-class UserError(Exception):
-    """Something the user must fix first (no portrait yet, no camera...); reported as one line."""
 
 
 def input_path(client, stem: str, ext: str) -> str:
@@ -32,23 +30,8 @@ def input_path(client, stem: str, ext: str) -> str:
     return str(folder / f"{stem}-{uuid.uuid4().hex[:10]}{ext}")
 
 
-def portrait_ref(context) -> dict:
-    """The fields naming the context scene's portrait in a request: see :func:`scene_portrait_ref`."""
-    return scene_portrait_ref(context.scene)
-
-
-def scene_portrait_ref(scene) -> dict:
-    """The fields naming ``scene``'s portrait in a request (``protocol.PORTRAIT_REF_FIELDS``): its id,
-    revision and document file (rewritten from the .blend when missing); UserError without a portrait."""
-    path = properties.document_file(scene, runtime.documents_folder())
-    if path is None:
-        raise UserError("no portrait yet: make one with New Portrait first")
-    state = scene.ide3d
-    return dict(portrait_id=state.portrait_id, revision=state.revision, document_file=path)
-
-
 def view_request(camera_obj, scene, ref: dict):
-    """The RenderRequest of ``scene``'s portrait (``ref``: :func:`scene_portrait_ref`) seen through a
+    """The RenderRequest of ``scene``'s portrait (``ref``: :func:`.documents.scene_portrait_ref`) seen through a
     Blender camera object at the scene's current frame and render size."""
     label, w, h = conversions.camera_label(camera_obj, scene)
     return P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, **ref)

@@ -18,8 +18,9 @@ import hashlib
 
 import bpy
 
-from . import apply, conversions, jobs, runtime
+from . import apply, conversions, documents, jobs, runtime
 from ._shared import labels, protocol as P
+from .errors import UserError
 from .properties import IMAGE_NAMES
 
 #: Seconds between two looks at the mask while Live Edit is on.
@@ -39,7 +40,8 @@ def fingerprint(ids) -> str:
 
 
 def start(scene) -> None:
-    """Live Edit switched on: remember the mask as it is now (nothing is sent until it changes)."""
+    """Live Edit switched on (:class:`IDE3D_OT_live_edit`): remember the mask as it is now (nothing is sent
+    until it changes) and start the timer."""
     scene.ide3d.live_fingerprint = fingerprint(mask_ids())
     if not bpy.app.background and not bpy.app.timers.is_registered(_timer):
         bpy.app.timers.register(_timer, first_interval=INTERVAL)
@@ -61,10 +63,10 @@ def tick(context=None) -> list:
         state.live_fingerprint = fp
         try:
             client = runtime.client(context)
-            ref = jobs.scene_portrait_ref(scene)
+            ref = documents.scene_portrait_ref(scene)
             req = P.MaskEditRequest(labels_file=jobs.write_labels(client, ids), mode=state.mask_mode.lower(),
                                     live=True, **ref)
-        except (jobs.UserError, ValueError, OSError) as exc:
+        except (UserError, ValueError, OSError) as exc:
             _stop(scene, str(exc))
             continue
         sent.append(client.submit(req, jobs.MASK_EDIT_KEY, _on_done(scene.name)))
@@ -103,10 +105,28 @@ def _timer():
     return INTERVAL if any(s.ide3d.live_edit for s in bpy.data.scenes) else None
 
 
+class IDE3D_OT_live_edit(bpy.types.Operator):
+    """Switch Live Edit on or off: while on, painted strokes reach the canonical editor as they land"""
+    bl_idname = "ide3d.live_edit"
+    bl_label = "Live Edit"
+
+    def execute(self, context):
+        state = context.scene.ide3d
+        if not state.live_edit and not state.has_portrait:
+            self.report({"ERROR"}, "no portrait yet: make one with New Portrait first")
+            return {"CANCELLED"}
+        state.live_edit = not state.live_edit
+        if state.live_edit:
+            start(context.scene)
+        state.status = f"Live Edit {'on' if state.live_edit else 'off'}"
+        return {"FINISHED"}
+
+
 def register():
-    pass
+    bpy.utils.register_class(IDE3D_OT_live_edit)
 
 
 def unregister():
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)
+    bpy.utils.unregister_class(IDE3D_OT_live_edit)

@@ -7,9 +7,10 @@ import bpy
 from bpy.props import BoolProperty, CollectionProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import apply, conversions, jobs, properties, runtime
+from . import apply, conversions, documents, jobs, runtime
 from ._shared import atomic_file, labels, protocol as P
-from .jobs import BackendOperator, UserError
+from .errors import UserError
+from .jobs import BackendOperator
 from .properties import IMAGE_NAMES
 
 PALETTE_NAME = "IDE-3D Labels"
@@ -74,7 +75,7 @@ class IDE3D_OT_save_portrait(bpy.types.Operator, ExportHelper):
 
     def execute(self, context):
         # The scene already holds the document's bytes, exactly as the backend wrote them.
-        data = properties.get_document(context.scene)
+        data = documents.get_document(context.scene)
         if data is None:
             self.report({"ERROR"}, "no portrait yet: make one with New Portrait first")
             return {"CANCELLED"}
@@ -133,12 +134,12 @@ class IDE3D_OT_history(BackendOperator, bpy.types.Operator):
     def plan(self, context, client):
         if self.step not in (-1, 1):
             raise UserError("step must be -1 (undo) or +1 (redo)")
-        kinds, current = properties.history(context.scene)
+        kinds, current = documents.history(context.scene)
         if self.step < 0 and current <= 0:
             raise UserError("nothing to undo")
         if self.step > 0 and current >= len(kinds) - 1:
             raise UserError("nothing to redo")
-        return [(P.HistoryRequest(step=self.step, **jobs.portrait_ref(context)), apply.portrait)]
+        return [(P.HistoryRequest(step=self.step, **documents.portrait_ref(context)), apply.portrait)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ class IDE3D_OT_apply_mask_edit(BackendOperator, bpy.types.Operator):
         img = bpy.data.images.get(IMAGE_NAMES["mask"])
         if img is None:
             raise UserError("no mask yet: make a portrait first")
-        ref = jobs.portrait_ref(context)
+        ref = documents.portrait_ref(context)
         ids = conversions.snap_mask_image(img)
         req = P.MaskEditRequest(labels_file=jobs.write_labels(client, ids), mode=context.scene.ide3d.mask_mode.lower(),
                                 **ref)
@@ -252,7 +253,7 @@ class IDE3D_OT_apply_restyle(BackendOperator, bpy.types.Operator):
             if not given or not os.path.isfile(files[key]):
                 raise UserError(f"no such style {state.style_source.lower()}: {given or '(none chosen)'}")
         req = P.RestyleRequest(classes=classes, style_seed=state.style_seed, truncation=state.truncation,
-                               **files, **jobs.portrait_ref(context))
+                               **files, **documents.portrait_ref(context))
         return [(req, apply.portrait)]
 
 
@@ -266,7 +267,7 @@ class IDE3D_OT_apply_style(BackendOperator, bpy.types.Operator):
         state = context.scene.ide3d
         req = P.StyleRequest(style_seed=state.global_seed, shape_alpha=state.shape_mix,
                              texture_alpha=state.texture_mix, truncation=state.truncation,
-                             **jobs.portrait_ref(context))
+                             **documents.portrait_ref(context))
         return [(req, apply.portrait)]
 
 
@@ -288,7 +289,7 @@ class IDE3D_OT_render_view(BackendOperator, bpy.types.Operator):
 
     def plan(self, context, client):
         cam = _active_camera(context)
-        req = jobs.view_request(cam, context.scene, jobs.portrait_ref(context))
+        req = jobs.view_request(cam, context.scene, documents.portrait_ref(context))
         name, bg = cam.name, context.scene.ide3d.set_background
         return [(req, lambda scene, r: apply.view(scene, name, bg, r))]
 
@@ -301,7 +302,7 @@ class IDE3D_OT_render_animation(BackendOperator, bpy.types.Operator):
     def plan(self, context, client):
         scene = context.scene
         cam = _active_camera(context)
-        ref = jobs.portrait_ref(context)
+        ref = documents.portrait_ref(context)
         os.makedirs(os.path.dirname(jobs.frame_path(scene, scene.frame_start)) or ".", exist_ok=True)
         plan, current = [], scene.frame_current
         try:
@@ -328,7 +329,7 @@ class IDE3D_OT_import_mesh(BackendOperator, bpy.types.Operator):
                                  description="One material slot per semantic label")
 
     def plan(self, context, client):
-        req = P.MeshRequest(resolution=context.scene.ide3d.mesh_resolution, **jobs.portrait_ref(context))
+        req = P.MeshRequest(resolution=context.scene.ide3d.mesh_resolution, **documents.portrait_ref(context))
         parts = self.parts_by_label
         return [(req, lambda scene, r: apply.mesh(scene, parts, r))]
 
@@ -360,7 +361,7 @@ class IDE3D_OT_export_gltf(ExportHelper, BackendOperator, bpy.types.Operator):
         path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".glb")
         req = P.ExportMeshRequest(path=path, resolution=context.scene.ide3d.mesh_resolution,
                                   texture=self.texture_size, faces=self.faces, parts=self.parts_by_label,
-                                  **jobs.portrait_ref(context))
+                                  **documents.portrait_ref(context))
         return [(req, apply.exported)]
 
 

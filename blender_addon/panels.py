@@ -2,7 +2,7 @@
 """The "IDE-3D" tab of the 3D viewport's sidebar: Portrait, Mask, Regions, Style, Views, Mesh."""
 import bpy
 
-from . import properties
+from . import documents
 from ._shared import labels
 from .properties import IMAGE_NAMES
 
@@ -30,7 +30,7 @@ class IDE3D_PT_portrait(_Panel, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("ide3d.open_portrait", icon="FILE_FOLDER", text="Open")
         row.operator("ide3d.save_portrait", icon="FILE_TICK", text="Save")
-        kinds, current = properties.history(context.scene)
+        kinds, current = documents.history(context.scene)
         if state.has_portrait and kinds:
             row = layout.row(align=True)
             sub = row.row(align=True)
@@ -58,7 +58,7 @@ class IDE3D_PT_mask(_Panel, bpy.types.Panel):
         layout.prop(context.scene.ide3d, "mask_mode")
         row = layout.row(align=True)
         row.operator("ide3d.apply_mask_edit", icon="CHECKMARK")
-        row.prop(context.scene.ide3d, "live_edit", toggle=True, icon="REC")
+        row.operator("ide3d.live_edit", icon="REC", depress=context.scene.ide3d.live_edit)
         pal = context.scene.tool_settings.image_paint.palette
         if pal is not None:
             layout.template_palette(context.scene.tool_settings.image_paint, "palette", color=True)

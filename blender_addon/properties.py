@@ -1,31 +1,22 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The portrait's state, stored on the scene (``scene.ide3d``) so it is saved in the .blend.
+"""The scene's IDE-3D state (``scene.ide3d``), saved in the .blend: the user's settings, the visible codes
+(``scene.ide3d["ws"]``, flat float array; shape in ``ws_shape``) for display and scripts, and the names
+of the image datablocks (canonical preview, mask) in :data:`IMAGE_NAMES`.
 
-The portrait itself is its ``.ide3d`` document (codes, edit history, restyle, tuned weights): its bytes
-are the scene's ID property ``scene["ide3d_document"]`` (:data:`DOCUMENT_KEY`), so the .blend alone
-restores it (bpy 4.5 cuts bytes at the first NUL when they *replace* an existing ID property's value,
-so the property is deleted and created anew each time); ``portrait_id`` and
-``revision`` name it in backend requests. A copy lives as a file in the extension's user folder
-(``document_path``, :func:`document_file`), rewritten from the bytes whenever it is missing (a
-reopened .blend, another machine), and the worker loads it when its session does not hold that
-revision (a restarted worker). The visible codes are also kept as ``scene.ide3d["ws"]`` (flat float
-array; shape in ``ws_shape``) for display and scripts; images (canonical preview, mask) are packed image
-datablocks named in :data:`IMAGE_NAMES`.
+The portrait document itself (its bytes, id and revision, its file) is :mod:`.documents`. Nothing here
+imports behaviour: Live Edit is switched by an operator (:class:`.live.IDE3D_OT_live_edit`), not by an
+update callback.
 """
-import os
-
 import bpy
 import numpy as np
 from bpy.props import BoolProperty, BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, \
     IntVectorProperty, PointerProperty, StringProperty
 
-from ._shared import atomic_file, labels
+from ._shared import labels
 
 #: Names of the image datablocks the add-on writes.
 IMAGE_NAMES = {"canonical": "IDE-3D Canonical", "mask": "IDE-3D Mask"}
 MESH_NAME = "IDE-3D Head"
-#: The scene ID property holding the portrait document's bytes.
-DOCUMENT_KEY = "ide3d_document"
 
 
 class IDE3D_PG_portrait(bpy.types.PropertyGroup):
@@ -55,7 +46,7 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     mask_mode: EnumProperty(name="Edit Mode", default="RESIDUAL", items=(
         ("RESIDUAL", "Residual", "Move the shape codes by what was painted (unedited regions stay)"),
         ("DIRECT", "Direct", "Shape codes from the painted mask alone")))
-    live_edit: BoolProperty(name="Live Edit", default=False, update=lambda self, context: _live_toggled(self, context),
+    live_edit: BoolProperty(name="Live Edit", default=False,
                             description="Send the mask to the canonical editor while you paint (latest stroke wins; "
                                         "one history record per painting session)")
     live_fingerprint: StringProperty(name="Live Mask Fingerprint", default="", options={"HIDDEN", "SKIP_SAVE"})
@@ -77,13 +68,6 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     status: StringProperty(name="Status", default="")
 
 
-def _live_toggled(state, context) -> None:
-    if state.live_edit:
-        from . import live
-
-        live.start(state.id_data)
-
-
 def get_ws(scene) -> np.ndarray | None:
     """(num_ws, w_dim) float32 codes of the scene's portrait, or None."""
     state = scene.ide3d
@@ -101,63 +85,6 @@ def set_ws(scene, ws: np.ndarray, num_shape_ws: int) -> None:
     state.ws_shape = ws.shape
     state.num_shape_ws = int(num_shape_ws)
     state.has_portrait = True
-
-
-def set_document(scene, document: bytes, portrait_id: str, revision: str, history, current: int) -> None:
-    """Store a portrait document's bytes and identity on the scene."""
-    state = scene.ide3d
-    if DOCUMENT_KEY in scene:
-        del scene[DOCUMENT_KEY]  # replacing the value in place would cut it at the first NUL byte
-    scene[DOCUMENT_KEY] = bytes(document)
-    state.portrait_id, state.revision = portrait_id, revision
-    state.history, state.history_current = ",".join(history), int(current)
-
-
-def get_document(scene) -> bytes | None:
-    state = scene.ide3d
-    if not state.has_portrait or DOCUMENT_KEY not in scene or not state.portrait_id:
-        return None
-    return bytes(scene[DOCUMENT_KEY])
-
-
-def history(scene) -> tuple[list[str], int]:
-    """(kinds of the edit records, cursor) of the scene's portrait."""
-    state = scene.ide3d
-    return [k for k in state.history.split(",") if k], int(state.history_current)
-
-
-def document_file(scene, folder: str) -> str | None:
-    """The path of the scene portrait's document in ``folder``, written there from the bytes in the
-    .blend when it is missing; None without a portrait. Sets ``document_path``."""
-    data = get_document(scene)
-    if data is None:
-        return None
-    state = scene.ide3d
-    path = os.path.join(folder, f"{state.portrait_id}-{state.revision}.ide3d")
-    if not os.path.isfile(path) or os.path.getsize(path) != len(data):
-        atomic_file.write_atomic(path, data)
-    if state.document_path != path:
-        state.document_path = path
-    return path
-
-
-def prune_documents(folder: str, portrait_id: str, keep: int = 8) -> list[str]:
-    """Delete all but the ``keep`` newest document files of ``portrait_id`` in ``folder``; returns the
-    deleted paths. Older revisions are kept a while because requests already queued may name them;
-    any revision the .blend (or Blender's undo) brings back is rewritten from its bytes."""
-    try:
-        names = [n for n in os.listdir(folder) if n.startswith(portrait_id + "-") and n.endswith(".ide3d")]
-    except OSError:
-        return []
-    paths = sorted((os.path.join(folder, n) for n in names), key=os.path.getmtime, reverse=True)
-    removed = []
-    for path in paths[keep:]:
-        try:
-            os.remove(path)
-            removed.append(path)
-        except OSError:
-            pass
-    return removed
 
 
 def register():

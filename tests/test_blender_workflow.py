@@ -226,7 +226,7 @@ TINY_WORKFLOW = """
 import hashlib, json, os, shutil, sys, threading, time
 """ + SCRIPT_HELPERS + """
 bpy.ops.preferences.addon_enable(module="blender_addon")
-from blender_addon import conversions, properties, runtime
+from blender_addon import conversions, documents, properties, runtime
 from ide3d_core import labels as L
 prefs = bpy.context.preferences.addons["blender_addon"].preferences
 prefs.backend_mode, prefs.device, prefs.python_path, prefs.model_path = "WORKER", "CPU", sys.executable, MODEL
@@ -241,9 +241,9 @@ scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_pe
 scene.ide3d.seed = 5
 def snapshot():
     st = scene.ide3d
-    return dict(history=properties.history(scene)[0], current=properties.history(scene)[1],
+    return dict(history=documents.history(scene)[0], current=documents.history(scene)[1],
                 ws=properties.get_ws(scene).tolist(), ns=st.num_shape_ws,
-                document=hashlib.sha256(properties.get_document(scene)).hexdigest(), revision=st.revision)
+                document=hashlib.sha256(documents.get_document(scene)).hexdigest(), revision=st.revision)
 r = run(bpy.ops.ide3d.new_portrait)
 say(step="new", result=r, **snapshot(), file=os.path.isfile(scene.ide3d.document_path))
 # Paint the canonical mask with numpy (painting needs a window): hair on top, skin, clothes below.
@@ -265,7 +265,7 @@ say(step="redo", result=run(bpy.ops.ide3d.history, step=1), **snapshot())
 say(step="redo_end", result=run(bpy.ops.ide3d.history, step=1))
 # Live Edit: strokes written with numpy, the timer's tick called by hand (no timers in background mode).
 from blender_addon import live
-scene.ide3d.live_edit = True   # remembers the mask as it is: nothing to send yet
+say(step="live_on", result=run(bpy.ops.ide3d.live_edit))   # remembers the mask as it is: nothing to send yet
 idle = live.tick()
 def paint(rows):
     ids = L.decode_colors(conversions.array_from_image(mask)[..., :3]); ids[:rows, 2:-2] = L.ID["hat"]
@@ -279,7 +279,7 @@ while runtime.owner().busy and time.time() < deadline:
 say(step="live", idle=len(idle), sent=[len(first), len(second)], states=[first[0].state, second[0].state],
     mask_kept=bool(np.array_equal(L.decode_colors(conversions.array_from_image(mask)[..., :3]), painted)),
     on=scene.ide3d.live_edit, status=scene.ide3d.status, **snapshot())
-scene.ide3d.live_edit = False
+say(step="live_off", result=run(bpy.ops.ide3d.live_edit), on=scene.ide3d.live_edit)
 say(step="live_undo", result=run(bpy.ops.ide3d.history, step=-1), **snapshot())
 say(step="live_redo", result=run(bpy.ops.ide3d.history, step=1), **snapshot())
 r = run(bpy.ops.ide3d.render_view)
@@ -289,7 +289,7 @@ scene.ide3d.mesh_resolution = 32
 say(step="mesh", result=run(bpy.ops.ide3d.import_mesh), has=properties.MESH_NAME in bpy.data.objects)
 out = os.path.join(os.getcwd(), "saved.ide3d")
 say(step="save_doc", result=run(bpy.ops.ide3d.save_portrait, filepath=out),
-    same=open(out, "rb").read() == properties.get_document(scene))
+    same=open(out, "rb").read() == documents.get_document(scene))
 path = os.path.join(os.getcwd(), "portrait.blend")
 state = snapshot()
 bpy.ops.wm.save_as_mainfile(filepath=path)
@@ -354,6 +354,7 @@ def test_tiny_workflow_in_worker_edits_history_reopen_and_kill(tmp_path):
     assert s["undo"]["result"] == ok and s["undo"]["current"] == 2 and s["undo"]["ws"] == s["restyle"]["ws"]
     assert s["redo"]["result"] == ok and s["redo"]["current"] == 3 and s["redo"]["ws"] == s["style"]["ws"]
     assert s["redo_end"]["result"] == [["CANCELLED"], "Error: nothing to redo"]
+    assert s["live_on"]["result"] == ok and s["live_off"] == dict(result=ok, on=False), (s["live_on"], s["live_off"])
     lv = s["live"]
     assert lv["idle"] == 0 and lv["sent"] == [1, 1] and lv["states"][1] == "done", lv
     assert lv["states"][0] in ("done", "superseded") and lv["on"] and lv["mask_kept"], lv

@@ -66,3 +66,16 @@ def test_generate_from_saved_model_and_errors(tmp_path):
     assert main(["generate", "--model", str(tmp_path / "m"), "--config", "tiny",
                  "--out", str(tmp_path / "o")]) == 2
     assert main(["generate", "--seeds", "x", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_generate_without_a_model_fails_like_every_command(tmp_path, monkeypatch, capsys):
+    """No bundled model and no --model: an error naming --model (no silent untrained fallback)."""
+    from ide3d_core import model_loading
+    from ide3d_core.cli import main as ide3d
+
+    monkeypatch.setattr(model_loading, "BUNDLED_MODEL_DIR", tmp_path / "stripped")
+    for argv in (["generate", "--out", str(tmp_path / "o")],
+                 ["mesh", "--seed", "1", "--out", str(tmp_path / "h.glb")]):
+        assert ide3d(argv) == 2
+        err = capsys.readouterr().err
+        assert "no model at" in err and "pass --model" in err, err

@@ -16,7 +16,8 @@ from blender_helpers import SPHERE_RADIUS, install_sphere_networks
 from ide3d_core import cameras as C
 from ide3d_core.progress import CancelToken
 from ide3d_core.service import protocol as P
-from ide3d_core.service.handlers import Backend, NotAvailable, run_request, square_view
+from ide3d_core.operations.render import square_view
+from ide3d_core.service.handlers import Backend, NotAvailable, run_request
 from ide3d_core.service.inprocess import InProcessService
 
 REF = dict(portrait_id="p1", revision="0123456789abcdef", document_file="/d/p1.ide3d")

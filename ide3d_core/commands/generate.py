@@ -1,27 +1,28 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """``ide3d generate``: portraits, label maps and codes for a list of seeds and views.
 
-    ide3d generate --seeds 0-7 [--trunc 0.7] [--yaw DEG ...] [--pitch DEG] [--model PATH]
+    ide3d generate --seeds 0-7 [--truncation 0.7] [--yaw DEG ...] [--pitch DEG] [--model PATH]
                    [--config tiny|default|paper] --out DIR
 
 Per seed: ``seed0003_ws.npy`` (the [num_ws, w_dim] float32 codes). Per seed and view
 (``seed0003_yaw+30_pitch+0``): ``<name>.png`` (RGB), ``<name>_labels.png`` (single-channel label ids
 0..18, :mod:`ide3d_core.labels`) and ``<name>_seg.png`` (the ids in the label palette). The default view
 is the canonical front camera; yaw and pitch are degrees of :func:`ide3d_core.cameras.orbit_camera`.
-The default model is the bundled one (``ide3d_core/models/default``); without it, an untrained
-``--config`` generator (default ``default``, weights seeded with 0) is used and a warning printed.
+The default model is the bundled one (``ide3d_core/models/default``); ``--model`` means what it means
+for every command (a missing folder is an error); ``--config`` asks for an untrained generator of a
+preset (weights seeded with 0, with a warning).
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 from ide3d_core.cli import UserError
 from ide3d_core.image_files import save_image, save_npy
 from ide3d_core.commands.model_args import device_arg, load_base
-from ide3d_core.model_loading import BUNDLED_MODEL_DIR
+from ide3d_core.operations import OperationError
+from ide3d_core.operations.limits import check_truncation
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -46,14 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate portraits, label maps and codes from seeds",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-7 or 1,5,9 (default 0)")
-    p.add_argument("--trunc", type=float, default=0.7, help="truncation psi (default 0.7)")
+    p.add_argument("--truncation", type=float, default=0.7,
+                   help="truncation in [0, 1]: 1 = full variety, 0 = the average face (default 0.7)")
     p.add_argument("--yaw", type=float, nargs="+", default=[0.0], metavar="DEG",
                    help="one or more camera yaws in degrees (default 0: front)")
     p.add_argument("--pitch", type=float, default=0.0, metavar="DEG", help="camera pitch in degrees")
     p.add_argument("--model", type=Path, default=None,
                    help="model folder (config.json + generator.safetensors); default: the bundled model")
     p.add_argument("--config", choices=("tiny", "default", "paper"), default=None,
-                   help="untrained generator of this preset (only without --model and bundled model)")
+                   help="untrained generator of this preset (instead of --model)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -68,11 +70,7 @@ def _model_spec(args: argparse.Namespace) -> str:
         return str(args.model)
     if args.config is not None:
         return f"config:{args.config}"
-    if (BUNDLED_MODEL_DIR / "config.json").is_file():
-        return ""
-    print(f"ide3d generate: warning: no trained model found (none bundled at {BUNDLED_MODEL_DIR})",
-          file=sys.stderr)
-    return "config:default"
+    return ""  # the bundled model; like every command, a missing one is an error naming --model
 
 
 def _to_uint8(image) -> "object":
@@ -94,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     if not -89.0 < args.pitch < 89.0:
         raise UserError(f"--pitch must be within (-89, 89) degrees, got {args.pitch}")
-    if not math.isfinite(args.trunc):
-        raise UserError("--trunc must be a number")
+    try:
+        truncation = check_truncation(args.truncation, "--truncation")
+    except OperationError as exc:
+        raise UserError(str(exc)) from None
     device = device_arg(args.device)
     G = load_base(_model_spec(args), device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     total = len(seeds) * len(views)
     with TqdmProgress("generate", disable=args.quiet) as progress, torch.no_grad():
         for k, seed in enumerate(seeds):
-            ws = G.codes_from_seeds([seed], truncation_psi=args.trunc)
+            ws = G.codes_from_seeds([seed], truncation_psi=truncation)
             planes = G.planes(ws)
             path = args.out / f"seed{seed:04d}_ws.npy"
             save_npy(ws[0].float().cpu().numpy(), path)

@@ -171,7 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--style-seed", type=int, help="seed of the texture source")
     src.add_argument("--style-portrait", type=Path, help=".ide3d portrait giving the texture")
-    p.add_argument("--trunc", type=float, default=0.7, help="truncation psi of --style-seed (default 0.7)")
+    p.add_argument("--truncation", type=float, default=0.7, help="truncation of --style-seed (default 0.7)")
     p.add_argument("--out", type=Path, required=True)
     _common(p, "base model (default: the one the portrait was made with)")
     p.set_defaults(func=run_restyle)
@@ -354,6 +354,8 @@ def run_restyle(args: argparse.Namespace) -> int:
     stamp = file_stamp(args.out)
     from ide3d_core import editing
     from ide3d_core.labels import parse_classes
+    from ide3d_core.operations import OperationError
+    from ide3d_core.operations.limits import check_truncation
 
     try:
         classes = parse_classes(args.regions)
@@ -363,8 +365,12 @@ def run_restyle(args: argparse.Namespace) -> int:
     device = device_arg(args.device)
     _, g, _ = _generator_for(portrait, args, device)
     if args.style_seed is not None:
-        style = editing.codes_from_seed(g, args.style_seed, args.trunc)
-        source = {"kind": "seed", "seed": args.style_seed, "truncation_psi": args.trunc}
+        try:
+            truncation = check_truncation(args.truncation, "--truncation")
+        except OperationError as exc:
+            raise UserError(str(exc)) from None
+        style = editing.codes_from_seed(g, args.style_seed, truncation)
+        source = {"kind": "seed", "seed": args.style_seed, "truncation_psi": truncation}
     else:
         other = _load(args.style_portrait)
         style, source = other.ws, {"kind": "portrait", "file": args.style_portrait.name}
@@ -376,21 +382,11 @@ def run_restyle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_view(out, path: Path) -> list[Path]:
-    import numpy as np
-
-    from ide3d_core.images import to_uint8, write_view_triplet
-
-    img = to_uint8(out.image[0]).permute(1, 2, 0).numpy()
-    ids = out.semantic[0].argmax(0).to("cpu").numpy().astype(np.uint8)
-    return write_view_triplet(path, img, ids)  # each file atomically
-
-
 def run_render(args: argparse.Namespace) -> int:
     import torch
 
     from ide3d_core.cameras import Camera, canonical_camera, orbit_camera
-    from ide3d_core.editing import render_state
+    from ide3d_core.operations.render import render_inputs, render_view, write_view
     from ide3d_core.progress import TqdmProgress
 
     if args.out.suffix.lower() != ".png":
@@ -416,9 +412,10 @@ def run_render(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     written = []
     with TqdmProgress("render", disable=args.quiet or len(cams) == 1) as progress, torch.no_grad():
+        inputs = render_inputs(g, portrait.state, next(g.parameters()).device)  # one state, every camera
         for i, cam in enumerate(cams):
             path = args.out if not args.orbit else args.out.with_name(f"{args.out.stem}_{i:03d}.png")
-            written += _write_view(render_state(g, portrait.state, cam), path)
+            written += write_view(render_view(g, portrait.state, cam, inputs=inputs), path)
             progress(i + 1, len(cams), "")
     print(f"wrote {len(written)} files ({written[0]} ...)")
     return 0

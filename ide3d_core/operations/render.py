@@ -86,11 +86,12 @@ def render_view(generator, state, label: np.ndarray, width: Optional[int] = None
     from ide3d_core.images import to_uint8_hwc, unit_to_uint8
 
     native = int(generator.img_resolution)
-    width, height = limits.check_render_size(width or native, height or native)
+    width, height = limits.check_render_size(native if width is None else width,
+                                             native if height is None else height)
     device = next(generator.parameters()).device
-    planes, ws, swap = inputs if inputs is not None else render_inputs(generator, state, device)
     square, n, x0, y0 = square_view(np.asarray(label, np.float64), width, height)
     with torch.no_grad():
+        planes, ws, swap = inputs if inputs is not None else render_inputs(generator, state, device)
         out = generator.render(planes, torch.from_numpy(np.asarray(square, np.float32))[None].to(device), ws,
                                texture_swap=swap)
         img, sem = out.image[:1].float(), out.semantic[:1].float()

@@ -25,7 +25,7 @@ from ide3d_core.progress import Cancelled, CancelToken, ProgressFn, report
 from ide3d_core.operations import OperationError
 from ide3d_core.service import protocol as P
 from ide3d_core.service.errors import BadRequest, ModelError, NotAvailable
-from ide3d_core.service.portrait_handlers import PortraitHandlers, square_view  # noqa: F401 (re-export)
+from ide3d_core.service.portrait_handlers import PortraitHandlers
 from ide3d_core.service.session import PortraitSession
 
 

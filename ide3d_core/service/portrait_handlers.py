@@ -19,59 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from ide3d_core import cameras
-from ide3d_core.image_files import save_image, save_npy, save_npz
+from ide3d_core.operations import limits
+from ide3d_core.operations.render import render_view, write_view
+from ide3d_core.image_files import save_npy, save_npz
 from ide3d_core.progress import report
 from ide3d_core.service import protocol as P
 from ide3d_core.service.errors import BadRequest, NotAvailable
 from ide3d_core.service.session import SessionPortrait, config_dict, revision_of, write_document
-
-
-def square_view(label: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int, int, int]:
-    """A square camera covering a ``width`` x ``height`` view, for generators with square output.
-
-    The square image has ``n = max(width, height)`` pixels per side in the same pixel units; the
-    original frame is the crop ``[y0 : y0 + height, x0 : x0 + width]`` with integer offsets
-    ``x0 = (n - width) // 2``, ``y0 = (n - height) // 2``. Non-square pixels (fx != fy) stay as they are.
-
-    Returns:
-        (label (25,) float32 of the square camera, n, x0, y0).
-    """
-    c2w, k = cameras.unpack_label(label)
-    n = max(width, height)
-    x0, y0 = (n - width) // 2, (n - height) // 2
-    fx, fy = k[0, 0] * width, k[1, 1] * height
-    cx, cy = k[0, 2] * width + x0, k[1, 2] * height + y0
-    ks = cameras.intrinsics(fx / n, fy / n, cx / n, cy / n)
-    return cameras.pack_label(c2w, ks), n, x0, y0
-
-
-def write_view(out, out_dir: Path, stem: str, size: tuple[int, int] | None = None,
-               crop: tuple[int, int, int, int] | None = None, alpha: bool = False) -> tuple[str, str, np.ndarray]:
-    """RenderResult (batch 1) -> RGB PNG + label PNG, optionally resized to ``size`` (n, n) and cropped
-    to ``crop`` (x0, y0, w, h). With ``alpha`` the image is RGBA and its alpha is the accumulated opacity
-    (bilinearly upsampled from the neural rendering resolution): compositing over Blender renders, and the
-    silhouette the alignment checks compare. Returns (image file, labels file, (h, w) uint8 label ids)."""
-    import torch.nn.functional as F
-
-    img, sem = out.image[:1].float(), out.semantic[:1].float()
-    n = size if size is not None else tuple(img.shape[-2:])
-    if tuple(img.shape[-2:]) != n:
-        aa = n[0] < img.shape[-1]
-        img = F.interpolate(img, size=n, mode="bilinear", align_corners=False, antialias=aa)
-        sem = F.interpolate(sem, size=n, mode="bilinear", align_corners=False, antialias=aa)
-    rgb = ((img[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    if alpha:
-        op = F.interpolate(out.opacity[:1].float(), size=n, mode="bilinear", align_corners=False)
-        a = (op[0, 0].clamp(0, 1) * 255).round().byte().cpu().numpy()
-        rgb = np.concatenate([rgb, a[..., None]], -1)
-    ids = sem[0].argmax(0).byte().cpu().numpy()
-    if crop is not None:
-        x0, y0, w, h = crop
-        rgb, ids = rgb[y0:y0 + h, x0:x0 + w], ids[y0:y0 + h, x0:x0 + w]
-    image_file, labels_file = out_dir / f"{stem}.png", out_dir / f"{stem}_labels.png"
-    save_image(rgb, image_file, "RGBA" if alpha else "RGB")
-    save_image(ids, labels_file, "L")
-    return str(image_file), str(labels_file), ids
 
 
 def _read_labels(path: str, size: int) -> np.ndarray:
@@ -130,9 +84,6 @@ class PortraitHandlers:
                  generator=None) -> P.PortraitResult:
         """Store ``portrait`` in the session under ``portrait_id``, write its document, codes and canonical
         view into ``out_dir`` and describe them."""
-        import torch
-
-        from ide3d_core.editing import render_state
         from ide3d_core.portrait import encode_portrait
 
         document = encode_portrait(portrait)
@@ -146,9 +97,10 @@ class PortraitHandlers:
         ws_file = out_dir / "ws.npy"
         save_npy(ws[0].detach().float().cpu().numpy(), ws_file)
         report(progress, 1, 2, "rendering the canonical view", cancel)
-        with torch.no_grad():
-            out = render_state(entry.generator, portrait.state, cameras.canonical_camera().label())
-        image_file, labels_file, ids = write_view(out, out_dir, "canonical")
+        view = render_view(entry.generator, portrait.state, cameras.canonical_camera().label(),
+                           inputs=entry.render_inputs(self.device()))
+        image_file, labels_file = (str(f) for f in write_view(view, out_dir / "canonical.png", seg=False))
+        ids = view.ids
         entry.canonical_labels = ids
         self.session.put(portrait_id, entry)
         report(progress, 2, 2, "done", cancel)
@@ -157,7 +109,7 @@ class PortraitHandlers:
         return P.PortraitResult(
             portrait_id=portrait_id, revision=revision, document_file=str(doc_file), ws_file=str(ws_file),
             num_ws=int(g.num_ws), w_dim=int(g.w_dim), num_shape_ws=int(g.num_shape_ws), image_file=image_file,
-            labels_file=labels_file, resolution=int(out.image.shape[-1]),
+            labels_file=labels_file, resolution=int(view.image.shape[1]),
             history=tuple(r.kind for r in portrait.history), current=int(portrait.current),
             restyle_classes=() if restyle is None else tuple(int(c) for c in restyle.classes),
             notes=tuple(str(n) for n in notes))
@@ -170,8 +122,7 @@ class PortraitHandlers:
     def _do_new_portrait(self, req: P.NewPortraitRequest, out_dir, progress, cancel) -> P.PortraitResult:
         from ide3d_core.portrait import EditRecord, Portrait, PortraitState
 
-        if not 0.0 <= req.truncation <= 1.0:
-            raise BadRequest(f"truncation must be in [0, 1], got {req.truncation}")
+        limits.check_truncation(req.truncation)
         report(progress, 0, 2, "loading the model", cancel)
         g = self.generator()
         ws = g.codes_from_seeds([int(req.seed)], truncation_psi=float(req.truncation)).detach().float().cpu()
@@ -231,19 +182,11 @@ class PortraitHandlers:
 
     # -- using and editing portraits --------------------------------------------------------------------
     def _do_render(self, req: P.RenderRequest, out_dir, progress, cancel) -> P.ViewResult:
-        import torch
-
-        if req.width < 1 or req.height < 1 or max(req.width, req.height) > 8192:
-            raise BadRequest(f"render size must be 1..8192 pixels per side, got {req.width}x{req.height}")
         report(progress, 0, 1, "rendering", cancel)
         entry = self._entry(req)
-        dev = self.device()
-        planes, ws, swap = entry.render_inputs(dev)
-        label, n, x0, y0 = square_view(np.asarray(req.label, np.float64), req.width, req.height)
-        c = torch.from_numpy(label)[None].to(dev)
-        out = entry.generator.render(planes, c, ws, texture_swap=swap)
-        image_file, labels_file, _ = write_view(out, out_dir, "view", size=(n, n), crop=(x0, y0, req.width, req.height),
-                                                 alpha=True)
+        view = render_view(entry.generator, entry.portrait.state, np.asarray(req.label, np.float64), req.width,
+                           req.height, inputs=entry.render_inputs(self.device()))
+        image_file, labels_file = (str(f) for f in write_view(view, out_dir / "view.png", alpha=True, seg=False))
         report(progress, 1, 1, "done", cancel)
         return P.ViewResult(image_file=image_file, labels_file=labels_file, width=req.width, height=req.height)
 
@@ -297,8 +240,7 @@ class PortraitHandlers:
             except PortraitError as exc:
                 raise BadRequest(str(exc)) from None
             return other.ws, {"kind": "portrait", "file": Path(document_file).name}
-        if not 0.0 <= truncation <= 1.0:
-            raise BadRequest(f"truncation must be in [0, 1], got {truncation}")
+        limits.check_truncation(truncation)
         return (editing.codes_from_seed(entry.generator, int(seed), float(truncation)),
                 {"kind": "seed", "seed": int(seed), "truncation_psi": float(truncation)})
 
@@ -343,8 +285,7 @@ class PortraitHandlers:
         from ide3d_core import editing
 
         for name in ("shape_alpha", "texture_alpha"):
-            if not -1.0 <= getattr(req, name) <= 2.0:
-                raise BadRequest(f"{name} must be in [-1, 2], got {getattr(req, name)}")
+            limits.check_style_alpha(getattr(req, name), name)
         entry = self._entry(req)
         other, source = self._style_codes(entry, req.style_seed, req.truncation)
         portrait = editing.global_style(entry.portrait, other, int(entry.generator.num_shape_ws),

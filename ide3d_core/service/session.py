@@ -62,15 +62,12 @@ class SessionPortrait:
     live_base_labels: np.ndarray | None = None
 
     def render_inputs(self, device):
-        """``(planes, ws [1, num_ws, w_dim], texture_swap)`` of the current state on ``device``."""
+        """``(planes, ws [1, num_ws, w_dim], texture_swap)`` of the current state on ``device``
+        (:func:`ide3d_core.operations.render.render_inputs`, built once)."""
         if self.planes is None:
-            state = self.portrait.state
-            ws = state.ws.to(device)
-            swap = None
-            if state.restyle is not None:
-                swap = (self.generator.planes(state.restyle.style_ws.to(device)).texture,
-                        tuple(int(c) for c in state.restyle.classes))
-            self.planes = (self.generator.planes(ws), ws, swap)
+            from ide3d_core.operations.render import render_inputs
+
+            self.planes = render_inputs(self.generator, self.portrait.state, device)
         return self.planes
 
 
