@@ -82,8 +82,38 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
     unknown, missing = sorted(set(data) - names), sorted(required - set(data))
     if unknown or missing:
-        raise ValueError(f"{where}: unknown config keys {unknown}, missing config keys {missing}")
+        raise ValueError(f"{where}: unknown config keys {unknown[:5]}, missing config keys {missing[:5]}")
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for name, value in data.items():
+        _check_value(name, value, where, types[name])
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+#: Bounds every config value read by :func:`dataclass_from_dict` must keep (sizes of networks that
+#: come from untrusted model folders: an encoder or parser config asking for 1e9 channels is refused
+#: before the network is built). Generator configs have their own, per-field limits.
+MAX_CONFIG_INT = 4096
+MAX_CONFIG_ITEMS = 64
+
+
+def _check_value(name: str, value: Any, where: str, declared: str = "") -> None:
+    """``value`` of field ``name`` (declared type ``declared``, as written in the dataclass) is of that
+    type and within the bounds above; raises ``ValueError`` naming the field."""
+    want = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(declared.split("[")[0].strip())
+    if declared.startswith(("tuple", "list")) and not isinstance(value, list):
+        raise ValueError(f"{where}: {name} must be a list, got {type(value).__name__}")
+    if want is not None and (not isinstance(value, want) or (want is not bool and isinstance(value, bool))):
+        raise ValueError(f"{where}: {name} must be of type {declared}, got {type(value).__name__}")
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) > MAX_CONFIG_ITEMS:
+        raise ValueError(f"{where}: {name} holds more than {MAX_CONFIG_ITEMS} values")
+    for v in items:
+        ok = (isinstance(v, bool) or (isinstance(v, int) and -MAX_CONFIG_INT <= v <= MAX_CONFIG_INT)
+              or (isinstance(v, float) and abs(v) <= 1e6 and v == v) or (isinstance(v, str) and len(v) <= 256))
+        if not ok:
+            shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+            raise ValueError(f"{where}: {name} must be a bool, an integer in [-{MAX_CONFIG_INT}, {MAX_CONFIG_INT}], "
+                             f"a finite number or a short string, got {shown}")
 
 
 def load_weights(module: nn.Module, folder: str | Path, weights_file: str) -> nn.Module:

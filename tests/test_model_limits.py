@@ -118,3 +118,20 @@ def test_weights_header_is_checked_before_the_data_is_read(tmp_path, monkeypatch
     (tmp_path / "generator.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad")
     with pytest.raises(ml.ModelError, match="not a readable safetensors file"):
         ml.load_base_generator(str(tmp_path), "cpu")
+
+
+def test_encoder_configs_from_a_model_folder_are_bounded_too(tmp_path):
+    from ide3d_core.encoders import HybridEncoder, PRESETS, save_encoder
+
+    save_encoder(HybridEncoder(PRESETS["tiny"]), tmp_path / "encoders" / "standard")
+    save_generator(Generator("tiny"), tmp_path)
+    path = tmp_path / "encoders" / "standard" / "config.json"
+    meta = json.loads(path.read_text())
+    meta["config"]["max_channels"] = 10 ** 9
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ml.ModelError, match=r"max_channels must be a bool, an integer in \[-4096, 4096\]"):
+        ml.load_model_encoder(str(tmp_path), "standard", "cpu")
+    meta["config"]["max_channels"] = "32"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ml.ModelError, match="max_channels"):
+        ml.load_model_encoder(str(tmp_path), "standard", "cpu")
