@@ -130,3 +130,25 @@ def test_typed_exceptions_instead_of_message_matching(tmp_path):
     with pytest.raises(LevelNotCrossed) as lv:
         marching_cubes(grid, 10.0)
     assert isinstance(lv.value, ValueError) and lv.value.level == 10.0 and lv.value.high == 0.0
+
+
+def test_the_service_and_the_command_line_find_the_same_face_parser(tmp_path):
+    """Photo import's mask source: the model's own SegNet (``<model>/segnet``) for both callers."""
+    from ide3d_core.segnet import SegNet, SegNetConfig, save_segnet
+    from ide3d_core.service.handlers import Backend
+
+    from blender_helpers import make_tiny_model
+
+    assert Backend(model="config:tiny", device="cpu").face_parser() is None
+    model = make_tiny_model(tmp_path / "model")
+    torch.manual_seed(0)
+    save_segnet(SegNet(SegNetConfig(widths=(8, 8, 8))), model / "segnet")
+    parse = Backend(model=str(model), device="cpu").face_parser()
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    ids = parse(image)
+    assert ids.shape == (32, 32) and ids.dtype == np.uint8 and ids.max() < labels.NUM_CLASSES
+
+    from ide3d_core.commands.model_args import load_parser
+    from ide3d_core.segnet import array_parser
+
+    assert np.array_equal(array_parser(load_parser(None, str(model), "cpu"))(image), ids)

@@ -205,6 +205,7 @@ def run_invert(args: argparse.Namespace) -> int:
     from ide3d_core.inversion import THOROUGH_POLICY, InversionPolicy
     from ide3d_core.operations import OperationError
     from ide3d_core.operations.invert import PhotoInput, invert_photos
+    from ide3d_core.segnet import array_parser
     from ide3d_core.progress import TqdmProgress
 
     stamp = file_stamp(args.out)
@@ -249,7 +250,8 @@ def run_invert(args: argparse.Namespace) -> int:
     policy = replace(policy, **kw)
     no_masks = all(m is None for m in masks)
     if args.prepare:
-        parser = image_parser(args.parser, device) if args.parser is not None else None
+        net = load_parser(args.parser, spec, device)  # --parser, else the model's own (as the service)
+        parser = None if net is None else array_parser(net)
     else:
         parser = None if not no_masks and all(m is not None for m in masks) else _parser(args.parser, spec, device)
     lpips = None

@@ -85,6 +85,19 @@ class Backend(PortraitHandlers):
             self._fingerprint = generator_fingerprint(self.generator())
         return self._fingerprint
 
+    def face_parser(self):
+        """The model's face parser (``<model>/segnet``) as a photo-pipeline parser (``(S, S, 3) uint8 ->
+        (S, S) ids``, :func:`ide3d_core.segnet.array_parser`), or None: the mask source ``ide3d invert``
+        uses for the same model."""
+        if "segnet" not in self._encoders:
+            net = model_loading.load_model_segnet(self.model_spec, self.device())
+            if net is not None:
+                from ide3d_core.segnet import array_parser
+
+                net = array_parser(net)
+            self._encoders["segnet"] = net
+        return self._encoders["segnet"]
+
     def encoder(self, which: str):
         """The ``which`` ("standard" | "canonical") encoder of the model (``<model>/encoders/<which>``,
         written by ``ide3d train-encoders``), or None when the model has none."""

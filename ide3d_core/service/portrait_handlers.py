@@ -169,7 +169,8 @@ class PortraitHandlers:
         try:
             with torch.enable_grad():
                 out = invert_photos(g, [PhotoInput(f) for f in files], encoder=self.encoder("standard"),
-                                    policy=policy, preparation="photo", model_hint=self.model_spec,
+                                    policy=policy, preparation="photo", parser=self.face_parser(),
+                                    model_hint=self.model_spec,
                                     generator_config=config_dict(g), progress=inner_progress, cancel=cancel)
         except OperationError as exc:
             raise BadRequest(str(exc)) from None
