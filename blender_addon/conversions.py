@@ -15,7 +15,7 @@ import bpy
 import mathutils
 import numpy as np
 
-from ._shared import cameras, labels
+from ._shared import atomic_file, cameras, labels
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,6 +254,6 @@ def write_label_png(path: str, ids: np.ndarray) -> None:
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    atomic_file.write_atomic(path, png)  # the backend reads this file: never a half-written one
