@@ -37,6 +37,7 @@ class GeneratorField:
         self.generator = generator
         self.device = next(generator.parameters()).device
         self.ws = ws.to(self.device, torch.float32)
+        self._lattice_key, self._lattice = None, None  # density_at_indices' plane tables, per grid axis
         with torch.no_grad():
             self.planes = generator.planes(self.ws)
             self.texture_swap = None
@@ -53,6 +54,28 @@ class GeneratorField:
             sigma, _ = g.semantic_decoder(feats)
         return sigma[0, :, 0].float()
 
+    def density_at_indices(self, axis: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Density [M] at the lattice points ``(axis[i], axis[j], axis[k])`` of ``idx [M, 3]`` (long):
+        equal to ``density(axis[idx])``, but each plane is bilinearly sampled once on the ``R x R``
+        lattice of ``axis [R]`` (cached), so a point's features are three row gathers, and only the
+        decoder's density output is computed. The mesh grid (:mod:`ide3d_core.mesh.grid`) uses it."""
+        g, cfg = self.generator, self.generator.config
+        key = (int(axis.shape[0]), float(axis[0]), float(axis[-1]))
+        if self._lattice_key != key:
+            self._lattice = _lattice_planes(self.planes.semantic[0], axis.to(self.device), cfg)
+            self._lattice_key = key
+        r = int(axis.shape[0])
+        idx = idx.to(self.device)
+        with torch.no_grad():
+            feats = None
+            for (a, h), table in zip(self._lattice[0], self._lattice[1]):
+                rows = table[idx[:, a] * r + idx[:, h]]  # [M, C]
+                feats = rows if feats is None else (torch.cat([feats, rows], -1) if cfg.aggregation == "concat"
+                                                    else feats + rows)
+            if cfg.aggregation == "mean":
+                feats = feats / len(self._lattice[0])
+            return g.semantic_decoder.density(feats)[:, 0].float()
+
     def query(self, points: torch.Tensor):
         """[N, 3] -> (sigma [N], semantic logits [N, 19], rgb [N, 3] in [0, 1])."""
         with torch.no_grad():
@@ -60,6 +83,23 @@ class GeneratorField:
                                      self.texture_swap)
         rgb = ((f.features[0, :, :3].float() + 1.0) * 0.5).clamp(0.0, 1.0)
         return f.sigma[0, :, 0].float(), f.semantic[0].float(), rgb
+
+
+def _lattice_planes(planes: torch.Tensor, axis: torch.Tensor, cfg) -> tuple[list, list]:
+    """Each of ``planes [3, C, P, P]`` sampled (``grid_sample`` as :mod:`ide3d_core.triplane`) at the
+    lattice ``axis x axis`` -> (the planes' world axes (width, height), tables ``[R * R, C]`` with row
+    ``i_width * R + i_height``)."""
+    import torch.nn.functional as F
+
+    from ide3d_core.triplane import PLANE_AXES
+
+    r = axis.shape[0]
+    g = axis * (2.0 / cfg.box_size)
+    gw, gh = torch.meshgrid(g, g, indexing="ij")  # [R(width), R(height)]
+    grid = torch.stack([gw, gh], -1)[None].expand(planes.shape[0], r, r, 2).float()
+    out = F.grid_sample(planes.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    tables = [out[k].permute(1, 2, 0).reshape(r * r, -1).contiguous() for k in range(planes.shape[0])]
+    return [PLANE_AXES[name] for name in cfg.plane_axes], tables
 
 
 class GeneratorRenderer:

@@ -33,6 +33,12 @@ class SemanticDecoder(nn.Module):
         sigma = F.softplus(y[..., :1].float() + self.density_bias)
         return sigma, y[..., 1:]
 
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """The density ``[..., 1]`` alone (``forward(x)[0]`` without the 19 class logits: mesh grids)."""
+        w = self.out.weight[:1].to(x.dtype) * self.out.weight_gain
+        b = None if self.out.bias is None else self.out.bias[:1].to(x.dtype) * self.out.lr_mult
+        return F.softplus(F.linear(self.hidden(x), w, b).float() + self.density_bias)
+
     @torch.no_grad()
     def density_bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bounds ``(sigma_lo, sigma_hi)`` ``[..., 1]`` of the density over every feature vector in the
