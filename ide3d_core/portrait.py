@@ -71,6 +71,17 @@ def generator_fingerprint(generator: nn.Module) -> str:
     return h.hexdigest()[:32]
 
 
+def generator_config(generator: nn.Module) -> dict[str, Any]:
+    """A generator's config as the JSON-able dict a :class:`Portrait` records (``generator_config``):
+    dataclass configs as dicts, plain dict configs as they are, anything else as ``{}``."""
+    from dataclasses import asdict, is_dataclass
+
+    cfg = getattr(generator, "config", None)
+    if is_dataclass(cfg):
+        return asdict(cfg)
+    return dict(cfg) if isinstance(cfg, dict) else {}
+
+
 @dataclass(frozen=True, eq=False)
 class WeightDelta:
     """A tuned generator stored as ``tuned - base`` for the tensors that changed.

@@ -205,6 +205,7 @@ def run_invert(args: argparse.Namespace) -> int:
     from ide3d_core.inversion import THOROUGH_POLICY, InversionPolicy
     from ide3d_core.operations import OperationError
     from ide3d_core.operations.invert import PhotoInput, invert_photos
+    from ide3d_core.portrait import generator_config
     from ide3d_core.segnet import array_parser
     from ide3d_core.progress import TqdmProgress
 
@@ -266,7 +267,7 @@ def run_invert(args: argparse.Namespace) -> int:
         with TqdmProgress("invert", disable=args.quiet) as progress:
             out = invert_photos(base, photos, encoder=encoder, policy=policy,
                                 preparation="photo" if args.prepare else "square", lpips=lpips, parser=parser,
-                                model_hint=spec, generator_config=_config_dict(base), progress=progress)
+                                model_hint=spec, generator_config=generator_config(base), progress=progress)
     except OperationError as exc:
         raise UserError(str(exc)) from None
     for note in out.notes:
@@ -316,13 +317,6 @@ def image_parser(folder: Path, device="cpu"):
     from ide3d_core.segnet import array_parser
 
     return array_parser(load_parser(Path(folder), "", device))
-
-
-def _config_dict(g) -> dict:
-    from dataclasses import asdict, is_dataclass
-
-    cfg = getattr(g, "config", None)
-    return asdict(cfg) if is_dataclass(cfg) else {}
 
 
 def run_edit(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from ide3d_core.image_files import save_npy, save_npz
 from ide3d_core.progress import report
 from ide3d_core.service import protocol as P
 from ide3d_core.service.errors import BadRequest, NotAvailable
-from ide3d_core.service.session import SessionPortrait, config_dict, revision_of, write_document
+from ide3d_core.service.session import SessionPortrait, revision_of, write_document
 
 
 def _read_labels(path: str, size: int) -> np.ndarray:
@@ -120,7 +120,7 @@ class PortraitHandlers:
 
     # -- making portraits --------------------------------------------------------------------------
     def _do_new_portrait(self, req: P.NewPortraitRequest, out_dir, progress, cancel) -> P.PortraitResult:
-        from ide3d_core.portrait import EditRecord, Portrait, PortraitState
+        from ide3d_core.portrait import EditRecord, Portrait, PortraitState, generator_config
 
         limits.check_truncation(req.truncation)
         report(progress, 0, 2, "loading the model", cancel)
@@ -128,7 +128,7 @@ class PortraitHandlers:
         ws = g.codes_from_seeds([int(req.seed)], truncation_psi=float(req.truncation)).detach().float().cpu()
         record = EditRecord("seed", {"seed": int(req.seed), "truncation_psi": float(req.truncation)},
                             PortraitState(ws))
-        portrait = Portrait(camera=cameras.canonical_camera().label(), generator_config=config_dict(g),
+        portrait = Portrait(camera=cameras.canonical_camera().label(), generator_config=generator_config(g),
                             base_fingerprint=self.fingerprint(), history=(record,), model_hint=self.model_spec)
         return self._publish(self._new_id(), portrait, out_dir, progress, cancel, generator=g)
 
@@ -149,6 +149,7 @@ class PortraitHandlers:
 
         from ide3d_core.inversion import InversionPolicy
         from ide3d_core.operations import OperationError
+        from ide3d_core.portrait import generator_config
 
         try:
             import ide3d_core.photo  # noqa: F401  (the pipeline's optional dependencies)
@@ -171,7 +172,7 @@ class PortraitHandlers:
                 out = invert_photos(g, [PhotoInput(f) for f in files], encoder=self.encoder("standard"),
                                     policy=policy, preparation="photo", parser=self.face_parser(),
                                     model_hint=self.model_spec,
-                                    generator_config=config_dict(g), progress=inner_progress, cancel=cancel)
+                                    generator_config=generator_config(g), progress=inner_progress, cancel=cancel)
         except OperationError as exc:
             raise BadRequest(str(exc)) from None
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,6 @@ MAX_PORTRAITS = 4
 def revision_of(document: bytes) -> str:
     """The revision of a document: the first 16 hex digits of the SHA-256 of its bytes."""
     return hashlib.sha256(document).hexdigest()[:16]
-
-
-def config_dict(generator: Any) -> dict:
-    """The generator's config as a JSON-able dict (dataclass configs; plain dicts pass through)."""
-    cfg = getattr(generator, "config", None)
-    if is_dataclass(cfg):
-        return asdict(cfg)
-    return dict(cfg) if isinstance(cfg, dict) else {}
 
 
 @dataclass(eq=False)
