@@ -13,10 +13,10 @@ from ._shared import labels
 from .properties import IMAGE_NAMES, MESH_NAME
 
 
-def portrait(scene, result, refresh_mask: bool = True) -> str:
+def portrait(scene, result, refresh_mask: bool = True, quality: str = "full") -> str:
     """Store the portrait's document and codes on the scene, keep its document file in the user folder,
     refresh the canonical preview and (unless ``refresh_mask`` is False: live painting) the mask image,
-    and re-render the camera views already shown (:func:`refresh_views`)."""
+    and re-render the camera views already shown (:func:`refresh_views`, at ``quality``)."""
     with open(result.document_file, "rb") as f:
         document = f.read()
     properties.set_ws(scene, np.load(result.ws_file), result.num_shape_ws)
@@ -30,7 +30,7 @@ def portrait(scene, result, refresh_mask: bool = True) -> str:
     kinds = ", ".join(result.history[: result.current + 1])
     summary = f"portrait ready (edit {result.current + 1} of {len(result.history)}: {kinds})"
     try:
-        views = refresh_views(scene)
+        views = refresh_views(scene, quality)
     except Exception as exc:  # noqa: BLE001 - the portrait is applied; a failed preview refresh is a note
         summary += f"; views not refreshed: {exc}"
     else:
@@ -38,10 +38,12 @@ def portrait(scene, result, refresh_mask: bool = True) -> str:
     return summary + "".join(f"; note: {n}" for n in result.notes)
 
 
-def refresh_views(scene) -> int:
+def refresh_views(scene, quality: str = "full") -> int:
     """Re-render, for the portrait's current state, every camera view of ``scene`` that Render From Active
     Camera made before (its image exists). One job per camera with the coalesce key ``view:<camera>``
-    (a newer state supersedes an unfinished render); results land on a later poll. Returns the count."""
+    (a newer state supersedes an unfinished render); results land on a later poll. ``quality``: the
+    RenderRequest's ("preview" while Live Edit paints; the full render follows when painting pauses).
+    Returns the count."""
     from . import jobs
 
     cams = [o for o in scene.objects if o.type == "CAMERA" and bpy.data.images.get(view_image_names(o.name)[0])]
@@ -50,7 +52,7 @@ def refresh_views(scene) -> int:
     client = runtime.client(bpy.context)
     ref = documents.scene_portrait_ref(scene)
     for obj in cams:
-        client.submit(jobs.view_request(obj, scene, ref), f"view:{obj.name}",
+        client.submit(jobs.view_request(obj, scene, ref, quality), f"view:{obj.name}",
                       _view_done(scene.name, obj.name, scene.ide3d.set_background))
     runtime.keep_polling()
     return len(cams)

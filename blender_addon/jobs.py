@@ -30,11 +30,12 @@ def input_path(client, stem: str, ext: str) -> str:
     return str(folder / f"{stem}-{uuid.uuid4().hex[:10]}{ext}")
 
 
-def view_request(camera_obj, scene, ref: dict):
+def view_request(camera_obj, scene, ref: dict, quality: str = "full"):
     """The RenderRequest of ``scene``'s portrait (``ref``: :func:`.documents.scene_portrait_ref`) seen through a
-    Blender camera object at the scene's current frame and render size."""
+    Blender camera object at the scene's current frame and render size, at ``quality`` ("full" or
+    "preview", :class:`~ide3d_core.service.protocol.RenderRequest`)."""
     label, w, h = conversions.camera_label(camera_obj, scene)
-    return P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, **ref)
+    return P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, quality=quality, **ref)
 
 
 def write_labels(client, ids) -> str:

@@ -7,7 +7,9 @@ stroke in progress is never rewritten under the brush) and, when the ids differ 
 submits a *live* mask edit with Apply Mask Edit's coalesce key (``jobs.MASK_EDIT_KEY``): a newer stroke supersedes an
 unfinished edit (latest request wins; the client drops stale results). The backend replaces the
 session's own history record instead of stacking one per stroke, so one Undo returns to the state
-before painting started.
+before painting started. Strokes are sent at ``quality="preview"`` (the canonical view and the camera
+views re-render with cheaper rays); the first tick that finds the mask unchanged sends the same edit at
+full quality, so the views refine as soon as painting pauses.
 
 A result updates the portrait (document, codes, canonical preview) but never the mask being painted.
 An error (e.g. a model without a canonical editor) is shown in the status line and switches Live Edit
@@ -25,6 +27,9 @@ from .properties import IMAGE_NAMES
 
 #: Seconds between two looks at the mask while Live Edit is on.
 INTERVAL = 0.25
+#: ``live_fingerprint`` = mask fingerprint + this while the last send was a preview: the next tick that
+#: finds the mask unchanged (painting paused) sends the same edit at full quality.
+PREVIEW_SUFFIX = "+preview"
 
 
 def mask_ids():
@@ -59,30 +64,33 @@ def tick(context=None) -> list:
     for scene in live:
         state = scene.ide3d
         if fp == state.live_fingerprint:
-            continue
-        state.live_fingerprint = fp
+            continue  # unchanged since a full-quality edit
+        idle = state.live_fingerprint == fp + PREVIEW_SUFFIX  # unchanged since a preview: refine
+        quality = "full" if idle else "preview"
+        state.live_fingerprint = fp if idle else fp + PREVIEW_SUFFIX
         try:
             client = runtime.client(context)
             ref = documents.scene_portrait_ref(scene)
             req = P.MaskEditRequest(labels_file=jobs.write_labels(client, ids), mode=state.mask_mode.lower(),
-                                    live=True, **ref)
+                                    live=True, quality=quality, **ref)
         except (UserError, ValueError, OSError) as exc:
             _stop(scene, str(exc))
             continue
-        sent.append(client.submit(req, jobs.MASK_EDIT_KEY, _on_done(scene.name)))
+        sent.append(client.submit(req, jobs.MASK_EDIT_KEY, _on_done(scene.name, quality)))
     if sent:
         runtime.keep_polling()
     return sent
 
 
-def _on_done(scene_name: str):
+def _on_done(scene_name: str, quality: str = "full"):
     def done(job) -> None:
         scene = bpy.data.scenes.get(scene_name)
         try:
             if scene is None:
                 return
             if job.ok:
-                scene.ide3d.status = "live: " + apply.portrait(scene, job.result, refresh_mask=False)
+                scene.ide3d.status = "live: " + apply.portrait(scene, job.result, refresh_mask=False,
+                                                               quality=quality)
             elif job.error.kind != "cancelled":
                 _stop(scene, job.error_text())
         except Exception as exc:  # noqa: BLE001 - never raise into Blender's timer

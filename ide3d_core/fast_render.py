@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from ide3d_core import triplane
 from ide3d_core.rendering import interval_edges, ray_weights, sample_pdf, stratified_depths
+from ops.triplane import IMPLS, channels_last_planes, kernel_available, triplane_sample
 
 #: Default density bound below which a cell is empty (per model unit).
 EMPTY_SIGMA = 1e-3
@@ -70,8 +71,12 @@ class FastRenderSettings:
     min_transmittance: float = MIN_TRANSMITTANCE
     min_weight: float = MIN_WEIGHT
     coarse_chunk: int = COARSE_CHUNK
+    #: Tri-plane sampling kernel (:func:`ops.triplane.triplane_sample`): "auto", "torch" or "c".
+    impl: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.impl not in IMPLS:
+            raise ValueError(f"fast render impl must be one of {IMPLS}, got {self.impl!r}")
         if not (self.empty_sigma >= 0 and self.stop_optical_depth > 0 and 0 <= self.min_transmittance < 1
                 and 0 <= self.min_weight < 1 and self.coarse_chunk >= 1):
             raise ValueError(f"invalid fast render settings: {self}")
@@ -175,13 +180,24 @@ def occupancy_grid(generator, planes, resolution: int | None = None, empty_sigma
 # Field evaluation at compacted points
 # ------------------------------------------------------------------------------------------------
 
-def _features_at(planes: torch.Tensor, points: torch.Tensor, cfg) -> torch.Tensor:
-    """Aggregated plane features ``[M, F]`` of ``planes [3, C, P, P]`` at ``points [M, 3]``."""
-    coords = triplane.project_onto_planes(points[None], cfg.plane_axes, cfg.box_size)
-    return triplane.sample_planes(planes[None], coords, cfg.aggregation)[0]
+class _Planes:
+    """One item's planes ``[3, C, P, P]`` and, for the C kernel, their channels-last copy."""
+
+    def __init__(self, planes: torch.Tensor, impl: str) -> None:
+        if impl == "auto":
+            impl = "c" if kernel_available(planes) else "torch"
+        self.planes, self.impl = planes, impl
+        self.cl = channels_last_planes(planes) if impl == "c" else None
 
 
-def _colour(generator, texture: torch.Tensor, points: torch.Tensor, logits: torch.Tensor,
+def _features_at(planes: _Planes, points: torch.Tensor, cfg) -> torch.Tensor:
+    """Aggregated plane features ``[M, F]`` at ``points [M, 3]``."""
+    axes = tuple(triplane.PLANE_AXES[name] for name in cfg.plane_axes)
+    return triplane_sample(planes.planes, points, axes, cfg.box_size, cfg.aggregation, impl=planes.impl,
+                           planes_cl=planes.cl)
+
+
+def _colour(generator, texture: _Planes, points: torch.Tensor, logits: torch.Tensor,
             swap) -> torch.Tensor:
     """Colour features ``[M, F]`` at ``points``, with the generator's texture swap rule."""
     cfg = generator.config
@@ -193,7 +209,7 @@ def _colour(generator, texture: torch.Tensor, points: torch.Tensor, logits: torc
         for i in sorted(set(int(i) for i in class_ids)):
             mask = mask | (label == i)
         if bool(mask.any()):
-            other_feats = generator.texture_decoder(_features_at(other, points, cfg))
+            other_feats = generator.texture_decoder(_features_at(_Planes(other, texture.impl), points, cfg))
             feats = torch.where(mask, other_feats.to(feats.dtype), feats)
     return feats
 
@@ -201,7 +217,7 @@ def _colour(generator, texture: torch.Tensor, points: torch.Tensor, logits: torc
 class _RaySamples:
     """The samples of the rays of one batch item: densities known so far, logits of evaluated ones."""
 
-    def __init__(self, generator, semantic: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+    def __init__(self, generator, semantic: _Planes, origins: torch.Tensor, dirs: torch.Tensor,
                  depths: torch.Tensor, occupied: torch.Tensor) -> None:
         self.g, self.semantic = generator, semantic
         self.origins, self.dirs, self.depths, self.occupied = origins, dirs, depths, occupied
@@ -232,7 +248,7 @@ class _RaySamples:
 
 
 @torch.no_grad()
-def _march(generator, sem: torch.Tensor, tex: torch.Tensor, swap, grid: OccupancyGrid, batch: int,
+def _march(generator, sem: _Planes, tex: _Planes, swap, grid: OccupancyGrid, batch: int,
            origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
            s: FastRenderSettings):
     """Rays ``[R, 3]`` of one batch item -> (features [R, F], probs [R, 19], opacity [R, 1],
@@ -344,7 +360,8 @@ def render_fast(generator, planes, c: torch.Tensor, ws: torch.Tensor, grid: Occu
     evaluated = 0
     for i in range(b):
         swap = None if texture_swap is None else (texture_swap[0][i], texture_swap[1])
-        f, p, o, d, n = _march(generator, planes.semantic[i], planes.texture[i], swap, grid, i,
+        f, p, o, d, n = _march(generator, _Planes(planes.semantic[i], settings.impl),
+                               _Planes(planes.texture[i], settings.impl), swap, grid, i,
                                origins[i], dirs[i], near[i], far[i], settings)
         outs.append((f, p, o, d))
         evaluated += n
@@ -358,3 +375,25 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak_to_peak: float = 2.0) -> float:
     """PSNR in dB of two images in the same range (``peak_to_peak`` 2 for [-1, 1] images)."""
     mse = float((a.float() - b.float()).square().mean())
     return math.inf if mse == 0 else 10.0 * math.log10(peak_to_peak ** 2 / mse)
+
+
+#: Render qualities callers choose from (the service's ``quality`` field, the add-on's previews):
+#: "reference" is :meth:`Generator.render`; "full" the fast path at the model's neural resolution (the
+#: same image, see the module docstring); "preview" the fast path at half the neural resolution (a
+#: quarter of the rays; the super-resolution still gives the full output size, a little softer).
+QUALITIES = ("reference", "full", "preview")
+
+
+def render_quality(generator, planes, c: torch.Tensor, ws: torch.Tensor, quality: str = "full",
+                   grid: OccupancyGrid | None = None, texture_swap=None):
+    """Render cached tri-planes at one of :data:`QUALITIES` -> ``RenderResult``; ``grid`` as for
+    :func:`render_fast` (ignored by "reference")."""
+    if quality not in QUALITIES:
+        raise ValueError(f"render quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
+    if quality == "reference":
+        with torch.no_grad():
+            return generator.render(planes, c, ws, texture_swap=texture_swap)
+    h = int(generator.config.neural_resolution)
+    if quality == "preview":
+        h = max(16, h // 2)
+    return render_fast(generator, planes, c, ws, grid, neural_resolution=h, texture_swap=texture_swap)

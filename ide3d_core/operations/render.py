@@ -20,6 +20,7 @@ import numpy as np
 
 from ide3d_core import cameras
 from ide3d_core.operations import limits
+from ide3d_core.operations.errors import OperationError
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,13 +74,20 @@ def render_inputs(generator, state, device) -> tuple[Any, Any, Any]:
 
 
 def render_view(generator, state, label: np.ndarray, width: Optional[int] = None, height: Optional[int] = None,
-                inputs: Optional[tuple[Any, Any, Any]] = None) -> View:
+                inputs: Optional[tuple[Any, Any, Any]] = None, quality: str = "full", grid: Any = None) -> View:
     """Render ``state`` (a :class:`ide3d_core.portrait.PortraitState`) through camera ``label`` into a
     ``width`` x ``height`` :class:`View` (default: the generator's square ``img_resolution``).
 
     ``inputs``: :func:`render_inputs` of the state, when the caller caches them. Sizes outside
-    :data:`.limits.RENDER_SIDE` raise :class:`~.errors.OperationError`.
+    :data:`.limits.RENDER_SIDE` raise :class:`~.errors.OperationError`. ``quality``: one of
+    :data:`ide3d_core.fast_render.QUALITIES` ("full": the fast renderer, the reference's image;
+    "preview": cheaper rays while the user paints or orbits; "reference": the generator's own render);
+    ``grid``: the cached :func:`ide3d_core.fast_render.occupancy_grid` of the inputs' planes.
     """
+    from ide3d_core.fast_render import QUALITIES, render_quality
+
+    if quality not in QUALITIES:
+        raise OperationError(f"render quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
     import torch
     import torch.nn.functional as F
 
@@ -92,8 +100,8 @@ def render_view(generator, state, label: np.ndarray, width: Optional[int] = None
     square, n, x0, y0 = square_view(np.asarray(label, np.float64), width, height)
     with torch.no_grad():
         planes, ws, swap = inputs if inputs is not None else render_inputs(generator, state, device)
-        out = generator.render(planes, torch.from_numpy(np.asarray(square, np.float32))[None].to(device), ws,
-                               texture_swap=swap)
+        out = render_quality(generator, planes, torch.from_numpy(np.asarray(square, np.float32))[None].to(device),
+                             ws, quality, grid=grid, texture_swap=swap)
         img, sem = out.image[:1].float(), out.semantic[:1].float()
         if tuple(img.shape[-2:]) != (n, n):
             aa = n < img.shape[-1]

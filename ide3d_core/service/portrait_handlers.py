@@ -81,7 +81,7 @@ class PortraitHandlers:
         return SessionPortrait(portrait=portrait, revision=revision, generator=g.eval().requires_grad_(False))
 
     def _publish(self, portrait_id: str, portrait, out_dir: Path, progress, cancel, notes=(),
-                 generator=None) -> P.PortraitResult:
+                 generator=None, quality: str = "full") -> P.PortraitResult:
         """Store ``portrait`` in the session under ``portrait_id``, write its document, codes and canonical
         view into ``out_dir`` and describe them."""
         from ide3d_core.portrait import encode_portrait
@@ -97,11 +97,14 @@ class PortraitHandlers:
         ws_file = out_dir / "ws.npy"
         save_npy(ws[0].detach().float().cpu().numpy(), ws_file)
         report(progress, 1, 2, "rendering the canonical view", cancel)
+        dev = self.device()
         view = render_view(entry.generator, portrait.state, cameras.canonical_camera().label(),
-                           inputs=entry.render_inputs(self.device()))
+                           inputs=entry.render_inputs(dev), quality=quality,
+                           grid=None if quality == "reference" else entry.occupancy_grid(dev))
         image_file, labels_file = (str(f) for f in write_view(view, out_dir / "canonical.png", seg=False))
         ids = view.ids
-        entry.canonical_labels = ids
+        if quality != "preview":  # the map residual edits subtract: the full render's, never a preview's
+            entry.canonical_labels = ids
         self.session.put(portrait_id, entry)
         report(progress, 2, 2, "done", cancel)
         g = entry.generator
@@ -186,8 +189,10 @@ class PortraitHandlers:
     def _do_render(self, req: P.RenderRequest, out_dir, progress, cancel) -> P.ViewResult:
         report(progress, 0, 1, "rendering", cancel)
         entry = self._entry(req)
+        dev = self.device()
         view = render_view(entry.generator, entry.portrait.state, np.asarray(req.label, np.float64), req.width,
-                           req.height, inputs=entry.render_inputs(self.device()))
+                           req.height, inputs=entry.render_inputs(dev), quality=req.quality,
+                           grid=None if req.quality == "reference" else entry.occupancy_grid(dev))
         image_file, labels_file = (str(f) for f in write_view(view, out_dir / "view.png", alpha=True, seg=False))
         report(progress, 1, 1, "done", cancel)
         return P.ViewResult(image_file=image_file, labels_file=labels_file, width=req.width, height=req.height)
@@ -226,7 +231,7 @@ class PortraitHandlers:
         if req.live:
             record = portrait.history[portrait.current]
             portrait = base.with_record(replace(record, params={**record.params, "live": True}))
-        result = self._publish(req.portrait_id, portrait, out_dir, progress, cancel, generator=g)
+        result = self._publish(req.portrait_id, portrait, out_dir, progress, cancel, generator=g, quality=req.quality)
         if req.live:
             self.session.get(req.portrait_id, result.revision).live_base_labels = current
         return result

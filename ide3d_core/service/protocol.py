@@ -144,6 +144,9 @@ class RenderRequest:
 
     ``label`` is the 25-float camera label for that image size (non-square images and shifted
     principal points are allowed; the backend renders a square view that covers the frame and crops).
+    ``quality``: "full" (the fast renderer; the reference image), "preview" (cheaper rays, while the
+    user orbits or paints) or "reference" (the generator's own render), as in
+    :data:`ide3d_core.fast_render.QUALITIES`.
     """
 
     KIND: ClassVar[str] = "render"
@@ -153,6 +156,7 @@ class RenderRequest:
     label: tuple[float, ...]
     width: int
     height: int
+    quality: str = "full"
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,9 @@ class MaskEditRequest:
 
     ``live``: an edit of a live painting session. When the visible record is itself a live mask edit,
     the new edit replaces it, starting from the state before it (one history record per painting
-    session, however many strokes were sent); otherwise it is appended like any edit."""
+    session, however many strokes were sent); otherwise it is appended like any edit.
+    ``quality``: of the canonical view in the result (as :class:`RenderRequest`'s; "preview" while
+    painting)."""
 
     KIND: ClassVar[str] = "mask_edit"
     portrait_id: str
@@ -181,6 +187,7 @@ class MaskEditRequest:
     labels_file: str
     mode: str = "residual"
     live: bool = False
+    quality: str = "full"
 
 
 @dataclass(frozen=True)

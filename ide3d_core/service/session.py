@@ -44,6 +44,7 @@ class SessionPortrait:
         planes: cached ``(planes, ws, texture_swap)`` of its current state on the device, once built.
         live_base_labels: for a portrait whose visible record is a live mask edit, the canonical label
             ids of the state that live session started from (saves a render per stroke).
+        occupancy: cached occupancy grid of those planes (the fast renderer's), once built.
     """
 
     portrait: Any
@@ -52,6 +53,15 @@ class SessionPortrait:
     canonical_labels: np.ndarray | None = None
     planes: Any = None
     live_base_labels: np.ndarray | None = None
+    occupancy: Any = None
+
+    def occupancy_grid(self, device):
+        """:func:`ide3d_core.fast_render.occupancy_grid` of :meth:`render_inputs`' planes (built once)."""
+        if self.occupancy is None:
+            from ide3d_core.fast_render import occupancy_grid
+
+            self.occupancy = occupancy_grid(self.generator, self.render_inputs(device)[0])
+        return self.occupancy
 
     def render_inputs(self, device):
         """``(planes, ws [1, num_ws, w_dim], texture_swap)`` of the current state on ``device``
