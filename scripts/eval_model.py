@@ -8,9 +8,11 @@ Prints one Markdown table. Independent truth throughout: the procedural heads' e
 
 * **Samples** (``ide3d generate``'s defaults: seeds 0.., truncation 0.7, the canonical conditioning) at
   yaw -45, 0, +45 against procedural heads (seeds 0.. of ``sample_heads``) at the same cameras and
-  256 px: sharpness = mean absolute Laplacian of the grey image, diversity = mean pairwise L1 between the
+  256 px: sharpness = mean absolute Laplacian of the grey image (whole image; and on the head only,
+  i.e. inside each image's own head mask, since the procedural backgrounds carry fine noise), diversity = mean pairwise L1 between the
   samples of one yaw, both as ratios to the procedural heads'; SWD (x1e3, training.metrics.swd) against
-  them; small parts = share of samples whose semantic map shows at least ``--part-pixels`` pixels of
+  them (beside them, the same heads rendered exactly at the neural resolution and upsampled bicubically:
+  what a perfect field gives without any super-resolution detail); small parts = share of samples whose semantic map shows at least ``--part-pixels`` pixels of
   eyes, of brows and of mouth/lips (at each yaw; the procedural share beside it).
 * **Fit** (auto-decoded models): the bank heads shipped in ``fit_examples.safetensors`` rendered from
   their learned codes against their exact procedural renders at yaw -40/0/+40 (PSNR, silhouette IoU,
@@ -54,10 +56,16 @@ def cams(yaw: float, n: int) -> torch.Tensor:
     return torch.as_tensor(orbit_camera(math.radians(yaw)).label()).float().expand(n, 25).contiguous()
 
 
-def sharpness(images: torch.Tensor) -> float:
-    """Mean |Laplacian| of the grey images ([N, 3, H, W] in [-1, 1])."""
+def sharpness(images: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Mean |Laplacian| of the grey images ([N, 3, H, W] in [-1, 1]), over ``mask [N, H, W]`` if given."""
     grey = images.float().mean(1, keepdim=True)
-    return float(F.conv2d(grey, LAPLACE).abs().mean())
+    lap = F.conv2d(grey, LAPLACE, padding=1).abs()[:, 0]
+    if mask is None:
+        return float(lap[:, 1:-1, 1:-1].mean())
+    m = mask.bool().clone()
+    m[:, [0, -1]] = False
+    m[:, :, [0, -1]] = False
+    return float(lap[m].mean())
 
 
 def diversity(images: torch.Tensor) -> float:
@@ -88,7 +96,9 @@ def sample_sets(G, n: int, res: int):
         lab = r.semantic.argmax(1)
         lab = F.interpolate(lab[:, None].float(), size=res, mode="nearest")[:, 0].long()
         p = render_heads(heads, cams(yaw, n), res)
-        out[yaw] = (img.clamp(-1, 1), lab, p.image, p.labels)
+        low = render_heads(heads, cams(yaw, n), G.neural_resolution).image
+        ref = F.interpolate(low, size=res, mode="bicubic", align_corners=False).clamp(-1, 1)
+        out[yaw] = (img.clamp(-1, 1), lab, p.image, p.labels, lab > 0, p.mask[:, 0] > 0.5, ref)
     return out
 
 
@@ -197,15 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     G = load_generator(args.model)
     sets = sample_sets(G, args.samples, 256)
     res: dict[str, float] = {}
-    for yaw, (gi, gl, pi, pl) in sets.items():
+    for yaw, (gi, gl, pi, pl, gm, pm, ref) in sets.items():
         tag = f"yaw{yaw:+.0f}"
+        res[f"reference_bicubic_sharpness_ratio_{tag}"] = sharpness(ref) / sharpness(pi)
         res[f"sharpness_ratio_{tag}"] = sharpness(gi) / sharpness(pi)
+        res[f"head_sharpness_ratio_{tag}"] = sharpness(gi, gm) / sharpness(pi, pm)
         res[f"diversity_ratio_{tag}"] = diversity(gi) / diversity(pi)
         res[f"swd_{tag}"] = sliced_wasserstein(pi, gi, torch.Generator().manual_seed(0)).mean
         for part, share in part_share(gl, args.part_pixels).items():
             res[f"{part}_shown_{tag}"] = share
             res[f"{part}_shown_procedural_{tag}"] = part_share(pl, args.part_pixels)[part]
     res["sharpness_ratio"] = float(np.mean([res[f"sharpness_ratio_yaw{y:+.0f}"] for y in YAWS]))
+    res["head_sharpness_ratio"] = float(np.mean([res[f"head_sharpness_ratio_yaw{y:+.0f}"] for y in YAWS]))
     res["diversity_ratio"] = float(np.mean([res[f"diversity_ratio_yaw{y:+.0f}"] for y in YAWS]))
     if (Path(args.model) / "fit_examples.safetensors").exists():
         res.update(fit_eval(G, Path(args.model)))
