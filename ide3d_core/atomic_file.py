@@ -161,11 +161,13 @@ def _sync_folder(folder: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, expect: tuple | None = None) -> Iterator[str]:
+def atomic_path(path: str | os.PathLike, expect: tuple | None = None, durable: bool = True) -> Iterator[str]:
     """Yield a temporary file name beside ``path``; when the block succeeds, the file written there
     is synced, given the mode a plain write would have, and renamed over ``path``; otherwise it is
     removed. The folder is created if needed. For writers that want a file name (safetensors,
-    ``trimesh.export``, ``np.save`` with a name). ``expect``: see :class:`WriteConflict`."""
+    ``trimesh.export``, ``np.save`` with a name). ``expect``: see :class:`WriteConflict`. ``durable=False``
+    skips the two ``fsync`` calls: the write is still atomic for readers and against a killed process, but
+    not against a power cut (for bulk outputs such as generated data sets, thousands of files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path)
@@ -175,8 +177,9 @@ def atomic_path(path: str | os.PathLike, expect: tuple | None = None) -> Iterato
     os.close(fd)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         try:
             os.chmod(tmp, mode)
         except OSError:
@@ -195,17 +198,19 @@ def atomic_path(path: str | os.PathLike, expect: tuple | None = None) -> Iterato
         except OSError:
             pass
         raise
-    _sync_folder(path.parent)
+    if durable:
+        _sync_folder(path.parent)
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None,
+                durable: bool = True) -> Iterator[IO]:
     """``open`` for writing, atomically: ``with atomic_open(p, "w") as f: f.write(text)``. ``mode`` is
     ``"wb"`` or ``"w"`` (text, ``encoding`` default UTF-8). For writers that take a file object
     (Pillow's ``save``, ``np.save``, ``json.dump``)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes only ('w' or 'wb'), got {mode!r}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=durable) as tmp:
         if mode == "wb":
             with open(tmp, "wb") as f:
                 yield f

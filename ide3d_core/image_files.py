@@ -16,9 +16,11 @@ import numpy as np
 from ide3d_core.atomic_file import atomic_open
 
 
-def save_image(image: Any, path: str | os.PathLike, mode: str | None = None, **params: Any) -> Path:
+def save_image(image: Any, path: str | os.PathLike, mode: str | None = None, durable: bool = True,
+               **params: Any) -> Path:
     """Write ``image`` (a ``PIL.Image`` or an array ``Image.fromarray`` accepts, with ``mode``) to
-    ``path`` atomically; ``params`` go to ``Image.save``. Returns the path."""
+    ``path`` atomically (``durable``: see :func:`~ide3d_core.atomic_file.atomic_path`); ``params`` go to
+    ``Image.save``. Returns the path."""
     from PIL import Image
 
     path = Path(path)
@@ -26,7 +28,7 @@ def save_image(image: Any, path: str | os.PathLike, mode: str | None = None, **p
     if fmt is None:
         raise ValueError(f"unknown image file type {path.suffix!r} ({path.name})")
     img = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image), mode)
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", durable=durable) as f:
         img.save(f, format=fmt, **params)
     return path
 

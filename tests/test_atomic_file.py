@@ -93,3 +93,17 @@ def test_a_write_expecting_an_old_version_refuses_to_overwrite_a_newer_one(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.bin"]
     write_atomic(path, b"mine again", expect=file_stamp(path))
     assert path.read_bytes() == b"mine again"
+
+
+def test_a_bulk_write_skips_fsync_but_stays_atomic(tmp_path, monkeypatch):
+    from ide3d_core.atomic_file import atomic_path
+
+    def no_fsync(fd):
+        raise AssertionError("fsync called")
+
+    monkeypatch.setattr(os, "fsync", no_fsync)
+    path = tmp_path / "img.bin"
+    with atomic_path(path, durable=False) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"data")
+    assert path.read_bytes() == b"data" and sorted(p.name for p in tmp_path.iterdir()) == ["img.bin"]

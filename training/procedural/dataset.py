@@ -23,12 +23,12 @@ import torch
 from ide3d_core.atomic_file import atomic_open
 from ide3d_core.cameras import PoseDistribution
 from ide3d_core.image_files import save_image
+from ide3d_core.images import to_uint8_hwc
 from ide3d_core.labels import NUM_CLASSES, colorize
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
 from .anatomy import sample_heads
 from .heads import HeadBatch
-from .contact import to_uint8
 from .render import render_heads
 from .stream import sample_cameras
 
@@ -88,7 +88,7 @@ def write_dataset(out: Path | str, count: int, resolution: int, seed: int = 0, d
         heads = HeadBatch.concat([sample_heads(1, g, device) for g in gens])
         cams = torch.cat([sample_cameras(1, g, poses) for g in gens])
         r = render_heads(heads, cams.to(heads.device), resolution, antialias)
-        rgb = to_uint8(r.image)
+        rgb = to_uint8_hwc(r.image)
         ids = r.labels.to(torch.uint8).cpu().numpy()
         for j in range(n):
             name = relative_name(done + j)
@@ -110,4 +110,4 @@ def write_dataset(out: Path | str, count: int, resolution: int, seed: int = 0, d
 
 def _save(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(array, path)
+    save_image(array, path, durable=False)  # thousands of files: atomic, without an fsync each
