@@ -1,0 +1,182 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Interactive latency (issue 15): the old path beside the new one, with their ratio, in one run.
+
+    nice -n 19 env OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_interactive.py --threads 2
+
+Rows (bundled model unless --model, batch 1, 256 px output):
+
+* camera-only re-render from cached planes: ``Generator.render`` (reference) vs
+  :func:`ide3d_core.fast_render.render_fast` with the planes' cached occupancy grid ("full": the same
+  image) and at ``quality="preview"`` (half the neural resolution); the grid's own cost is a row.
+* mask edit to new frame (a painted canonical map -> canonical editor -> new codes -> tri-planes ->
+  frame): the reference frame vs the fast frame (grid built for the new planes included), the
+  current canonical map cached as the live session caches it.
+* 256^3 head mesh without bake: blocks of 8 with point queries (the old default) vs blocks of 4 with the
+  generator field's lattice queries (:mod:`ide3d_core.mesh.grid`).
+
+Each time is the median of ``--repeats`` runs: wall ms and the process CPU ms (all threads); on a
+shared machine the CPU time is the steadier number. The fast frames' PSNR and label agreement against
+the reference frames are printed with them, and the fraction of field evaluations they needed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ide3d_core import editing, fast_render  # noqa: E402
+from ide3d_core.cameras import canonical_camera, orbit_camera, stack_labels  # noqa: E402
+from ide3d_core.model_loading import BUNDLED_MODEL_DIR, load_model_encoder, surface_level  # noqa: E402
+from ide3d_core.networks.io import load_generator  # noqa: E402
+from ide3d_core.portrait import EditRecord, Portrait, PortraitState  # noqa: E402
+
+TARGETS = {"re-render": 60.0, "mask edit": 100.0, "mesh": 1000.0}
+
+
+def timed(fn, repeats: int) -> tuple[float, float, object]:
+    """Median wall ms, median process CPU ms and the last result of ``fn()`` (after one warm-up)."""
+    out = fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3, out
+
+
+def agreement(ref, out) -> str:
+    labels = float((ref.semantic.argmax(1) == out.semantic.argmax(1)).float().mean())
+    return f"{fast_render.psnr(ref.image, out.image):.1f} dB, {100 * labels:.2f} % labels"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(BUNDLED_MODEL_DIR))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-mesh", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    G = load_generator(args.model).requires_grad_(False)
+    rows: list[tuple[str, float, float, float, float, str, str]] = []
+
+    with torch.no_grad():
+        ws = G.codes_from_seeds([args.seed], truncation_psi=0.7)
+        planes = G.planes(ws)
+        c = torch.from_numpy(stack_labels([orbit_camera(0.45, 0.12)]))
+        grid_ms, grid_cpu, grid = timed(lambda: fast_render.occupancy_grid(G, planes), args.repeats)
+        old_ms, old_cpu, ref = timed(lambda: G.render(planes, c, ws), args.repeats)
+        stats: list = []
+        new_ms, new_cpu, out = timed(lambda: fast_render.render_fast(G, planes, c, ws, grid), args.repeats)
+        fast_render.render_fast(G, planes, c, ws, grid, stats=stats)
+        pre_ms, pre_cpu, pre = timed(lambda: fast_render.render_quality(G, planes, c, ws, "preview", grid),
+                                     args.repeats)
+        w_sr = ws[:, G.config.num_shape_ws + G.config.num_head_ws:]
+        sr_ms, sr_cpu, _ = timed(lambda: G.superresolution(ref.features_raw, ref.semantic_raw, w_sr), args.repeats)
+        ev = stats[0].evaluated / stats[0].reference
+        rows += [
+            ("re-render from cached planes, 256 px", old_ms, old_cpu, new_ms, new_cpu,
+             f"{agreement(ref, out)}; {100 * ev:.0f} % of the field evaluations", "re-render"),
+            ("  same, preview quality (32 px rays)", old_ms, old_cpu, pre_ms, pre_cpu, agreement(ref, pre), "re-render"),
+            ("  part: occupancy grid (once per planes)", float("nan"), float("nan"), grid_ms, grid_cpu,
+             f"{100 * grid.fraction():.0f} % of the cells occupied", ""),
+            ("  part: super-resolution (both paths)", sr_ms, sr_cpu, sr_ms, sr_cpu, "", ""),
+        ]
+
+        editor = load_model_encoder(args.model, "canonical", "cpu")
+        if editor is None:
+            print("(no canonical editor in this model: mask-edit rows skipped)")
+        else:
+            state = PortraitState(ws.cpu())
+            portrait = Portrait(camera=canonical_camera().label(), generator_config={},
+                                base_fingerprint="", history=(EditRecord("seed", {}, state),))
+            current = editing.canonical_labels(G, state)
+            painted = current.copy()
+            r = painted.shape[0]
+            painted[r // 10: r // 4, r // 3: 2 * r // 3] = 13  # paint hair over the crown
+            cam = torch.from_numpy(canonical_camera().label()[None].astype(np.float32))
+
+            def edit_old():
+                new = editing.mask_edit(portrait, G, editor, painted, current=current).state
+                return G.render(G.planes(new.ws), cam, new.ws)
+
+            def edit_new(quality: str):
+                def run():
+                    new = editing.mask_edit(portrait, G, editor, painted, current=current).state
+                    pl = G.planes(new.ws)
+                    return fast_render.render_quality(G, pl, cam, new.ws, quality,
+                                                      fast_render.occupancy_grid(G, pl))
+                return run
+
+            e_old_ms, e_old_cpu, e_ref = timed(edit_old, args.repeats)
+            e_new_ms, e_new_cpu, e_out = timed(edit_new("full"), args.repeats)
+            e_pre_ms, e_pre_cpu, e_pre = timed(edit_new("preview"), args.repeats)
+            ed_ms, ed_cpu, _ = timed(lambda: editing.mask_edit(portrait, G, editor, painted, current=current),
+                                     args.repeats)
+            pl_ms, pl_cpu, _ = timed(lambda: G.planes(ws), args.repeats)
+            rows += [
+                ("mask edit to new frame (residual, cached map)", e_old_ms, e_old_cpu, e_new_ms, e_new_cpu,
+                 agreement(e_ref, e_out), "mask edit"),
+                ("  same, preview frame", e_old_ms, e_old_cpu, e_pre_ms, e_pre_cpu, agreement(e_ref, e_pre), "mask edit"),
+                ("  part: canonical editor + codes", ed_ms, ed_cpu, ed_ms, ed_cpu, "", ""),
+                ("  part: tri-planes", pl_ms, pl_cpu, pl_ms, pl_cpu, "", ""),
+            ]
+
+    if not args.skip_mesh:
+        from ide3d_core.mesh.generator_field import GeneratorField
+        from ide3d_core.mesh.grid import GridConfig
+        from ide3d_core.mesh.pipeline import MeshConfig, extract_head_mesh
+
+        class PointsOnly:
+            """The generator field without its lattice query (the old grid path)."""
+
+            def __init__(self, field):
+                self.field, self.device = field, field.device
+
+            def density(self, points):
+                return self.field.density(points)
+
+            def query(self, points):
+                return self.field.query(points)
+
+        level = surface_level(args.model)
+        field = GeneratorField(G, ws)
+        mesh_repeats = max(1, args.repeats // 2)
+        m_old_ms, m_old_cpu, m_old = timed(lambda: extract_head_mesh(
+            PointsOnly(field), MeshConfig(grid=GridConfig(256, block=8), level=level)), mesh_repeats)
+        m_new_ms, m_new_cpu, m_new = timed(lambda: extract_head_mesh(
+            field, MeshConfig(grid=GridConfig(256, block=4), level=level)), mesh_repeats)
+        rows.append(("256^3 mesh without bake", m_old_ms, m_old_cpu, m_new_ms, m_new_cpu,
+                     f"queried {100 * m_old.queried / 256 ** 3:.1f} % -> {100 * m_new.queried / 256 ** 3:.1f} %, "
+                     f"{len(m_old.mesh.faces)} / {len(m_new.mesh.faces)} faces", "mesh"))
+
+    load = os.getloadavg()[0]
+    print(f"\nmodel {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats} (mesh {max(1, args.repeats // 2)}), 1-minute load average {load:.1f} "
+          f"on {os.cpu_count()} cores\n")
+    print("| measurement | old wall ms | new wall ms | old / new | old CPU ms | new CPU ms | target | notes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name, ow, oc, nw, nc, note, target in rows:
+        ratio = ow / nw if ow == ow else float("nan")
+        t = f"<= {TARGETS[target]:.0f}" if target else ""
+        fmt = lambda x: "" if x != x else f"{x:.0f}"
+        print(f"| {name} | {fmt(ow)} | {fmt(nw)} | {'' if ratio != ratio else f'{ratio:.2f}x'} | {fmt(oc)} | "
+              f"{fmt(nc)} | {t} | {note} |")
+    print("\n(process CPU = all threads of this process; on a shared machine closer than the wall time to an "
+          "idle machine's cost)")
+
+
+if __name__ == "__main__":
+    main()
