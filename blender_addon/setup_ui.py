@@ -156,7 +156,11 @@ def _plan(context, folder: str = "") -> BS.Plan:
     return BS.Plan(python=sys.executable, python_args=tuple(bpy.app.python_args), root=root(prefs),
                    flavour=flavour(prefs), code_dir=code_dir(), folder=folder, online=bool(bpy.app.online_access),
                    index_url=prefs.setup_index_url, model=bpy.path.abspath(prefs.model_path) if prefs.model_path else "",
-                   lock_path=prefs.setup_lock or str(BS.LOCK_PATH), pip_extra=tuple(extra))
+                   lock_path=_lock_path(prefs), pip_extra=tuple(extra))
+
+
+def _lock_path(prefs) -> str:
+    return bpy.path.abspath(prefs.setup_lock) if prefs.setup_lock else str(BS.LOCK_PATH)
 
 
 def _redraw() -> None:
@@ -326,7 +330,7 @@ class IDE3D_OT_setup_write_recipe(bpy.types.Operator):
     def execute(self, context):
         prefs = _prefs(context)
         h = host()
-        lock = BS.load_lock(prefs.setup_lock or BS.LOCK_PATH)
+        lock = BS.load_lock(_lock_path(prefs))
         key = SP.target_key(h.python, SP.platform_key(h), flavour(prefs))
         folder = root(prefs)
         os.makedirs(folder, exist_ok=True)
