@@ -57,7 +57,8 @@ def unit_to_uint8(values: Array) -> np.ndarray:
     """Float in [0, 1] (numpy or tensor) -> uint8 numpy of the same shape (clamped, rounded)."""
     if not isinstance(values, np.ndarray):
         values = values.detach().float().cpu().numpy()
-    return np.clip(np.round(np.asarray(values, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    scaled = np.asarray(values, dtype=np.float32) * np.float32(255.0)  # float32: a 4096^2 texture stays small
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def view_triplet_paths(path: Path) -> tuple[Path, Path, Path]:

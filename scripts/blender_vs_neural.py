@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ide3d_core.cameras import orbit_camera, stack_labels  # noqa: E402
+from ide3d_core.images import to_uint8_hwc  # noqa: E402
 from ide3d_core.mesh import BakeConfig, CleanupConfig, GridConfig, MeshConfig, export_glb, extract_head_mesh  # noqa: E402
 from ide3d_core.mesh.blender_render import render_in_subprocess  # noqa: E402
 from ide3d_core.mesh.generator_field import GeneratorField, GeneratorRenderer  # noqa: E402
@@ -67,7 +68,7 @@ def main() -> None:
             img = F.interpolate(out.image, size=(args.size, args.size), mode="bilinear", align_corners=False,
                                 antialias=out.image.shape[-1] > args.size)
             op = F.interpolate(out.opacity, size=(args.size, args.size), mode="bilinear", align_corners=False)
-            rgb = ((img[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+            rgb = to_uint8_hwc(img[0])
             iou = silhouette_iou(op[0, 0].numpy() > 0.5, b[..., 3] > 127)
             print(f"yaw {math.degrees(cam.yaw_pitch()[0]):+.0f}: silhouette IoU {iou:.3f}")
             top.append(rgb)

@@ -73,6 +73,7 @@ def observe(n_heads: int, views: int, resolution: int, seed: int, chunk: int = 8
     import torch
 
     from ide3d_core.cameras import orbit_camera, stack_labels
+    from ide3d_core.images import to_uint8_hwc
     from ide3d_core.photo.detect import detect_faces
     from training.procedural import render_heads, sample_heads
 
@@ -87,7 +88,7 @@ def observe(n_heads: int, views: int, resolution: int, seed: int, chunk: int = 8
         cams = [orbit_camera(math.radians(y), math.radians(p)) for y, p in angles[sel]]
         r = render_heads(heads.index(torch.from_numpy(head_of_view[sel])), torch.from_numpy(stack_labels(cams)),
                          resolution, antialias=1)
-        imgs = ((r.image.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).clip(0, 255).round().astype(np.uint8)
+        imgs = to_uint8_hwc(r.image)
         depth = r.depth[:, 0].numpy().astype(np.float64)
         renders.append(imgs)
         for k, i in enumerate(sel):

@@ -41,7 +41,7 @@ from ide3d_core.labels import colorize  # noqa: E402
 from ide3d_core.networks import load_generator  # noqa: E402
 from training.metrics.semantic import mean_iou  # noqa: E402
 from training.procedural import heads_from_latent, median_padded, render_heads  # noqa: E402
-from training.procedural.contact import to_uint8  # noqa: E402
+from ide3d_core.images import to_uint8_hwc as to_uint8  # noqa: E402
 
 YAWS = (-45.0, -22.5, 0.0, 22.5, 45.0)
 

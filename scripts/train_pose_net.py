@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ide3d_core.cameras import orbit_labels
+from ide3d_core.images import to_uint8_hwc
 from ide3d_core.photo.errors import PhotoError
 from ide3d_core.photo.pipeline import prepare
 from ide3d_core.photo.pose_net import (PoseNet, PoseNetConfig, crop_tensor, resize_crops, save_pose_net,
@@ -47,7 +48,7 @@ def render_views(seed: int, count: int, resolution: int = 128, crop: int = 128, 
         heads = sample_heads(n, g)
         ang = angles_deg[start:start + n]
         r = render_heads(heads, torch.from_numpy(orbit_labels(np.radians(ang))), resolution, antialias=2)
-        imgs = ((r.image.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).clip(0, 255).round().astype(np.uint8)
+        imgs = to_uint8_hwc(r.image)
         for i in range(n):
             try:
                 crops.append(prepare(imgs[i], size=crop, domain="procedural", pose_net=False).image)
@@ -70,7 +71,7 @@ def render_raw_views(seed: int, count: int, resolution: int, yaw_max: float = 45
         heads = sample_heads(n, g)
         r = render_heads(heads, torch.from_numpy(orbit_labels(np.radians(angles_deg[start:start + n]))), resolution,
                          antialias=2)
-        out.append(((r.image.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).clip(0, 255).round().astype(np.uint8))
+        out.append(to_uint8_hwc(r.image))
         print(f"raw views {start + n}/{count}", flush=True)
     return np.concatenate(out), angles_deg
 

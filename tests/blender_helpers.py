@@ -30,6 +30,20 @@ TESTS = REPO / "tests"
 
 requires_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy is not installed")
 
+#: The head of every add-on test script: say(**kw) prints a RESULT line; run(op) -> (sorted result set,
+#: error text), since an ERROR report raises RuntimeError in background mode.
+SCRIPT_HELPERS = """
+import json
+import numpy as np
+import bpy, mathutils
+def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
+def run(op, **kw):
+    try:
+        return sorted(op(**kw)), ""
+    except RuntimeError as exc:   # an ERROR report raises in background mode
+        return ["CANCELLED"], str(exc).strip()
+"""
+
 
 def isolated_env(home: Path) -> dict[str, str]:
     """Environment with every Blender user path inside ``home`` (created)."""

@@ -12,22 +12,14 @@ from __future__ import annotations
 
 import pytest
 
-from blender_helpers import requires_bpy, run_blender
+from blender_helpers import SCRIPT_HELPERS, requires_bpy, run_blender
 from ide3d_core.model_loading import BUNDLED_MODEL_DIR
 
 pytestmark = [pytest.mark.blender, requires_bpy,
               pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "config.json").is_file(), reason="no bundled model")]
 
-SCRIPT = """
-import json, os
-import numpy as np
-import bpy, mathutils
-def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
-def run(op, **kw):
-    try:
-        return sorted(op(**kw)), ""
-    except RuntimeError as exc:
-        return ["CANCELLED"], str(exc).strip()
+SCRIPT = SCRIPT_HELPERS + """
+import os
 bpy.ops.preferences.addon_enable(module="blender_addon")
 from blender_addon import conversions
 prefs = bpy.context.preferences.addons["blender_addon"].preferences

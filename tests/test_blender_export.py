@@ -11,22 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blender_helpers import requires_bpy, run_blender
+from blender_helpers import SCRIPT_HELPERS, requires_bpy, run_blender
 from gltf_helpers import glb_json, validate
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow, requires_bpy]
 
 OPTIONS = dict(resolution=64, texture=256, faces=3000)
 
-EXPORT = """
-import json, os
-import bpy
-def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
-def run(op, **kw):
-    try:
-        return sorted(op(**kw)), ""
-    except RuntimeError as exc:
-        return ["CANCELLED"], str(exc).strip()
+EXPORT = SCRIPT_HELPERS + """
+import os
 bpy.ops.preferences.addon_enable(module="blender_addon")
 prefs = bpy.context.preferences.addons["blender_addon"].preferences
 prefs.backend_mode, prefs.device, prefs.model_path = "IN_PROCESS", "CPU", ""   # the bundled model

@@ -16,21 +16,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-from blender_helpers import SPHERE_HAIR_Y, SPHERE_RADIUS, requires_bpy, run_blender
+from blender_helpers import SCRIPT_HELPERS, SPHERE_HAIR_Y, SPHERE_RADIUS, requires_bpy, run_blender
 
 pytestmark = [pytest.mark.blender, requires_bpy]
-
-# Both scripts' helpers: say(**kw) prints a RESULT line; run(op) -> (sorted result set, error text).
-SCRIPT_HELPERS = """
-import numpy as np
-import bpy, mathutils
-def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
-def run(op, **kw):
-    try:
-        return sorted(op(**kw)), ""
-    except RuntimeError as exc:   # an ERROR report raises in background mode
-        return ["CANCELLED"], str(exc).strip()
-"""
 
 PRELUDE = """
 import json, os, sys
@@ -168,18 +156,10 @@ def test_workflow_on_stand_in_generator(tmp_path):
     assert s["reopen"] == dict(has=True, seed=5, ws_same=True, mask_same=True)
 
 
-MESH_AND_GLTF = """
-import json, os
-import numpy as np
-import bpy, mathutils
-def say(**kw): print("RESULT " + json.dumps(kw), flush=True)
+MESH_AND_GLTF = SCRIPT_HELPERS + """
+import os
 bpy.ops.preferences.addon_enable(module="blender_addon")
 from blender_addon import conversions, properties
-def run(op, **kw):
-    try:
-        return sorted(op(**kw)), ""
-    except RuntimeError as exc:
-        return ["CANCELLED"], str(exc).strip()
 # Mesh conversion on a known mesh: an octahedron in model units, labels by height.
 verts = np.array([[0.2, 0, 0], [-0.2, 0, 0], [0, 0.2, 0], [0, -0.2, 0], [0, 0, 0.2], [0, 0, -0.2]])
 faces = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from ide3d_core.cameras import LABEL_DIM, PoseDistribution, mirror_label
+from ide3d_core.images import from_uint8_hwc
 from ide3d_core.labels import NUM_CLASSES, mirror_labels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -220,7 +221,7 @@ class FolderSource:
         flips = rng.random(batch_size) < 0.5 if self.xflip else np.zeros(batch_size, bool)
         samples = list(self._pool.map(self._load_one, [int(i) for i in idx], [bool(f) for f in flips]))
         images, labels, cams = zip(*samples)
-        image = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
+        image = from_uint8_hwc(np.stack(images))
         return DataBatch(image.to(self.device), torch.from_numpy(np.stack(labels).astype(np.int64)).to(self.device),
                          torch.from_numpy(np.stack(cams)).to(self.device))
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ide3d_core.cameras import PoseDistribution, canonical_camera, orbit_camera
+from ide3d_core.images import from_uint8, to_uint8
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
 
@@ -149,7 +150,7 @@ class SampleBank:
 
 def _to_bank_images(image: torch.Tensor) -> torch.Tensor:
     """[N, 3, R, R] in [-1, 1] -> uint8 0..255 on the CPU."""
-    return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return to_uint8(image)
 
 
 def _fill_bank(generator: nn.Module, codes: int, views: int, canonical: bool, policy: EncoderTrainingPolicy,
@@ -289,7 +290,7 @@ def train_encoders(generator: nn.Module, encoder: nn.Module, policy: EncoderTrai
     for step in range(policy.steps):
         if bank is not None:
             idx = torch.randint(len(bank), (policy.batch_codes,), generator=zgen)
-            image = bank.images[idx].flatten(0, 1).to(dev).float() / 127.5 - 1.0
+            image = from_uint8(bank.images[idx].flatten(0, 1).to(dev))
             mask = bank.masks[idx].flatten(0, 1).to(dev).long()
             terms = encoder_losses(None, encoder, bank.ws[idx].to(dev).repeat_interleave(views, 0), None,
                                    bank.yaw_pitch[idx].flatten(0, 1).to(dev), views, policy, image, mask)

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from ide3d_core.cli import UserError
-from ide3d_core.image_files import save_image, save_npy
+from ide3d_core.image_files import save_npy
 from ide3d_core.commands.model_args import device_arg, load_base
 from ide3d_core.operations import OperationError
 from ide3d_core.operations.limits import check_truncation
@@ -73,20 +73,11 @@ def _model_spec(args: argparse.Namespace) -> str:
     return ""  # the bundled model; like every command, a missing one is an error naming --model
 
 
-def _to_uint8(image) -> "object":
-    """[3, H, W] in [-1, 1] -> (H, W, 3) uint8."""
-    import numpy as np
-
-    arr = ((image.clamp(-1, 1) + 1) * 127.5).round().to("cpu").numpy().astype(np.uint8)
-    return arr.transpose(1, 2, 0)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image
 
-    from ide3d_core import labels as labelmap
     from ide3d_core.cameras import orbit_camera
+    from ide3d_core.images import to_uint8_hwc, write_view_triplet
     from ide3d_core.progress import TqdmProgress
 
     seeds = parse_seeds(args.seeds)
@@ -114,12 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 out = G.render(planes, c, ws)
                 name = f"seed{seed:04d}_yaw{round(yaw):+d}_pitch{round(args.pitch):+d}"
                 ids = out.semantic[0].argmax(0).to(torch.uint8).cpu().numpy()
-                files = {f"{name}.png": Image.fromarray(_to_uint8(out.image[0].float()), "RGB"),
-                         f"{name}_labels.png": Image.fromarray(ids, "L"),
-                         f"{name}_seg.png": Image.fromarray(labelmap.colorize(ids), "RGB")}
-                for fname, img in files.items():
-                    save_image(img, args.out / fname)
-                    written.append(args.out / fname)
+                written += write_view_triplet(args.out / f"{name}.png", to_uint8_hwc(out.image[0]), ids)
                 progress(k * len(views) + j + 1, total, name)
     print(f"wrote {len(written)} files for {len(seeds)} seed(s) x {len(views)} view(s) to {args.out}/")
     return 0

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ide3d_core.cameras import Camera
+from ide3d_core.images import from_uint8_hwc
 from ide3d_core.labels import ID, NUM_CLASSES
 
 #: Classes that make a face: a view whose mask has fewer than :data:`MIN_FACE_FRACTION` of its pixels
@@ -102,7 +103,7 @@ def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {arr.dtype} {arr.shape}")
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    return from_uint8_hwc(arr)
 
 
 def prepare_target(image: np.ndarray | torch.Tensor, size: int, device: torch.device) -> torch.Tensor:

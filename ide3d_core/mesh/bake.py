@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ide3d_core.cameras import CANONICAL_FOCAL, Camera, orbit_camera
+from ide3d_core.images import unit_to_uint8
 from ide3d_core.mesh.cleanup import drop_degenerate
 from ide3d_core.mesh.field import Field, Renderer, RenderedViews, query_chunked
 from ide3d_core.mesh.types import HeadMesh
@@ -173,5 +174,5 @@ def bake_texture(mesh: HeadMesh, field: Field, renderer: Optional[Renderer],
     image[cover.rows, cover.cols] = colour
     mask[cover.rows, cover.cols] = True
     image = dilate(image, mask, config.padding)
-    texture = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+    texture = unit_to_uint8(image)
     return out.with_(texture=texture)

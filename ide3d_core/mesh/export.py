@@ -19,6 +19,7 @@ import numpy as np
 
 from ide3d_core.atomic_file import write_atomic, write_text_atomic
 from ide3d_core.cameras import METRES_PER_UNIT
+from ide3d_core.images import unit_to_uint8
 from ide3d_core.labels import NAMES
 from ide3d_core.mesh.attributes import split_by_label
 from ide3d_core.mesh.types import HeadMesh
@@ -47,8 +48,8 @@ def to_trimesh(mesh: HeadMesh, name: str = "head", texture_image=None):
     else:
         tm.visual = trimesh.visual.TextureVisuals(material=_material(name))
         if mesh.colors is not None:
-            rgba = np.concatenate([np.round(mesh.colors * 255.0), np.full((mesh.num_vertices, 1), 255.0)], 1)
-            tm.visual.vertex_attributes["color"] = rgba.astype(np.uint8)
+            rgb = unit_to_uint8(mesh.colors)
+            tm.visual.vertex_attributes["color"] = np.concatenate([rgb, np.full((mesh.num_vertices, 1), 255, np.uint8)], 1)
     if mesh.labels is not None:
         tm.vertex_attributes["_LABEL"] = mesh.labels.astype(np.float32)
     return tm
@@ -92,8 +93,7 @@ def export_obj(mesh: HeadMesh, path: PathLike) -> list[Path]:
         if mesh.colors is not None:
             import trimesh
 
-            rgb = np.round(mesh.colors * 255).astype(np.uint8)
-            tm.visual = trimesh.visual.ColorVisuals(tm, vertex_colors=rgb)
+            tm.visual = trimesh.visual.ColorVisuals(tm, vertex_colors=unit_to_uint8(mesh.colors))
         text = _export(tm, include_texture=False, include_normals=False)
         write_text_atomic(path, text)
         return [path]
@@ -116,7 +116,7 @@ def export_ply(mesh: HeadMesh, path: PathLike) -> Path:
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     cols = [v[:, 0], v[:, 1], v[:, 2]]
     if mesh.colors is not None:
-        rgb = np.round(np.clip(mesh.colors, 0, 1) * 255).astype(np.uint8)
+        rgb = unit_to_uint8(mesh.colors)
         fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
         cols += [rgb[:, 0], rgb[:, 1], rgb[:, 2]]
     if mesh.labels is not None:

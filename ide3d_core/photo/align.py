@@ -29,6 +29,8 @@ from ide3d_core.cameras import canonical_camera
 from .pose import DEFAULT_DOMAIN, PoseEstimate, pose_template, solve_pose, template_world
 
 FRAMINGS = ("model", "ffhq")
+#: Smallest side of an aligned crop.
+MIN_ALIGNED_SIZE = 16
 #: MediaPipe indices of the two eye contours (subject's right, subject's left) and the mouth corners.
 RIGHT_EYE_RING = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
 LEFT_EYE_RING = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
@@ -144,8 +146,8 @@ def align_face(landmarks: np.ndarray, size: int = 512, framing: str = "model", r
     domain, or degenerate landmarks."""
     if framing not in FRAMINGS:
         raise ValueError(f"unknown framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
-    if size < 16:
-        raise ValueError(f"aligned size must be at least 16 pixels, got {size}")
+    if size < MIN_ALIGNED_SIZE:
+        raise ValueError(f"aligned size must be at least {MIN_ALIGNED_SIZE} pixels, got {size}")
     template = pose_template(domain)
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
     pts = lm[template.indices]

@@ -18,7 +18,7 @@ from ide3d_core.cameras import Camera, canonical_camera, orbit_camera
 from ide3d_core.labels import NUM_CLASSES
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
-from .align import Alignment, align_face, apply_matrix, box_alignment, warp
+from .align import FRAMINGS, MIN_ALIGNED_SIZE, Alignment, align_face, apply_matrix, box_alignment, warp
 from .detect import Face, detect_faces, mediapipe_available
 from .errors import PhotoError
 from .load import MAX_SIDE, LoadedImage, load_image
@@ -83,10 +83,9 @@ class PreparedPhoto:
 
     def image_tensor(self, device: "torch.device | str" = "cpu") -> "torch.Tensor":
         """(1, 3, S, S) float32 in [-1, 1] on ``device`` (the generator's image range)."""
-        import torch
+        from ide3d_core.images import from_uint8_hwc
 
-        t = torch.from_numpy(np.ascontiguousarray(self.image)).to(device=device, dtype=torch.float32)
-        return (t.permute(2, 0, 1)[None] / 127.5 - 1.0).contiguous()
+        return from_uint8_hwc(self.image).to(device)
 
 
 def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing: str = "model",
@@ -120,6 +119,11 @@ def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing:
     """
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    # Caller errors first, so that a ValueError of the landmark fit below can only mean a failed fit.
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
+    if size < MIN_ALIGNED_SIZE:
+        raise ValueError(f"aligned size must be at least {MIN_ALIGNED_SIZE} pixels, got {size}")
     timings: dict[str, float] = {}
     total = len(STEPS)
 
@@ -159,9 +163,7 @@ def prepare(photo: str | Path | bytes | np.ndarray, *, size: int = 512, framing:
     if face.landmarks is not None:
         try:
             al: Alignment | None = align_face(face.landmarks, size, framing, domain=domain)
-        except ValueError as exc:
-            if "framing" in str(exc) or "size" in str(exc):
-                raise
+        except ValueError as exc:  # framing and size were checked above: the fit itself failed
             al = None
             notes.append(f"the landmark fit failed ({exc}); using the face box")
     else:

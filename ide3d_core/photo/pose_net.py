@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ide3d_core.images import from_uint8_hwc
 from ide3d_core.weights_io import dataclass_from_dict, load_weights, read_config, save_module
 
 FORMAT = "ide3d-pose-net"
@@ -104,8 +105,8 @@ def resize_crops(images: np.ndarray, resolution: int) -> np.ndarray:
 
 def crop_tensor(images: np.ndarray, resolution: int) -> torch.Tensor:
     """(B, S, S, 3) or (S, S, 3) uint8 aligned crops -> (B, 3, R, R) float32 in [-1, 1] (area resize)."""
-    t = torch.from_numpy(np.ascontiguousarray(resize_crops(images, resolution))).float()
-    return (t.permute(0, 3, 1, 2) / 127.5 - 1.0).contiguous()
+    crops = resize_crops(images, resolution)
+    return from_uint8_hwc(crops if crops.ndim == 4 else crops[None])
 
 
 @torch.no_grad()

@@ -98,7 +98,7 @@ def step_blender(out: Path, args: argparse.Namespace) -> list[Path]:
 
     from ide3d_core.mesh.blender_render import render_in_subprocess
     from training.procedural import render_heads
-    from training.procedural.contact import to_uint8
+    from ide3d_core.images import to_uint8_hwc
 
     _cli("addon", "build", "--out", out / "03_addon")
     files = sorted((out / "03_addon").glob("*.zip"))
@@ -117,7 +117,7 @@ def step_blender(out: Path, args: argparse.Namespace) -> list[Path]:
     render_in_subprocess(glb, out / "03_cameras.npy", size, out / "03_blender", env=env)
     head = _demo_head(args)
     r = render_heads(head.index(torch.zeros(len(labels), dtype=torch.long)), torch.from_numpy(labels), size, 2)
-    top = np.concatenate(list(to_uint8(r.image)), axis=1)
+    top = np.concatenate(list(to_uint8_hwc(r.image)), axis=1)
     bottom = np.concatenate([np.asarray(Image.open(out / "03_blender" / f"blender_{i}.png").convert("RGB"))
                              for i in range(len(labels))], axis=1)
     files.append(_save(out / "03_blender_vs_render.png", np.concatenate([top, bottom], axis=0)))
@@ -150,12 +150,12 @@ def step_generator(out: Path, args: argparse.Namespace) -> list[Path]:
 
     from ide3d_core.labels import colorize
     from training.procedural import render_heads
-    from training.procedural.contact import to_uint8
+    from ide3d_core.images import to_uint8_hwc
 
     head = _demo_head(args)
     label = _labels((20.0,))
     r = render_heads(head, torch.from_numpy(label), 256, 2)
-    _save(out / "05_target.png", to_uint8(r.image)[0])
+    _save(out / "05_target.png", to_uint8_hwc(r.image)[0])
     _save(out / "05_target_mask.png", colorize(r.labels[0].numpy()))
     steps = ["--steps", "40", "--tune-steps", "20"] if trained else ["--steps", "3", "--tune-steps", "2"]
     _cli("invert", out / "05_target.png", "--mask", out / "05_target_mask.png", "--yaw", "20", "--pitch", "0",

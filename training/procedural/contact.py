@@ -9,15 +9,11 @@ import numpy as np
 import torch
 
 from ide3d_core.cameras import orbit_camera, stack_labels
+from ide3d_core.images import to_uint8_hwc
 from ide3d_core.labels import colorize
 
 from .anatomy import sample_heads
 from .render import render_heads
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(B, 3, R, R) float in [-1, 1] -> (B, R, R, 3) uint8."""
-    return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def contact_sheet(seed: int = 0, n_heads: int = 4, yaws_deg: Sequence[float] = (-30.0, 0.0, 30.0),
@@ -36,7 +32,7 @@ def contact_sheet(seed: int = 0, n_heads: int = 4, yaws_deg: Sequence[float] = (
     idx = torch.arange(n_heads, device=heads.device).repeat_interleave(nv)
     rep = heads.index(idx)
     r = render_heads(rep, torch.from_numpy(np.tile(cams, (n_heads, 1))), resolution, antialias)
-    rgb = to_uint8(r.image)
+    rgb = to_uint8_hwc(r.image)
     masks = colorize(r.labels.cpu().numpy())
     pad, res = 4, resolution
     sheet = np.full((n_heads * (res + pad) + pad, nv * (2 * res + 2 * pad) + pad, 3), 60, np.uint8)
