@@ -112,7 +112,7 @@ def test_fast_matches_reference_close_and_far(model):
 
 def _blender_label(yaw: float, pitch: float, radius: float, w: int, h: int, shift: tuple[float, float],
                    lens: float, pixel_aspect: float = 1.0):
-    from ide3d_core.service.portrait_handlers import square_view
+    from ide3d_core.operations.render import square_view
 
     cam = C.orbit_camera(yaw, pitch, radius=radius)
     bc = C.blender_from_camera(cam, w, h)
