@@ -476,7 +476,8 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
         if k in odd:
             med = float(np.median([p for j, p in enumerate(per_view[final][0]) if j != k]))
             note = (f"{names[i]} fits far worse than the other views ({per_view[final][0][k]:.1f} dB vs "
-                    f"{med:.1f} dB): is it the same person, with the right camera?")
+                    f"{med:.1f} dB): is it the same person, with the right camera? (or the model cannot fit "
+                    f"it together with the others)")
             notes.append(note)
         reports[i] = ViewReport(names[i], i, True, cameras[i], angles[i][0], angles[i][1], sources[i],
                                 float(weights[k]), {s: v[0][k] for s, v in per_view.items()},
