@@ -377,6 +377,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak_to_peak: float = 2.0) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(peak_to_peak ** 2 / mse)
 
 
+#: :func:`render_quality` renders with the reference path when more of the box than this is occupied
+#: (an untrained field has no empty space; skipping would only add overhead).
+MAX_FAST_FRACTION = 0.6
+
 #: Render qualities callers choose from (the service's ``quality`` field, the add-on's previews):
 #: "reference" is :meth:`Generator.render`; "full" the fast path at the model's neural resolution (the
 #: same image, see the module docstring); "preview" the fast path at half the neural resolution (a
@@ -384,16 +388,29 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak_to_peak: float = 2.0) -> float:
 QUALITIES = ("reference", "full", "preview")
 
 
+def supports(generator) -> bool:
+    """Whether ``generator`` has what the fast path needs (the project's ``Generator``; stand-ins that
+    only render, e.g. the tests' analytic sphere, are rendered by their own ``render``)."""
+    return all(hasattr(generator, name) for name in ("camera_rays", "finish_render", "semantic_decoder",
+                                                      "texture_decoder"))
+
+
 def render_quality(generator, planes, c: torch.Tensor, ws: torch.Tensor, quality: str = "full",
                    grid: OccupancyGrid | None = None, texture_swap=None):
     """Render cached tri-planes at one of :data:`QUALITIES` -> ``RenderResult``; ``grid`` as for
-    :func:`render_fast` (ignored by "reference")."""
+    :func:`render_fast` (ignored by "reference"). A generator the fast path does not support
+    (:func:`supports`) renders with its own ``render`` at every quality."""
     if quality not in QUALITIES:
         raise ValueError(f"render quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
-    if quality == "reference":
+    if quality == "reference" or not supports(generator):
         with torch.no_grad():
             return generator.render(planes, c, ws, texture_swap=texture_swap)
     h = int(generator.config.neural_resolution)
     if quality == "preview":
         h = max(16, h // 2)
+    if grid is None:
+        grid = occupancy_grid(generator, planes)
+    if grid.fraction() > MAX_FAST_FRACTION:  # a field with no empty space (untrained): nothing to skip
+        with torch.no_grad():
+            return generator.render(planes, c, ws, neural_resolution=h, texture_swap=texture_swap)
     return render_fast(generator, planes, c, ws, grid, neural_resolution=h, texture_swap=texture_swap)

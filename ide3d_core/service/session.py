@@ -56,10 +56,13 @@ class SessionPortrait:
     occupancy: Any = None
 
     def occupancy_grid(self, device):
-        """:func:`ide3d_core.fast_render.occupancy_grid` of :meth:`render_inputs`' planes (built once)."""
+        """:func:`ide3d_core.fast_render.occupancy_grid` of :meth:`render_inputs`' planes (built once;
+        None for a generator the fast path does not support)."""
         if self.occupancy is None:
-            from ide3d_core.fast_render import occupancy_grid
+            from ide3d_core.fast_render import occupancy_grid, supports
 
+            if not supports(self.generator):  # a stand-in generator: rendered by its own render()
+                return None
             self.occupancy = occupancy_grid(self.generator, self.render_inputs(device)[0])
         return self.occupancy
 
