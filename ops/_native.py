@@ -10,10 +10,12 @@ The shared object is cached in ``$IDE3D_OPS_CACHE`` (default ``~/.cache/ide3d_op
 includes the hash of the source and the compiler flags, so an edited kernel is rebuilt and concurrent
 processes never load a half-written file (it is written under a temporary name and renamed).
 
-*Decision:* ``-march=native -O3 -ffast-math`` (the build runs on the machine that uses it): the loops
-vectorise, and glibc's vector ``expf``/``log1pf`` (libmvec) are used where present. The kernels are
-written so that fast-math cannot change their meaning (no NaN/Inf tests on data, no reliance on
-signed zeros); results match the twins to float32 rounding (tests: ``tests/test_ops.py``).
+*Decision:* ``-march=native -O3`` with the reassociation and no-errno parts of fast-math spelled out
+(the build runs on the machine that uses it): the loops vectorise; results match the twins to float32
+rounding (tests: ``tests/test_ops.py``). Never ``-ffast-math`` itself: a shared object linked with it
+carries ``crtfastmath.o``, which switches the whole process to flush-denormals-to-zero when the library
+is loaded (hidden global state: measured, MediaPipe's XNNPack selfie segmentation then failed to
+allocate its tensors for every later photo in the process).
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-shared", "-fPIC", "-std=c11")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
+         "-fassociative-math", "-freciprocal-math", "-fopenmp-simd", "-shared", "-fPIC", "-std=c11")
 
 C_SOURCE = r"""
 #include <math.h>
