@@ -39,7 +39,7 @@ bpy.ops.preferences.addon_disable(module="blender_addon")
 """
 
 
-def test_addon_export_has_labels_texture_and_passes_the_validator(tmp_path):
+def test_addon_export_has_labels_texture_and_passes_the_validator(tmp_path, request):
     pytest.importorskip("torch")
     head = f"RESOLUTION, TEXTURE, FACES = {OPTIONS['resolution']}, {OPTIONS['texture']}, {OPTIONS['faces']}\n"
     s = {r.pop("step"): r for r in run_blender(head + EXPORT, tmp_path, timeout=400)}
@@ -79,6 +79,13 @@ def test_addon_export_has_labels_texture_and_passes_the_validator(tmp_path):
     from ide3d_core.cli import main
 
     cli = tmp_path / "cli.glb"
+    import torch
+
+    # One torch thread, as Blender's worker has (blender_helpers.isolated_env): bake and clean-up
+    # results depend on the thread count by float rounding, and the comparison below is exact.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     assert main(["mesh", "--portrait", str(tmp_path / "portrait.ide3d"), "--resolution", str(OPTIONS["resolution"]),
                  "--texture", str(OPTIONS["texture"]), "--faces", str(OPTIONS["faces"]), "--parts", "--quiet",
                  "--out", str(cli)]) == 0
