@@ -143,3 +143,20 @@ def test_super_resolution_polish_changes_only_the_super_resolution(tiny_dir, tmp
     assert summary["steps"] > 0 and state["step"] == 2
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("G/superresolution.") for k in changed), sorted(changed)[:5]
+
+
+def test_a_new_run_can_start_from_an_exported_model(tiny_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "bank").symlink_to(tiny_dir / "bank")
+    train(run, cfg_for(tiny_dir), max_steps=1)
+    out = export_run(run, tmp_path / "model", dim=2, components=1)
+    bank = load_bank(tiny_dir / "bank", SPEC)
+    tr = Trainer(tmp_path / "next", AutoDecoderConfig(**{**cfg_for(tiny_dir).__dict__, "init_from": str(out)}), bank)
+    start = load_generator(out)
+    with torch.no_grad():
+        ws = start.mapping(bank["z"][:, :start.z_dim], start.canonical_labels(SPEC.size))
+    assert torch.allclose(tr.codes.codes[:, 0], ws[:, 0]) and torch.allclose(tr.codes.codes[:, 1], ws[:, -1])
+    assert not isinstance(tr.G.mapping, CodePrior)  # training keeps one checkpoint layout
+    for (k, a), b in zip(tr.G.synthesis.state_dict().items(), start.synthesis.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -139,13 +139,28 @@ def _sparse_rays(G: Generator, planes: TriPlanes, cams: torch.Tensor, pix: torch
     return rgb, torch.log(probs + 1e-6), comp.opacity
 
 
+def _training_generator(folder: str) -> tuple[Generator, Generator]:
+    """``(G, start)``: the generator trained here and the starting model of ``folder``. ``G`` always has
+    the mapping-network architecture (an auto-decoder never uses its mapping, and checkpoints keep one
+    layout) with every other weight copied from ``start``, which may be an exported model whose code
+    prior draws the initial codes (a new run started from the bundled model)."""
+    start = load_generator(folder).float()
+    G = Generator(dataclasses.replace(start.config, code_prior_dim=0, code_prior_components=0))
+    own = G.state_dict()
+    with torch.no_grad():
+        for k, v in start.state_dict().items():
+            if not k.startswith("mapping."):
+                own[k].copy_(v)
+    return G.train(), start.eval()
+
+
 class Trainer:
     """State of one run: generator, codes, optimisers, bank (all CPU)."""
 
     def __init__(self, run_dir: Path, cfg: AutoDecoderConfig, bank: dict[str, torch.Tensor],
                  compile_synthesis: bool = False) -> None:
         self.run_dir, self.cfg, self.bank = run_dir, cfg, bank
-        self.G = load_generator(cfg.init_from).float().train()
+        self.G, start = _training_generator(cfg.init_from)
         if compile_synthesis:  # in place: parameter names (and so checkpoints) stay the same
             self.G.synthesis.compile()
         for p in self.G.mapping.parameters():
@@ -154,8 +169,9 @@ class Trainer:
         self.codes = CodeBank(n, self.G.w_dim)
         with torch.no_grad():
             # (a model with fewer latent coordinates than the bank, e.g. the tiny test model, reads the first ones)
-            w = self.G.mapping(bank["z"][:, :self.G.z_dim], self.G.canonical_labels(n))[:, 0]
-            self.codes.embedding.weight.copy_(torch.cat([w, w], 1))
+            ws0 = start.mapping(bank["z"][:, :self.G.z_dim], self.G.canonical_labels(n))
+            w_s, w_t = ws0[:, 0], ws0[:, self.G.num_shape_ws]
+            self.codes.embedding.weight.copy_(torch.cat([w_s, w_t], 1))
         params = [p for n_, p in self.G.named_parameters() if not n_.startswith("mapping.")]
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
         self.opt_codes = torch.optim.SparseAdam(list(self.codes.parameters()), lr=cfg.code_lr, betas=(0.9, 0.99))
