@@ -26,6 +26,13 @@ def tiny_dir(tmp_path_factory):
     return root
 
 
+def new_run(folder, tiny_dir):
+    """A run folder sharing the module's bank (cached once)."""
+    folder.mkdir()
+    (folder / "bank").symlink_to(tiny_dir / "bank")
+    return folder
+
+
 def cfg_for(root) -> AutoDecoderConfig:
     return AutoDecoderConfig(bank=SPEC, init_from=str(root / "init"), point_batch=64, colour_batch=32, rays=32,
                              sr_interval=2, batch=2, log_steps=1, bf16=False)
@@ -56,13 +63,9 @@ def test_bank_targets_match_the_exact_field(tiny_dir):
 
 def test_training_lowers_the_losses_and_resumes_exactly(tiny_dir, tmp_path):
     cfg = cfg_for(tiny_dir)
-    run_a = tmp_path / "a"
-    (run_a).mkdir()
-    (run_a / "bank").symlink_to(tiny_dir / "bank")
+    run_a = new_run(tmp_path / "a", tiny_dir)
     train(run_a, cfg, max_steps=4)
-    run_b = tmp_path / "b"
-    run_b.mkdir()
-    (run_b / "bank").symlink_to(tiny_dir / "bank")
+    run_b = new_run(tmp_path / "b", tiny_dir)
     train(run_b, cfg, max_steps=2)
     train(run_b, None, max_steps=4)  # a new sitting: resumes from the checkpoint
     from training.checkpoint import latest_checkpoint, load_checkpoint
@@ -88,9 +91,7 @@ def test_training_lowers_the_losses_and_resumes_exactly(tiny_dir, tmp_path):
 
 
 def test_export_draws_new_heads_from_the_prior(tiny_dir, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "bank").symlink_to(tiny_dir / "bank")
+    run = new_run(tmp_path / "run", tiny_dir)
     train(run, cfg_for(tiny_dir), max_steps=2)
     out = export_run(run, tmp_path / "model", dim=2, components=1)
     G = load_generator(out)
@@ -114,9 +115,7 @@ def test_encoder_bank_pairs_exact_renders_with_learned_codes(tiny_dir, tmp_path)
     from training.encoders import EncoderTrainingPolicy, concat_banks, render_autodecoder_bank
     from training.procedural import heads_from_latent, median_padded, render_heads
 
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "bank").symlink_to(tiny_dir / "bank")
+    run = new_run(tmp_path / "run", tiny_dir)
     train(run, cfg_for(tiny_dir), max_steps=1)
     G = Generator("tiny")
     bank = render_autodecoder_bank(G, run, views=1, resolution=16, canonical=True, policy=EncoderTrainingPolicy())
@@ -133,9 +132,7 @@ def test_super_resolution_polish_changes_only_the_super_resolution(tiny_dir, tmp
     from training.autodecoder.sr_polish import polish_superresolution
     from training.checkpoint import latest_checkpoint, load_checkpoint
 
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "bank").symlink_to(tiny_dir / "bank")
+    run = new_run(tmp_path / "run", tiny_dir)
     train(run, cfg_for(tiny_dir), max_steps=2)
     before, _ = load_checkpoint(latest_checkpoint(run / "checkpoints"))
     summary = polish_superresolution(run, minutes=0.05, batch=2)
@@ -146,9 +143,7 @@ def test_super_resolution_polish_changes_only_the_super_resolution(tiny_dir, tmp
 
 
 def test_a_new_run_can_start_from_an_exported_model(tiny_dir, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "bank").symlink_to(tiny_dir / "bank")
+    run = new_run(tmp_path / "run", tiny_dir)
     train(run, cfg_for(tiny_dir), max_steps=1)
     out = export_run(run, tmp_path / "model", dim=2, components=1)
     bank = load_bank(tiny_dir / "bank", SPEC)

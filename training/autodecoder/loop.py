@@ -37,8 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ide3d_core.atomic_file import write_atomic
-from ide3d_core.cameras import CANONICAL_RADIUS, rays_from_labels
-from ide3d_core.networks.generator import MIN_NEAR, Generator, TriPlanes
+from ide3d_core.networks.generator import Generator, TriPlanes
 from ide3d_core.networks.io import load_generator
 from ide3d_core.progress import Cancelled, CancelToken, ProgressFn, report
 from ide3d_core.rendering import render_rays
@@ -121,11 +120,9 @@ def _sparse_rays(G: Generator, planes: TriPlanes, cams: torch.Tensor, pix: torch
                  gen: torch.Generator):
     """Volume-render pixel-centre rays ``pix [B, R]`` (flat pixel ids) of ``res``-px cameras ``cams``."""
     cfg = G.config
-    origins, dirs = rays_from_labels(cams.float(), res, res)
+    origins, dirs, near, far = G.camera_rays(cams, res)
     idx = pix[..., None].expand(-1, -1, 3)
     origins, dirs = origins.gather(1, idx), dirs.gather(1, idx)
-    shift = origins[:, :1].norm(dim=-1, keepdim=True) - CANONICAL_RADIUS
-    near, far = (cfg.ray_near + shift).clamp_min(MIN_NEAR), cfg.ray_far + shift
     half = 0.5 * cfg.box_size
 
     def fn(points):
@@ -202,8 +199,7 @@ class Trainer:
     def batch_indices(self, step: int) -> torch.Tensor:
         """Heads of step ``step``: consecutive slices of the epoch's permutation (seeded by the epoch)."""
         n, b = self.cfg.bank.size, self.cfg.batch
-        per_epoch = n // b
-        epoch, k = divmod(step, per_epoch)
+        epoch, k = divmod(step, steps_per_epoch(self.cfg))
         perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
         return torch.from_numpy(perm[k * b:(k + 1) * b])
 
@@ -355,6 +351,3 @@ def train(run_dir: str | Path, cfg: AutoDecoderConfig | None = None, minutes: fl
 
 def steps_per_epoch(cfg: AutoDecoderConfig) -> int:
     return max(1, cfg.bank.size // cfg.batch)
-
-
-__all__ = ["AutoDecoderConfig", "CodeBank", "Trainer", "codes_to_ws", "train", "steps_per_epoch"]

@@ -69,7 +69,6 @@ def polish_superresolution(run_dir: str | Path, minutes: float, batch: int = 4, 
     cw = class_weights(cfg.small_part_weight)
     opt = torch.optim.Adam(G.superresolution.parameters(), lr=lr, betas=(0.9, 0.99))
     n = feats.shape[0]
-    first = sr = None
     step, losses = 0, []
     start = time.monotonic()
     try:
@@ -90,11 +89,9 @@ def polish_superresolution(run_dir: str | Path, minutes: float, batch: int = 4, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sr = float(loss_img.detach())
-            first = sr if first is None else first
-            losses.append(sr)
+            losses.append(float(loss_img.detach()))
             step += 1
-            report(progress, step, 0, f"super-resolution polish: image loss {sr:.4f}", cancel)
+            report(progress, step, 0, f"super-resolution polish: image loss {losses[-1]:.4f}", cancel)
     except Cancelled:
         pass
     path = tr.save()
