@@ -29,9 +29,12 @@ import numpy as np
 
 from ide3d_core.atomic_file import write_text_atomic
 from ide3d_core.image_files import save_image, save_npy
+from ide3d_core.model_loading import BUNDLED_MODEL_DIR
 
 DemoStep = Callable[[Path, argparse.Namespace], list[Path]]
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "config.json"
+# The bundled model (owned by ide3d_core.model_loading; this module moved out of the core once and
+# its own relative path then pointed at nothing, so the demo fell back to untrained weights).
+BUNDLED_MODEL = BUNDLED_MODEL_DIR / "config.json"
 YAWS = (-35.0, 0.0, 35.0)
 
 
