@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,9 @@ def step_procedural(out: Path, args: argparse.Namespace) -> list[Path]:
 
     sheet = contact_sheet(seed=args.seed, n_heads=4, yaws_deg=YAWS, resolution=128)
     files = [_save(out / "01_procedural_heads.png", sheet)]
+    # The demo's own output from an earlier run: `ide3d dataset` refuses to write over a dataset, and the
+    # README promises that the demo command can be run again.
+    shutil.rmtree(out / "01_dataset", ignore_errors=True)
     _cli("dataset", "procedural", "--count", "16", "--resolution", "64", "--seed", str(args.seed),
          "--out", out / "01_dataset")
     return files + [out / "01_dataset" / "images" / "dataset.json"]
