@@ -155,3 +155,33 @@ def test_a_new_run_can_start_from_an_exported_model(tiny_dir, tmp_path):
     assert not isinstance(tr.G.mapping, CodePrior)  # training keeps one checkpoint layout
     for (k, a), b in zip(tr.G.synthesis.state_dict().items(), start.synthesis.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_learning_rate_schedule_decays_by_step_and_can_be_set_on_an_existing_run(tiny_dir, tmp_path):
+    import dataclasses
+    import math
+
+    from training.autodecoder.loop import lr_factor
+
+    cfg = dataclasses.replace(cfg_for(tiny_dir), decay_start=10, decay_steps=20, decay_floor=0.1)
+    assert lr_factor(0, cfg) == 1.0 and lr_factor(10, cfg) == 1.0
+    assert math.isclose(lr_factor(20, cfg), 0.55)  # half-way down the half cosine
+    assert math.isclose(lr_factor(30, cfg), 0.1) and math.isclose(lr_factor(500, cfg), 0.1)
+    assert lr_factor(10**6, dataclasses.replace(cfg, decay_start=0)) == 1.0
+
+    # an existing run takes a new schedule from the command line; its optimisers then follow the step
+    from ide3d_core.cli import main
+
+    run = new_run(tmp_path / "run", tiny_dir)
+    train(run, cfg_for(tiny_dir), max_steps=2)
+    assert main(["train-autodecoder", "--out", str(run), "--steps", "4", "--decay-start", "2", "--decay-steps",
+                 "1", "--decay-floor", "0.25"]) == 0
+    saved = AutoDecoderConfig.from_dict(json.loads((run / CONFIG_FILE).read_text()))
+    assert (saved.decay_start, saved.decay_steps, saved.decay_floor) == (2, 1, 0.25)
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["lr_factor"] for r in rows[-2:]] == [1.0, 0.25]
+
+    # a config written before the schedule existed still loads, with a constant rate
+    old = {k: v for k, v in cfg_for(tiny_dir).to_dict().items() if k not in ("decay_start", "decay_steps",
+                                                                          "decay_floor")}
+    assert AutoDecoderConfig.from_dict(old).decay_start == 0

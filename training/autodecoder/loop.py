@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,10 @@ from training.checkpoint import (checkpoint_name, latest_checkpoint, load_checkp
                                  save_checkpoint)
 
 CONFIG_FILE = "autodecoder_config.json"
+#: Keys added after the first runs were written; a saved config without them takes their defaults.
+LATER_KEYS = frozenset({"decay_start", "decay_steps", "decay_floor"})
+#: Keys of the schedule, which ``ide3d train-autodecoder --decay-start`` may change in an existing run.
+SCHEDULE_KEYS = ("decay_start", "decay_steps", "decay_floor")
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,10 @@ class AutoDecoderConfig:
     ``init_from``: generator folder the run starts from (its weights and its mapping of each latent
     initialise the network and the codes). Learning rates: Adam ``lr`` for the network, SparseAdam
     ``code_lr`` for the codes, ``code_l2`` pulls codes toward their bank mean. ``weights``: points
-    (density, semantic, colour), rays (rgb, opacity, semantic), super-resolution (image, semantic)."""
+    (density, semantic, colour), rays (rgb, opacity, semantic), super-resolution (image, semantic).
+    Schedule: both learning rates are constant until step ``decay_start`` (0: always constant), then
+    follow a half cosine down to ``decay_floor`` times their value over ``decay_steps`` steps, and stay
+    there (:func:`lr_factor`; a function of the step, so resume stays exact)."""
 
     bank: BankSpec = field(default_factory=BankSpec)
     init_from: str = "ide3d_core/models/default"
@@ -78,6 +86,9 @@ class AutoDecoderConfig:
     checkpoint_minutes: float = 10.0
     keep_checkpoints: int = 2
     log_steps: int = 10
+    decay_start: int = 0
+    decay_steps: int = 3000
+    decay_floor: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,11 +96,20 @@ class AutoDecoderConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AutoDecoderConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(d) - names), sorted(names - set(d))
+        unknown, missing = sorted(set(d) - names), sorted(names - set(d) - LATER_KEYS)
         if unknown or missing:
             raise ValueError(f"autodecoder config: unknown keys {unknown}, missing keys {missing}")
         d = dict(d, bank=BankSpec(**d["bank"]), weights=tuple(d["weights"]))
         return cls(**d)
+
+
+def lr_factor(step: int, cfg: AutoDecoderConfig) -> float:
+    """Learning-rate multiplier at ``step``: 1 until ``decay_start``, a half cosine to ``decay_floor``
+    over ``decay_steps``, then ``decay_floor``. ``decay_start == 0`` keeps 1 throughout."""
+    if cfg.decay_start <= 0 or step < cfg.decay_start:
+        return 1.0
+    t = min(1.0, (step - cfg.decay_start) / max(1, cfg.decay_steps))
+    return cfg.decay_floor + (1.0 - cfg.decay_floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def codes_to_ws(codes: torch.Tensor, G: Generator) -> torch.Tensor:
@@ -283,10 +303,15 @@ class Trainer:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {self.step}: non-finite loss {logs}")
         loss.backward()
+        f = lr_factor(self.step, self.cfg)
+        for opt, base in ((self.opt, self.cfg.lr), (self.opt_codes, self.cfg.code_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * f
         self.opt.step()
         self.opt_codes.step()
         self.step += 1
         logs["loss"] = float(loss.detach())
+        logs["lr_factor"] = f
         return logs
 
 

@@ -2,11 +2,13 @@
 """``ide3d train-autodecoder``: the CPU recipe of the bundled model (training/autodecoder), in sittings.
 
     ide3d train-autodecoder --out RUN [--minutes 150] [--threads 1] [--bank-size 512] [--init-from DIR]
+    ide3d train-autodecoder --out RUN --decay-start 5600 --decay-steps 3000   # cosine LR decay from a step
     ide3d train-autodecoder --out RUN --polish-sr 15   # train only the super-resolution, on cached renders
     ide3d train-autodecoder --out RUN --export DIR     # fit the code prior, write a generator folder
 
 A run folder is resumed whenever it already holds a run (its own configuration wins; options that would
-change it are refused). Ctrl-C or SIGTERM ends the current step and writes a checkpoint.
+change it are refused, except the learning-rate schedule, which is a function of the step and may be set
+on an existing run). Ctrl-C or SIGTERM ends the current step and writes a checkpoint.
 """
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "faster steps: scripts/bench_autodecoder.py)")
     p.add_argument("--bank-size", type=int, default=None, help="heads in the bank of a new run (default 512)")
     p.add_argument("--init-from", type=Path, default=None, help="generator folder a new run starts from")
+    p.add_argument("--decay-start", type=int, default=None, metavar="STEP",
+                   help="cosine learning-rate decay from this step (0: constant); may be set on an existing run")
+    p.add_argument("--decay-steps", type=int, default=None, help="steps of the cosine decay (default 3000)")
+    p.add_argument("--decay-floor", type=float, default=None, help="final learning-rate factor (default 0.05)")
     p.add_argument("--export", type=Path, default=None, metavar="DIR",
                    help="instead of training: fit the code prior and write a generator folder to DIR")
     p.add_argument("--polish-sr", type=float, default=None, metavar="MINUTES",
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ide3d_core.progress import CancelToken
+    from ide3d_core.atomic_file import write_atomic
     from training.autodecoder.loop import CONFIG_FILE, AutoDecoderConfig, train
 
     torch.set_num_threads(max(1, args.threads))
@@ -70,6 +77,17 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, init_from=str(args.init_from))
     elif args.bank_size or args.init_from:
         raise UserError(f"{args.out} already holds a run: --bank-size/--init-from apply to new runs only")
+    schedule = {k: v for k, v in (("decay_start", args.decay_start), ("decay_steps", args.decay_steps),
+                                  ("decay_floor", args.decay_floor)) if v is not None}
+    if schedule and new:
+        cfg = dataclasses.replace(cfg, **schedule)
+    elif schedule:  # the schedule of an existing run: rewrite its config (the step decides the rate)
+        import json
+
+        saved = args.out / CONFIG_FILE
+        old = AutoDecoderConfig.from_dict(json.loads(saved.read_text()))
+        write_atomic(saved, (json.dumps(dataclasses.replace(old, **schedule).to_dict(), indent=2) + "\n").encode())
+        print(f"schedule of {args.out}: {schedule}")
     cancel = CancelToken()
     signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
 
