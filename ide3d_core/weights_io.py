@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ide3d_core.atomic_file import atomic_path, write_atomic
+from ide3d_core.atomic_file import write_atomic
 
 CONFIG_FILE = "config.json"
 #: ``config.json`` files above this size are refused unread (a real one is about 2 KB).
@@ -30,8 +30,6 @@ T = TypeVar("T")
 def save_module(module: nn.Module, folder: str | Path, *, format: str, version: int, config: dict[str, Any],
                 weights_file: str, dtype: torch.dtype = torch.float32) -> Path:
     """Write ``config.json`` and ``weights_file`` (floating tensors cast to ``dtype``) into ``folder``."""
-    from safetensors.torch import save_file
-
     name = str(dtype).removeprefix("torch.")
     if name not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype}")
@@ -43,10 +41,20 @@ def save_module(module: nn.Module, folder: str | Path, *, format: str, version: 
     # Weights first, config last: a folder whose config.json is new always has its new weights
     # (each file is replaced atomically, so a killed export leaves the old pair or a loadable mix
     # in which a shape change is caught by the strict loader).
-    with atomic_path(folder / weights_file) as tmp:
-        save_file(tensors, tmp, metadata={"format": format, "version": str(version)})
+    save_safetensors(folder / weights_file, tensors, {"format": format, "version": str(version)})
     write_atomic(folder / CONFIG_FILE, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return folder
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
+                     metadata: dict[str, str] | None = None) -> Path:
+    """Atomically write CPU ``tensors`` as a safetensors file (old file or complete new one after a
+    kill). The bytes are built in memory and written by :func:`~ide3d_core.atomic_file.write_atomic`:
+    ``safetensors.torch.save_file`` would make its own ``.tmpXXXXXX`` beside the file, which a killed
+    writer leaves behind under a name no one cleans up."""
+    from safetensors.torch import save
+
+    return write_atomic(path, save(tensors, metadata=metadata))
 
 
 def read_config(folder: str | Path, *, format: str, version: int) -> dict[str, Any]:

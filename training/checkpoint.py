@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from ide3d_core.atomic_file import atomic_path
+from ide3d_core.weights_io import save_safetensors
 
 FORMAT = "ide3d-training-checkpoint"
 VERSION = 1
@@ -45,8 +45,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], s
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(state)}
-    with atomic_path(path) as tmp:
-        save_file(flat, tmp, metadata=meta)
+    save_safetensors(path, flat, meta)
     return path
 
 

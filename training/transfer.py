@@ -43,9 +43,10 @@ from typing import Any, Optional
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ide3d_core.atomic_file import atomic_path
+from ide3d_core.weights_io import save_safetensors
 from ide3d_core.image_files import save_image
 from training import checkpoint as ckpt
 
@@ -226,8 +227,7 @@ def export_tensors(folder: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     for i, names in enumerate(shards):
         name = f"t{generation:04d}-{i + 1}-of-{len(shards)}.safetensors"
         flat = {k: tensors[k].detach().to("cpu", dtypes[k]).contiguous() for k in sorted(names)}
-        with atomic_path(folder / name) as tmp:
-            save_file(flat, tmp, metadata={"format": FORMAT})
+        save_safetensors(folder / name, flat, {"format": FORMAT})
         path = folder / name
         entries.append({"name": name, "bytes": path.stat().st_size, "sha256": _sha256(path)})
     kept = [k for names in shards for k in names]

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ide3d_core.atomic_file import atomic_path
+from ide3d_core.weights_io import save_safetensors
 from ide3d_core.cameras import orbit_labels, rays_from_labels
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
@@ -171,8 +171,7 @@ def build_bank(folder: str | Path, spec: BankSpec, progress: ProgressFn | None =
             report(progress, lo + i + 1, spec.size, "caching bank heads", cancel)
         tensors = {key: torch.stack([h[key] for h in per_head]).contiguous() for key in per_head[0]}
         tensors["z"] = z[lo:hi].contiguous()
-        with atomic_path(path) as tmp:
-            save_file(tensors, tmp)
+        save_safetensors(path, tensors)
 
 
 def load_bank(folder: str | Path, spec: BankSpec) -> dict[str, torch.Tensor]:

@@ -87,14 +87,10 @@ def write_fit_examples(folder: Path, z: torch.Tensor, codes: torch.Tensor) -> Pa
     """``folder/fit_examples.safetensors``: bank latents ``z [n, z_dim]`` and their learned codes
     ``codes [n, 2, w_dim]`` (float16): heads whose exact procedural truth is known
     (``heads_from_latent(z)``), for the model's tests and evaluation."""
-    from safetensors.torch import save_file
+    from ide3d_core.weights_io import save_safetensors
 
-    from ide3d_core.atomic_file import atomic_path
-
-    path = folder / FIT_EXAMPLES_FILE
-    with atomic_path(path) as tmp:
-        save_file({"z": z.float().contiguous(), "codes": codes.half().contiguous()}, tmp)
-    return path
+    return save_safetensors(folder / FIT_EXAMPLES_FILE, {"z": z.float().contiguous(),
+                                                         "codes": codes.half().contiguous()})
 
 
 def run_codes(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict]:
