@@ -140,6 +140,22 @@ def test_super_resolution_polish_changes_only_the_super_resolution(tiny_dir, tmp
     assert summary["steps"] > 0 and state["step"] == 2
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("G/superresolution.") for k in changed), sorted(changed)[:5]
+    assert summary["target_resolution"] == 32  # the tiny model's output, not the bank's 16 px view
+
+
+def test_output_views_are_the_bank_heads_exact_renders_from_the_bank_cameras(tiny_dir):
+    """At the bank's own high resolution the output views must reproduce its 128-px-slot view exactly
+    (same head, same camera, same renderer); at another resolution they are new renders of it."""
+    from training.autodecoder.output_views import build_output_views, load_output_views
+
+    bank = load_bank(tiny_dir / "bank", SPEC)
+    r = SPEC.high_resolution
+    build_output_views(tiny_dir / "bank", SPEC, bank["cam128"], r)
+    views = load_output_views(tiny_dir / "bank", SPEC, r)
+    assert torch.equal(views["img"], bank["img128"]) and torch.equal(views["lab"], bank["lab128"])
+    assert load_output_views(tiny_dir / "bank", SPEC, 24) is None
+    with pytest.raises(ValueError):
+        build_output_views(tiny_dir / "bank", SPEC, bank["cam128"][:2], 24)
 
 
 def test_a_new_run_can_start_from_an_exported_model(tiny_dir, tmp_path):

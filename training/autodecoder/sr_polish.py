@@ -8,6 +8,12 @@ resolution blurred what the field had). With the field frozen, a head's 64 px fe
 maps can be rendered once (``no_grad``, about 0.4 s a head) and the super-resolution trained on them
 for many epochs at the cost of the super-resolution alone.
 
+The targets are the bank heads' exact renders at the generator's output resolution, from the same
+cameras (:mod:`training.autodecoder.output_views`, built on first use: about 1 s a head at 256 px on one
+core), so the super-resolution is asked for detail at every pixel it writes; earlier polishes (and the
+joint step) box-filtered the output to the bank's 128 px view, which left samples at half the sharpness
+of a bicubic upsampling of a perfect neural render.
+
 The polish reads the run's newest checkpoint and writes the same step's checkpoint back with new
 super-resolution weights (and their Adam state left untouched); the codes, the field and the joint
 step's optimiser state are unchanged, so the joint training can resume after it.
@@ -27,6 +33,7 @@ from ide3d_core.progress import Cancelled, CancelToken, ProgressFn, report
 from training.autodecoder.bank import load_bank
 from training.autodecoder.losses import class_weights, laplacian_pyramid_l1, weighted_ce, weighted_l1
 from training.autodecoder.loop import CONFIG_FILE, AutoDecoderConfig, Trainer, codes_to_ws
+from training.autodecoder.output_views import build_output_views, load_output_views
 from training.checkpoint import latest_checkpoint
 
 
@@ -63,6 +70,9 @@ def polish_superresolution(run_dir: str | Path, minutes: float, batch: int = 4, 
         raise FileNotFoundError(f"{run_dir}: no checkpoint to polish")
     tr.load(last)
     t0 = time.monotonic()
+    res = tr.G.config.img_resolution
+    build_output_views(run_dir / "bank", cfg.bank, bank["cam128"], res, progress, cancel)
+    views = load_output_views(run_dir / "bank", cfg.bank, res)
     feats, sems = cache_renders(tr, progress=progress, cancel=cancel)
     t_cache = time.monotonic() - t0
     G = tr.G
@@ -79,13 +89,13 @@ def polish_superresolution(run_dir: str | Path, minutes: float, batch: int = 4, 
                 ws = codes_to_ws(tr.codes(idx), G)
             w_sr = ws[:, G.config.num_shape_ws + G.config.num_head_ws:]
             image, semantic = G.superresolution(feats[idx].float(), sems[idx].float(), w_sr)
-            res = bank["img128"].shape[-1]
-            img = F.avg_pool2d(image.float(), image.shape[-1] // res)
-            target, lab = bank["img128"][idx].float(), bank["lab128"][idx].long()
+            img = image.float()
+            target, lab = views["img"][idx].float(), views["lab"][idx].long()
             loss_img = (weighted_l1(img.permute(0, 2, 3, 1), target.permute(0, 2, 3, 1), cw[lab])
                         + laplacian_pyramid_l1(img, target))
-            lab_hi = F.interpolate(lab[:, None].float(), size=semantic.shape[-1], mode="nearest")[:, 0].long()
-            loss = loss_img + 0.25 * weighted_ce(semantic.permute(0, 2, 3, 1), lab_hi, cw)
+            if semantic.shape[-1] != res:
+                lab = F.interpolate(lab[:, None].float(), size=semantic.shape[-1], mode="nearest")[:, 0].long()
+            loss = loss_img + 0.25 * weighted_ce(semantic.permute(0, 2, 3, 1), lab, cw)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -95,7 +105,7 @@ def polish_superresolution(run_dir: str | Path, minutes: float, batch: int = 4, 
     except Cancelled:
         pass
     path = tr.save()
-    summary = {"checkpoint": str(path), "steps": step, "cache_seconds": round(t_cache, 1),
+    summary = {"checkpoint": str(path), "steps": step, "cache_seconds": round(t_cache, 1), "target_resolution": res,
                "image_loss_first_50": float(np.mean(losses[:50])) if losses else None,
                "image_loss_last_50": float(np.mean(losses[-50:])) if losses else None}
     with open(run_dir / "log.jsonl", "a") as fh:
