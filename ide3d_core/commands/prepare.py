@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ide3d_core.cli import UserError
-    from ide3d_core.photo import PhotoError, prepare
+    from ide3d_core.photo import PhotoError, PrepareOptions, prepare
 
     if not 64 <= args.size <= 4096:
         raise UserError(f"--size must be between 64 and 4096, got {args.size}")
@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
         parser = image_parser(args.parser)
     try:
-        result = prepare(args.photo, size=args.size, framing=args.framing, face_index=args.face, mask=args.mask,
-                         domain=args.domain, parser=parser)
+        options = PrepareOptions(size=args.size, framing=args.framing, face_index=args.face, domain=args.domain)
+        result = prepare(args.photo, options, mask=args.mask, parser=parser)
     except PhotoError as exc:
         raise UserError(str(exc)) from None
     try:

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from ide3d_core.operations.errors import OperationError
 from ide3d_core.progress import CancelToken, ProgressFn, report
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ide3d_core.photo import PrepareOptions
 
 PREPARATIONS = ("photo", "square")
 #: Progress units of preparing one photo (the pipeline's steps, :data:`ide3d_core.photo.pipeline.STEPS`).
@@ -94,7 +97,7 @@ def _square_image(photo: PhotoInput, name: str) -> np.ndarray:
 
 def invert_photos(generator, photos: Sequence[PhotoInput], *, encoder=None, policy=None,
                   preparation: str = "photo", lpips=None, parser: Optional[Callable] = None,
-                  prepare_options: Optional[dict[str, Any]] = None, model_hint: str | None = None,
+                  prepare_options: Optional[PrepareOptions] = None, model_hint: str | None = None,
                   generator_config: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> InvertOutcome:
     """Prepare ``photos`` (see the module docstring) and invert them together into one portrait.
@@ -105,7 +108,8 @@ def invert_photos(generator, photos: Sequence[PhotoInput], *, encoder=None, poli
         preparation: "photo" or "square".
         parser: face parser; for "square" an image-tensor parser as :func:`~ide3d_core.inversion.invert`
             takes, for "photo" the pipeline's ``(S, S, 3) uint8 -> (S, S) ids`` parser.
-        prepare_options: extra keyword arguments of :func:`ide3d_core.photo.prepare` (framing, domain, ...).
+        prepare_options: :class:`ide3d_core.photo.PrepareOptions` for "photo" (framing, domain, ...); its size
+            is replaced by the generator's (at least 64).
         params: extra JSON parameters of the document's "invert" record.
     Raises:
         OperationError: unknown preparation, unreadable photo or mask, no usable photo.
@@ -138,8 +142,8 @@ def invert_photos(generator, photos: Sequence[PhotoInput], *, encoder=None, poli
                        f"photo: {i + 1}/{n} {name}: {message}" if n > 1 else f"photo: {message}", cancel)
 
             try:
-                prepared = prepare(photo.source, size=max(64, size), mask=photo.mask, parser=parser,
-                                   progress=photo_progress, cancel=cancel, **(prepare_options or {}))
+                prepared = prepare(photo.source, prepare_options, size=max(64, size), mask=photo.mask, parser=parser,
+                                   progress=photo_progress, cancel=cancel)
             except PhotoError as exc:
                 if exc.problem == "no face found" and n > 1:
                     skipped.append((name, exc.problem))

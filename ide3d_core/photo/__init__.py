@@ -8,6 +8,6 @@ Sub-modules: :mod:`.load`, :mod:`.detect`, :mod:`.align`, :mod:`.pose`, :mod:`.m
 from __future__ import annotations
 
 from .errors import PhotoError
-from .pipeline import PreparedPhoto, prepare
+from .pipeline import PreparedPhoto, PrepareOptions, prepare
 
-__all__ = ["PhotoError", "PreparedPhoto", "prepare"]
+__all__ = ["PhotoError", "PrepareOptions", "PreparedPhoto", "prepare"]
