@@ -1,5 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Density grid + marching cubes + clean-up against closed-form geometry (spheres and boxes)."""
+"""Density grid + marching cubes + clean-up against closed-form geometry (spheres and boxes).
+
+The surface tests run with both iso-surface extractors: PyMCubes (skipped where it is not installed) and
+the pure-numpy marching tetrahedra that Python 3.13 / Blender 5.1+ get (ide3d_core.mesh.isosurface)."""
 from __future__ import annotations
 
 import math
@@ -13,6 +16,7 @@ from ide3d_core.mesh.analytic import AnalyticField, box_sdf, sphere_sdf, union_s
 from ide3d_core.mesh.cleanup import CleanupConfig, clean, decimate, remove_floaters, taubin_smooth
 from ide3d_core.mesh.extract import marching_cubes
 from ide3d_core.mesh.grid import GridConfig, sample_density_grid
+from ide3d_core.mesh.isosurface import mcubes_available
 from ide3d_core.mesh.level import iou as level_iou, silhouette as level_silhouette
 from ide3d_core.progress import CancelToken, Cancelled
 
@@ -20,6 +24,8 @@ trimesh = pytest.importorskip("trimesh")
 
 CENTER = np.array([0.05, -0.02, 0.1])
 RADIUS = 0.3
+ISOSURFACE = [pytest.param("mcubes", marks=pytest.mark.skipif(not mcubes_available(), reason="PyMCubes not installed")),
+              "tetrahedra"]
 
 
 def _trimesh(mesh):
@@ -27,10 +33,13 @@ def _trimesh(mesh):
 
 
 @pytest.fixture(scope="module")
-def sphere_mesh():
-    field = AnalyticField(sphere_sdf(CENTER, RADIUS))
-    grid = sample_density_grid(field, GridConfig(resolution=96))
-    return marching_cubes(grid), grid.config.spacing
+def sphere_grid():
+    return sample_density_grid(AnalyticField(sphere_sdf(CENTER, RADIUS)), GridConfig(resolution=96))
+
+
+@pytest.fixture(scope="module", params=ISOSURFACE)
+def sphere_mesh(request, sphere_grid):
+    return marching_cubes(sphere_grid, method=request.param), sphere_grid.config.spacing
 
 
 def test_grid_layout_matches_documented_axes():
@@ -71,10 +80,11 @@ def test_sphere_normals_point_outward(sphere_mesh):
     assert (np.einsum("ij,ij->i", mesh.face_normals(), radial) > 0.9).all()
 
 
-def test_box_volume_area():
+@pytest.mark.parametrize("method", ISOSURFACE)
+def test_box_volume_area(method):
     half = np.array([0.2, 0.25, 0.15])
     cfg = GridConfig(resolution=96)
-    mesh = marching_cubes(sample_density_grid(AnalyticField(box_sdf((0.0, 0.05, -0.03), half)), cfg))
+    mesh = marching_cubes(sample_density_grid(AnalyticField(box_sdf((0.0, 0.05, -0.03), half)), cfg), method=method)
     tm = _trimesh(mesh)
     assert tm.is_watertight and tm.volume > 0
     size = 2 * half
@@ -88,19 +98,21 @@ def test_box_volume_area():
     np.testing.assert_allclose(hi - lo, size, atol=0.05 * cfg.spacing)
 
 
-def test_level_not_crossed_is_an_error():
+@pytest.mark.parametrize("method", ISOSURFACE)
+def test_level_not_crossed_is_an_error(method):
     field = AnalyticField(sphere_sdf(CENTER, RADIUS), level=10.0)
     grid = sample_density_grid(field, GridConfig(resolution=16))
     with pytest.raises(ValueError, match="not crossed"):
-        marching_cubes(grid, level=1e6)
+        marching_cubes(grid, level=1e6, method=method)
 
 
-def test_floaters_removed_head_parts_kept():
+@pytest.mark.parametrize("method", ISOSURFACE)
+def test_floaters_removed_head_parts_kept(method):
     big = sphere_sdf((0.0, 0.0, 0.0), 0.25)
     part = sphere_sdf((0.0, 0.0, 0.38), 0.08)  # separate, 10 % of the big sphere's area
     speck = sphere_sdf((0.4, 0.4, -0.4), 0.02)  # a floater
     field = AnalyticField(union_sdf(big, part, speck))
-    mesh = marching_cubes(sample_density_grid(field, GridConfig(resolution=96)))
+    mesh = marching_cubes(sample_density_grid(field, GridConfig(resolution=96)), method=method)
     out = remove_floaters(mesh, 0.01)
     tm = _trimesh(out)
     assert len(tm.split(only_watertight=False)) == 2
@@ -174,13 +186,14 @@ def test_progress_and_cancel():
         sample_density_grid(field, GridConfig(resolution=16), cancel=token)
 
 
+@pytest.mark.parametrize("method", ISOSURFACE)
 @pytest.mark.parametrize("resolution, block", [(64, 4), (97, 6)])
-def test_block_sparse_sampling_gives_the_dense_surface(resolution, block):
+def test_block_sparse_sampling_gives_the_dense_surface(resolution, block, method):
     field = AnalyticField(union_sdf(sphere_sdf(CENTER, 0.2), box_sdf((0.0, -0.3, 0.0), (0.08, 0.2, 0.08))))
     dense = sample_density_grid(field, GridConfig(resolution=resolution, block=0), level=10.0)
     sparse = sample_density_grid(field, GridConfig(resolution=resolution, block=block), level=10.0)
     assert dense.queried == resolution ** 3 and sparse.queried < 0.6 * dense.queried
-    a, b = marching_cubes(dense), marching_cubes(sparse)
+    a, b = marching_cubes(dense, method=method), marching_cubes(sparse, method=method)
     assert a.num_faces == b.num_faces
     np.testing.assert_array_equal(a.faces, b.faces)
     np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-5)

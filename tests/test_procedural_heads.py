@@ -77,11 +77,12 @@ def test_every_class_appears_over_a_few_heads():
     assert not missing, missing
 
 
-def test_head_mesh_matches_rendered_depth_and_labels():
+@pytest.mark.parametrize("isosurface", ["auto", "tetrahedra"])  # tetrahedra: the PyMCubes-less fallback
+def test_head_mesh_matches_rendered_depth_and_labels(isosurface):
     import trimesh
 
     head = sample_heads(1, _gen(2))
-    mesh = head_mesh(head, resolution=48)
+    mesh = head_mesh(head, resolution=48, isosurface=isosurface)
     assert isinstance(mesh, trimesh.Trimesh) and len(mesh.faces) > 1000
     assert mesh.is_watertight and mesh.volume > 0  # closed, faces wound outward
     labels = mesh.vertex_attributes["label"]

@@ -9,10 +9,10 @@ samples. ``DEFAULT_LEVEL`` is that value.
 """
 from __future__ import annotations
 
-import mcubes
 import numpy as np
 
 from ide3d_core.mesh.grid import DensityGrid
+from ide3d_core.mesh.isosurface import Method, marching_cubes as isosurface
 from ide3d_core.mesh.types import HeadMesh
 
 DEFAULT_LEVEL = 10.0
@@ -28,17 +28,19 @@ class LevelNotCrossed(ValueError):
                          f"(density range {low:.3g} .. {high:.3g})")
 
 
-def marching_cubes(grid: DensityGrid, level: float = DEFAULT_LEVEL) -> HeadMesh:
+def marching_cubes(grid: DensityGrid, level: float = DEFAULT_LEVEL, method: Method = "auto") -> HeadMesh:
     """Iso-surface ``density == level`` of ``grid`` as a :class:`HeadMesh` in the model world.
 
     Triangles are oriented with normals pointing from high density (inside) to low density (outside).
+    ``method`` picks the extractor (see :func:`ide3d_core.mesh.isosurface.marching_cubes`: PyMCubes when
+    installed, else the pure-numpy marching tetrahedra, which is what Python 3.13 / Blender 5.1+ gets).
     Raises :class:`LevelNotCrossed` (a ``ValueError``) if the level is not crossed anywhere (an empty mesh
     is never a useful result).
     """
     d = grid.density
     if not (float(d.min()) < level < float(d.max())):
         raise LevelNotCrossed(level, float(d.min()), float(d.max()))
-    verts, faces = mcubes.marching_cubes(d, float(level))
-    # PyMCubes orients triangles so that normals point toward decreasing values: outward for a
+    verts, faces = isosurface(d, float(level), method)
+    # both extractors orient triangles so that normals point toward decreasing values: outward for a
     # density that is high inside (checked by the sphere tests: positive signed volume).
     return HeadMesh(grid.index_to_world(verts).astype(np.float32), faces.astype(np.int64))

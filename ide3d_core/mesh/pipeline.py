@@ -13,6 +13,7 @@ from ide3d_core.mesh.cleanup import CleanupConfig, clean
 from ide3d_core.mesh.extract import DEFAULT_LEVEL, marching_cubes
 from ide3d_core.mesh.field import Field, Renderer
 from ide3d_core.mesh.grid import GridConfig, sample_density_grid
+from ide3d_core.mesh.isosurface import METHODS, Method
 from ide3d_core.mesh.types import HeadMesh
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
@@ -26,16 +27,21 @@ class MeshConfig:
         level: the density of the surface (see :mod:`ide3d_core.mesh.extract`).
         cleanup: floaters, smoothing, decimation.
         bake: texture baking, or None for vertex colours only.
+        isosurface: the iso-surface extractor, ``"auto"`` (PyMCubes when installed, else the pure-numpy
+            marching tetrahedra), ``"mcubes"`` or ``"tetrahedra"`` (see :mod:`ide3d_core.mesh.isosurface`).
     """
 
     grid: GridConfig = dc_field(default_factory=GridConfig)
     level: float = DEFAULT_LEVEL
     cleanup: CleanupConfig = dc_field(default_factory=lambda: CleanupConfig(target_faces=50000))
     bake: Optional[BakeConfig] = None
+    isosurface: Method = "auto"
 
     def __post_init__(self) -> None:
         if not self.level > 0:
             raise ValueError(f"the density level must be positive, got {self.level}")
+        if self.isosurface not in METHODS:
+            raise ValueError(f"isosurface must be one of {', '.join(METHODS)}, got {self.isosurface!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +74,7 @@ def extract_head_mesh(field: Field, config: MeshConfig = MeshConfig(), renderer:
     queried = grid.queried
 
     t = time.perf_counter()
-    mesh = marching_cubes(grid, config.level)
+    mesh = marching_cubes(grid, config.level, config.isosurface)
     del grid
     seconds["marching_cubes"] = time.perf_counter() - t
     report(progress, r + 1, total, "marching cubes", cancel)

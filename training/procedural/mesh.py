@@ -27,19 +27,22 @@ def head_field(head: HeadBatch, points: torch.Tensor, chunk: int = 1 << 16) -> t
     return torch.cat(vals), torch.cat(prims)
 
 
-def head_mesh(head: HeadBatch, resolution: int = 128):
+def head_mesh(head: HeadBatch, resolution: int = 128, isosurface: str = "auto"):
     """Ground-truth triangle mesh of one head in the model world.
 
     Args:
         head: a batch of one head (``heads.index(i)``).
         resolution: marching-cubes grid samples per axis over the box [-0.5, 0.5]^3.
+        isosurface: the extractor, see :func:`ide3d_core.mesh.isosurface.marching_cubes` (``"auto"``:
+            PyMCubes when installed, else the pure-numpy marching tetrahedra).
     Returns:
         ``trimesh.Trimesh`` (vertices in model-world units, y up, face toward +z) with
         ``vertex_attributes['label']`` (int64 class ids of ide3d_core.labels) and
         ``vertex_attributes['primitive']`` (slot index); faces wound outward.
     """
-    import mcubes
     import trimesh
+
+    from ide3d_core.mesh.isosurface import marching_cubes
 
     if resolution < 8:
         raise ValueError(f"mesh resolution must be at least 8, got {resolution}")
@@ -52,14 +55,14 @@ def head_mesh(head: HeadBatch, resolution: int = 128):
     values, _ = head_field(head, grid)
     vol = values.reshape(resolution, resolution, resolution).cpu().numpy().astype(np.float64)
     vol = np.pad(vol, 1, constant_values=-1.0)  # close the surface where it meets the box
-    verts, faces = mcubes.marching_cubes(vol, 0.0)
+    verts, faces = marching_cubes(vol, 0.0, isosurface)
     step = 1.0 / (resolution - 1)
     verts = (verts - 1.0) * step - 0.5
     verts = np.clip(verts, -0.5, 0.5)
     _, prim = head_field(head, torch.from_numpy(verts).to(dev, torch.float32))
     prim = slot_ids[prim.cpu().numpy()]
     labels = full_labels[prim]
-    # with "inside = above the level" mcubes' winding is already outward (positive volume, tested)
+    # with "inside = above the level" the extractors' winding is already outward (positive volume, tested)
     mesh = trimesh.Trimesh(verts, faces, process=False,
                            vertex_attributes={"label": labels.astype(np.int64), "primitive": prim.astype(np.int64)})
     return mesh
