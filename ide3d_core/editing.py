@@ -121,8 +121,11 @@ def mask_edit(portrait: Portrait, generator: nn.Module, editor: nn.Module, mask:
 # Region restyle and global style
 # ------------------------------------------------------------------------------------------------
 
-def codes_from_seed(generator: nn.Module, seed: int, truncation_psi: float = 0.7) -> torch.Tensor:
-    """[1, num_ws, w_dim] codes of a seed (canonical conditioning), on the CPU."""
+def codes_from_seed(generator: nn.Module, seed: int, truncation_psi: float | None = None) -> torch.Tensor:
+    """[1, num_ws, w_dim] codes of a seed (canonical conditioning), on the CPU; ``truncation_psi`` None:
+    the generator's ``default_truncation``."""
+    if truncation_psi is None:
+        truncation_psi = generator.default_truncation
     with torch.no_grad():
         return generator.codes_from_seeds([int(seed)], truncation_psi=truncation_psi).detach().cpu()
 

@@ -6,7 +6,8 @@
 
 Prints one Markdown table. Independent truth throughout: the procedural heads' exact renders.
 
-* **Samples** (``ide3d generate``'s defaults: seeds 0.., truncation 0.7, the canonical conditioning) at
+* **Samples** (``ide3d generate``'s defaults: seeds 0.., the model's default truncation, else
+  ``--truncation``; the canonical conditioning) at
   yaw -45, 0, +45 against procedural heads (seeds 0.. of ``sample_heads``) at the same cameras and
   256 px: sharpness = mean absolute Laplacian of the grey image (whole image; and on the head only,
   i.e. inside each image's own head mask, since the procedural backgrounds carry fine noise), diversity = mean pairwise L1 between the
@@ -82,11 +83,11 @@ def part_share(labels: torch.Tensor, min_pixels: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def sample_sets(G, n: int, res: int):
+def sample_sets(G, n: int, res: int, truncation: float):
     """{yaw: (generated image, generated labels, procedural image, procedural labels)}."""
     from training.procedural import render_heads, sample_heads
 
-    ws = G.codes_from_seeds(list(range(n)), truncation_psi=0.7)
+    ws = G.codes_from_seeds(list(range(n)), truncation_psi=truncation)
     planes = G.planes(ws)
     heads = sample_heads(n, torch.Generator().manual_seed(0))
     out = {}
@@ -103,7 +104,7 @@ def sample_sets(G, n: int, res: int):
 
 
 @torch.no_grad()
-def edit_eval(G, editor, seeds: list[int]) -> dict[str, float]:
+def edit_eval(G, editor, seeds: list[int], truncation: float) -> dict[str, float]:
     from ide3d_core.editing import canonical_labels, mask_edit, render_state
     from ide3d_core.portrait import EditRecord, Portrait, PortraitState, generator_fingerprint
 
@@ -111,7 +112,7 @@ def edit_eval(G, editor, seeds: list[int]) -> dict[str, float]:
     rows = {"hair_miou": [], "hair_psnr": [], "hair_left": [], "hair_change_in": [], "hair_change_out": [],
             "hat_miou": [], "hat_psnr": []}
     for s in seeds:
-        ws = G.codes_from_seeds([s], truncation_psi=0.7).cpu()
+        ws = G.codes_from_seeds([s], truncation_psi=truncation).cpu()
         portrait = Portrait(camera=cam, generator_config=G.config.to_dict(),
                             base_fingerprint=generator_fingerprint(G),
                             history=(EditRecord("seed", {"seed": s}, PortraitState(ws)),))
@@ -200,13 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--sheet", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--truncation", type=float, default=None,
+                    help="truncation of the samples and edited portraits (default: the model's, as ide3d generate)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from training.metrics.swd import sliced_wasserstein
 
     G = load_generator(args.model)
-    sets = sample_sets(G, args.samples, 256)
-    res: dict[str, float] = {}
+    psi = G.default_truncation if args.truncation is None else args.truncation
+    sets = sample_sets(G, args.samples, 256, psi)
+    res: dict[str, float] = {"truncation": psi}
     for yaw, (gi, gl, pi, pl, gm, pm, ref) in sets.items():
         tag = f"yaw{yaw:+.0f}"
         res[f"reference_bicubic_sharpness_ratio_{tag}"] = sharpness(ref) / sharpness(pi)
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.edit_seeds and editor_dir.exists():
         from ide3d_core.encoders import load_encoder
 
-        res.update(edit_eval(G, load_encoder(editor_dir).eval(), list(range(100, 100 + args.edit_seeds))))
+        res.update(edit_eval(G, load_encoder(editor_dir).eval(), list(range(100, 100 + args.edit_seeds)), psi))
     if args.sheet:
         contact_sheet(sets, args.sheet)
     print("| metric | value |\n|---|---|")

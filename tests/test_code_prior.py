@@ -101,3 +101,25 @@ def test_gmm_and_pca_fit_recover_a_known_mixture():
     gp = fit_group(codes + 2.0, dim=2, components=1)
     assert gp.explained > 0.99 and gp.basis.shape == (2, 16)
     assert np.allclose(gp.basis @ gp.basis.T, np.eye(2), atol=1e-8)
+
+
+def test_default_truncation_is_none_for_a_prior_and_stylegans_for_a_mapping(tmp_path):
+    """A prior is fitted to the training codes and samples untruncated; a mapping network keeps 0.7.
+    ``ide3d generate`` without ``--truncation`` writes the codes of that default."""
+    import numpy as np
+
+    from ide3d_core.cli import main
+    from ide3d_core.networks import save_generator
+
+    assert Generator(TINY).default_truncation == 0.7
+    G = Generator(dataclasses.replace(TINY, code_prior_dim=DIM, code_prior_components=K)).eval()
+    with torch.no_grad():
+        G.mapping.load_state_dict(fitted_prior().state_dict())
+    assert G.default_truncation == 1.0
+    save_generator(G, tmp_path / "model")
+    assert main(["generate", "--model", str(tmp_path / "model"), "--seeds", "3", "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    ws = np.load(tmp_path / "out" / "seed0003_ws.npy")
+    with torch.no_grad():
+        untruncated, truncated = G.codes_from_seeds([3], 1.0)[0].numpy(), G.codes_from_seeds([3], 0.7)[0].numpy()
+    assert np.allclose(ws, untruncated, atol=1e-6) and not np.allclose(ws, truncated, atol=1e-3)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """``ide3d generate``: portraits, label maps and codes for a list of seeds and views.
 
-    ide3d generate --seeds 0-7 [--truncation 0.7] [--yaw DEG ...] [--pitch DEG] [--model PATH]
+    ide3d generate --seeds 0-7 [--truncation PSI] [--yaw DEG ...] [--pitch DEG] [--model PATH]
                    [--config tiny|default|paper] --out DIR
 
 Per seed: ``seed0003_ws.npy`` (the [num_ws, w_dim] float32 codes). Per seed and view
@@ -47,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate portraits, label maps and codes from seeds",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-7 or 1,5,9 (default 0)")
-    p.add_argument("--truncation", type=float, default=0.7,
-                   help="truncation in [0, 1]: 1 = full variety, 0 = the average face (default 0.7)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="truncation in [0, 1]: 1 = full variety, 0 = the average face (default: the model's; "
+                        "1 for a model with a code prior such as the bundled one, 0.7 for a mapping network)")
     p.add_argument("--yaw", type=float, nargs="+", default=[0.0], metavar="DEG",
                    help="one or more camera yaws in degrees (default 0: front)")
     p.add_argument("--pitch", type=float, default=0.0, metavar="DEG", help="camera pitch in degrees")
@@ -84,11 +85,13 @@ def run(args: argparse.Namespace) -> int:
     if not -89.0 < args.pitch < 89.0:
         raise UserError(f"--pitch must be within (-89, 89) degrees, got {args.pitch}")
     try:
-        truncation = check_truncation(args.truncation, "--truncation")
+        if args.truncation is not None:
+            check_truncation(args.truncation, "--truncation")
     except OperationError as exc:
         raise UserError(str(exc)) from None
     device = device_arg(args.device)
     G = load_base(_model_spec(args), device)
+    truncation = G.default_truncation if args.truncation is None else args.truncation
     args.out.mkdir(parents=True, exist_ok=True)
     views = [(yaw, orbit_camera(math.radians(yaw), math.radians(args.pitch))) for yaw in args.yaw]
     written: list[Path] = []

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--level", type=float, default=None, help="surface density level (default: the model's calibrated level, "
                    "mesh_level.json beside its weights, else 10)")
     p.add_argument("--smooth", type=int, default=0, help="Taubin smoothing iterations (default 0)")
-    p.add_argument("--truncation", type=float, default=0.7, help="truncation psi for --seed (default 0.7)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="truncation psi for --seed (default: the model's, 1 for the bundled model)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -49,7 +50,7 @@ def _field(args: argparse.Namespace, device):
 
     base = load_base(args.model, device)
     if args.seed is not None:
-        return seed_field(base, args.seed, args.truncation)
+        return seed_field(base, args.seed, base.default_truncation if args.truncation is None else args.truncation)
     from ide3d_core.portrait import PortraitError, load_portrait
 
     try:

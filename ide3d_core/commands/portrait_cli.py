@@ -139,7 +139,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-steps", type=int, default=None, help="pivotal tuning steps (default 10)")
     p.add_argument("--thorough", action="store_true",
                    help="the earlier slow schedule (200 + 100 steps at full resolution, no early stop)")
-    p.add_argument("--code-space", choices=("w", "w+"), default="w+")
+    p.add_argument("--code-space", choices=("w", "group", "w+"), default=None,
+                   help="code space of the optimisation (default: the policy's)")
     p.add_argument("--encoders", type=Path, default=None, help="encoder folder (default <model>/encoders)")
     p.add_argument("--parser", type=Path, default=None,
                    help="face-parsing network folder (training/segnet.py) used without --mask "
@@ -171,7 +172,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--style-seed", type=int, help="seed of the texture source")
     src.add_argument("--style-portrait", type=Path, help=".ide3d portrait giving the texture")
-    p.add_argument("--truncation", type=float, default=0.7, help="truncation of --style-seed (default 0.7)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="truncation of --style-seed (default: the model's, 1 for the bundled model)")
     p.add_argument("--out", type=Path, required=True)
     _common(p, "base model (default: the one the portrait was made with)")
     p.set_defaults(func=run_restyle)
@@ -242,7 +244,7 @@ def run_invert(args: argparse.Namespace) -> int:
         print("ide3d invert: warning: no encoders found; codes start at the average code "
               "(train them with `ide3d train-encoders`)", file=sys.stderr)
     policy = THOROUGH_POLICY if args.thorough else InversionPolicy()
-    kw = {"code_space": args.code_space}
+    kw = {"code_space": args.code_space} if args.code_space else {}
     for name, value in (("optimise_steps", args.steps), ("tune_steps", args.tune_steps)):
         if value is not None:
             if value < 0:
@@ -362,7 +364,8 @@ def run_restyle(args: argparse.Namespace) -> int:
     _, g, _ = _generator_for(portrait, args, device)
     if args.style_seed is not None:
         try:
-            truncation = check_truncation(args.truncation, "--truncation")
+            truncation = g.default_truncation if args.truncation is None else args.truncation
+            truncation = check_truncation(truncation, "--truncation")
         except OperationError as exc:
             raise UserError(str(exc)) from None
         style = editing.codes_from_seed(g, args.style_seed, truncation)
