@@ -5,10 +5,13 @@ texture bake), on an analytic field and on the generator, on CPU (and CUDA when 
 
     .venv/bin/python scripts/bench_mesh.py [--resolutions 256 512] [--texture 2048] [--threads 2]
                                            [--configs default] [--model FOLDER] [--no-bake]
+                                           [--isosurface auto|mcubes|tetrahedra]
 
 The generator rows use untrained weights unless --model is given (the density level is then set at
 the 70th percentile of a coarse sample so that a surface exists); the grid stage costs the same
-either way, while marching cubes and clean-up depend on how complex the surface is.
+either way, while marching cubes and clean-up depend on how complex the surface is. --isosurface picks
+the extractor of the "mcubes" column (tetrahedra: the pure-numpy fallback; scripts/bench_isosurface.py
+compares the two on one grid).
 """
 from __future__ import annotations
 
@@ -45,8 +48,8 @@ def _row(name: str, res: int, block: int, result, total_no_bake: float) -> str:
             f"{cells} | {total_no_bake:7.2f} | {result.mesh.num_faces:6d} |")
 
 
-def _run(field, renderer, res, block, level, texture, faces):
-    cfg = MeshConfig(grid=GridConfig(resolution=res, block=block), level=level,
+def _run(field, renderer, res, block, level, texture, faces, isosurface="auto"):
+    cfg = MeshConfig(grid=GridConfig(resolution=res, block=block), level=level, isosurface=isosurface,
                      cleanup=CleanupConfig(target_faces=faces),
                      bake=BakeConfig(texture_size=texture) if texture else None)
     if field.device.type == "cuda":
@@ -68,12 +71,13 @@ def main() -> None:
     ap.add_argument("--model", default="", help="a trained model folder instead of presets")
     ap.add_argument("--no-bake", action="store_true")
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
+    ap.add_argument("--isosurface", default="auto", choices=["auto", "mcubes", "tetrahedra"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     texture = 0 if args.no_bake else args.texture
     print(f"torch {torch.__version__}, {args.threads} CPU threads, texture {texture or 'off'}, "
-          f"target {args.faces} faces")
+          f"target {args.faces} faces, iso-surface {args.isosurface}")
     print("| field                  | res  | sampling  | queried | grid    | mcubes  | cleanup | attribs | "
           "bake    | no-bake | faces  |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -84,7 +88,7 @@ def main() -> None:
         renderer = SphereRenderer(center, radius, _colour, 256, 256)
         for res in args.resolutions:
             for block in (0, 8):
-                result, total = _run(analytic, renderer, res, block, 10.0, texture, args.faces)
+                result, total = _run(analytic, renderer, res, block, 10.0, texture, args.faces, args.isosurface)
                 print(_row(f"analytic sphere {dev_name}", res, block, result, total), flush=True)
         gens = []
         if args.model:
@@ -111,7 +115,8 @@ def main() -> None:
                 for block in (0, 8):
                     if block == 0 and res > 256 and dev.type == "cpu":
                         continue  # dense 512^3 of the generator on 2 CPU cores takes minutes
-                    result, total = _run(field, GeneratorRenderer(field), res, block, level, texture, args.faces)
+                    result, total = _run(field, GeneratorRenderer(field), res, block, level, texture, args.faces,
+                                         args.isosurface)
                     print(_row(f"{name} {dev_name}", res, block, result, total), flush=True)
 
 

@@ -66,7 +66,7 @@ def marching_cubes(volume: np.ndarray, level: float, method: Method = "auto") ->
     import mcubes
 
     vol = _check_volume(volume)
-    verts, faces = mcubes.marching_cubes(np.ascontiguousarray(vol, dtype=np.float64), float(level))
+    verts, faces = mcubes.marching_cubes(vol, float(level))
     return np.asarray(verts, np.float64).reshape(-1, 3), np.asarray(faces, np.int64).reshape(-1, 3)
 
 
