@@ -39,8 +39,8 @@ from typing import Any, ClassVar
 from .protocol_requests import (PORTRAIT_REF_FIELDS, REQUEST_TYPES, RESULT_TYPES, ExportMeshRequest,
                                 ExportMeshResult, HistoryRequest, InvertRequest, MaskEditRequest, MeshRequest,
                                 MeshResult, NewPortraitRequest, OpenDocumentRequest, PingRequest, PingResult,
-                                PortraitResult, RenderRequest, RestyleRequest, SleepRequest, SleepResult,
-                                StyleRequest, ViewResult)
+                                PortraitRequest, PortraitResult, RenderRequest, RestyleRequest, SleepRequest,
+                                SleepResult, StyleRequest, ViewResult)
 
 PROTOCOL_VERSION = 3  # 3: export_mesh
 
@@ -52,7 +52,7 @@ __all__ = [
     "PingRequest", "PingResult", "NewPortraitRequest", "OpenDocumentRequest", "InvertRequest", "PortraitResult",
     "RenderRequest", "ViewResult", "MaskEditRequest", "RestyleRequest", "StyleRequest", "HistoryRequest",
     "MeshRequest", "MeshResult", "ExportMeshRequest", "ExportMeshResult", "SleepRequest", "SleepResult",
-    "REQUEST_TYPES", "RESULT_TYPES", "PORTRAIT_REF_FIELDS",
+    "REQUEST_TYPES", "RESULT_TYPES", "PORTRAIT_REF_FIELDS", "PortraitRequest",
 ]
 
 

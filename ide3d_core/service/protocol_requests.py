@@ -8,6 +8,7 @@ This module needs only the standard library: the add-on ships a verbatim copy of
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -102,14 +103,22 @@ class PortraitResult:
     notes: tuple[str, ...] = ()
 
 
-# Requests on an existing portrait carry its reference as three fields: ``portrait_id``, ``revision``
-# (of the state the client shows) and ``document_file`` (that state's ``.ide3d`` document). The worker
-# uses its session copy when the revision matches and otherwise loads the document (a restarted
-# worker, or a client-side undo of Blender's own).
+@dataclass(frozen=True)
+class PortraitRequest:
+    """Base of the requests on an existing portrait: its reference, always their first three fields.
+
+    ``portrait_id``; ``revision`` (of the state the client shows); ``document_file`` (that state's
+    ``.ide3d`` document). The worker uses its session copy when the revision matches and otherwise
+    loads the document (a restarted worker, or a client-side undo of Blender's own).
+    """
+
+    portrait_id: str
+    revision: str
+    document_file: str
 
 
 @dataclass(frozen=True)
-class RenderRequest:
+class RenderRequest(PortraitRequest):
     """Neural render of a portrait from a camera, at ``width`` x ``height`` pixels.
 
     ``label`` is the 25-float camera label for that image size (non-square images and shifted
@@ -120,9 +129,6 @@ class RenderRequest:
     """
 
     KIND: ClassVar[str] = "render"
-    portrait_id: str
-    revision: str
-    document_file: str
     label: tuple[float, ...]
     width: int
     height: int
@@ -140,7 +146,7 @@ class ViewResult:
 
 
 @dataclass(frozen=True)
-class MaskEditRequest:
+class MaskEditRequest(PortraitRequest):
     """Edit a portrait so its canonical-view semantics follow ``labels_file`` (the canonical editor;
     ``mode`` "residual" or "direct", :func:`ide3d_core.editing.mask_edit`).
 
@@ -151,9 +157,6 @@ class MaskEditRequest:
     painting)."""
 
     KIND: ClassVar[str] = "mask_edit"
-    portrait_id: str
-    revision: str
-    document_file: str
     labels_file: str
     mode: str = "residual"
     live: bool = False
@@ -161,15 +164,12 @@ class MaskEditRequest:
 
 
 @dataclass(frozen=True)
-class RestyleRequest:
+class RestyleRequest(PortraitRequest):
     """Give the regions ``classes`` the texture of ``style_seed``, or, when set, of the portrait in
     ``style_document_file`` or of the face photo ``style_image_file`` (its texture codes from the
     model's standard encoder, its shape codes the portrait's own)."""
 
     KIND: ClassVar[str] = "restyle"
-    portrait_id: str
-    revision: str
-    document_file: str
     classes: tuple[int, ...]
     style_seed: int = 0
     style_document_file: str = ""
@@ -178,14 +178,11 @@ class RestyleRequest:
 
 
 @dataclass(frozen=True)
-class StyleRequest:
+class StyleRequest(PortraitRequest):
     """Global style: move the shape codes by ``shape_alpha`` and the texture codes by ``texture_alpha``
     toward the codes of ``style_seed`` (0 keeps, 1 takes them; :func:`ide3d_core.editing.global_style`)."""
 
     KIND: ClassVar[str] = "style"
-    portrait_id: str
-    revision: str
-    document_file: str
     style_seed: int
     shape_alpha: float = 0.0
     texture_alpha: float = 1.0
@@ -193,24 +190,18 @@ class StyleRequest:
 
 
 @dataclass(frozen=True)
-class HistoryRequest:
+class HistoryRequest(PortraitRequest):
     """Undo (``step`` = -1) or redo (``step`` = +1) one edit of a portrait."""
 
     KIND: ClassVar[str] = "history"
-    portrait_id: str
-    revision: str
-    document_file: str
     step: int
 
 
 @dataclass(frozen=True)
-class MeshRequest:
+class MeshRequest(PortraitRequest):
     """Extract a head mesh of a portrait at ``resolution`` voxels per side."""
 
     KIND: ClassVar[str] = "mesh"
-    portrait_id: str
-    revision: str
-    document_file: str
     resolution: int = 128
 
 
@@ -226,16 +217,13 @@ class MeshResult:
 
 
 @dataclass(frozen=True)
-class ExportMeshRequest:
+class ExportMeshRequest(PortraitRequest):
     """Write a portrait's head mesh to ``path`` (.glb, .obj or .ply) exactly as ``ide3d mesh`` does
     (:mod:`ide3d_core.operations.mesh`): clean-up, decimation to ``faces`` triangles, vertex labels
     (glTF ``_LABEL``), with ``texture`` > 0 a baked UV texture of that edge, with ``parts`` one glTF node
     and material per label. Ranges: ``ide3d_core.operations.limits``."""
 
     KIND: ClassVar[str] = "export_mesh"
-    portrait_id: str
-    revision: str
-    document_file: str
     path: str
     resolution: int = 256
     texture: int = 2048
@@ -281,4 +269,4 @@ RESULT_TYPES: dict[str, type] = {
 }
 
 #: Fields with which a request names the portrait it works on.
-PORTRAIT_REF_FIELDS = ("portrait_id", "revision", "document_file")
+PORTRAIT_REF_FIELDS = tuple(f.name for f in dataclasses.fields(PortraitRequest))
