@@ -41,7 +41,7 @@ class PingResult:
 
 @dataclass(frozen=True)
 class NewPortraitRequest:
-    """A new portrait from a random seed with truncation ``psi`` (1 = none, 0 = the average face)."""
+    """A new portrait from a random seed with ``truncation`` (1 = none, 0 = the average face)."""
 
     KIND: ClassVar[str] = "new_portrait"
     seed: int
