@@ -7,10 +7,12 @@
                                                  [--target-faces 50000] [--grid-cache FILE.npy]
 
 Rows: a 256^3 grid of the model (seed 0, its calibrated surface level, block-sparse sampling as in
-Import Head Mesh) and of an analytic sphere. Columns: the iso-surface stage (best of --repeats, wall
-and CPU seconds of this process), its output size, then the clean-up the pipeline runs next
+Import Head Mesh) and of an analytic sphere. Columns: the iso-surface stage (best of --repeats, CPU
+seconds of this process and wall seconds), its output size, then the clean-up the pipeline runs next
 (floaters, smoothing, decimation to --target-faces; it sees the fallback's ~3x more triangles), and
-the ratio of the fallback's stage time to PyMCubes'. Use OMP_NUM_THREADS=1 for one core.
+the ratios of the fallback's CPU seconds to PyMCubes' (iso-surface stage; iso-surface + clean-up).
+CPU seconds are what to compare on a loaded machine (wall seconds there include waiting for a core).
+Use OMP_NUM_THREADS=1 for one core.
 --grid-cache keeps the model's sampled grid in a .npy file (delete it after changing the model).
 """
 from __future__ import annotations
@@ -76,19 +78,20 @@ def main() -> None:
                   sample_density_grid(sphere, GridConfig(resolution=args.resolution, block=0), 10.0), 10.0))
     print(f"numpy {np.__version__}, grid {args.resolution}^3 (model grid sampled in {secs:.1f} s), "
           f"best of {args.repeats}, clean-up to {args.target_faces} faces")
-    print("| grid | extractor | iso-surface wall s | CPU s | vertices | faces | clean-up s | faces after | "
-          "ratio (wall) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| grid | extractor | iso-surface CPU s | wall s | vertices | faces | clean-up CPU s | wall s | "
+          "faces after | ratio iso | ratio iso + clean-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, grid, level in grids:
         base = None
         for method in methods:
             mesh, wall, cpu = _time(grid, level, method, args.repeats)
-            t = time.perf_counter()
+            w, c = time.perf_counter(), time.process_time()
             cleaned = clean(mesh, CleanupConfig(target_faces=args.target_faces))
-            cleanup = time.perf_counter() - t
-            base = wall if base is None else base
-            print(f"| {name} | {method} | {wall:.2f} | {cpu:.2f} | {mesh.num_vertices} | {mesh.num_faces} | "
-                  f"{cleanup:.2f} | {cleaned.num_faces} | {wall / base:.2f} |", flush=True)
+            clean_wall, clean_cpu = time.perf_counter() - w, time.process_time() - c
+            base = (cpu, cpu + clean_cpu) if base is None else base
+            print(f"| {name} | {method} | {cpu:.2f} | {wall:.2f} | {mesh.num_vertices} | {mesh.num_faces} | "
+                  f"{clean_cpu:.2f} | {clean_wall:.2f} | {cleaned.num_faces} | {cpu / base[0]:.2f} | "
+                  f"{(cpu + clean_cpu) / base[1]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
