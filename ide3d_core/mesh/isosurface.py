@@ -155,6 +155,22 @@ def _triangle_tables() -> tuple[np.ndarray, np.ndarray]:
 _TRI_LO, _TRI_CODE = _triangle_tables()
 
 
+def _straddling_cells(vol: np.ndarray, level: float, strides: np.ndarray, slab_samples: int = 1 << 22) -> np.ndarray:
+    """Flat indices (sorted) of the corner (0, 0, 0) of every cell whose 8 corners are not all on one side
+    of the level, found slab by slab along axis 0 so that temporaries stay about ``slab_samples`` large."""
+    nx, ny, nz = vol.shape
+    step = max(1, slab_samples // (ny * nz))
+    out = []
+    for x0 in range(0, nx - 1, step):
+        ins = vol[x0:min(nx, x0 + step + 1)] > level  # [s + 1, ny, nz]
+        every, some = ins[:-1] & ins[1:], ins[:-1] | ins[1:]  # separable all / any over the 8 corners
+        every, some = every[:, :-1] & every[:, 1:], some[:, :-1] | some[:, 1:]
+        every, some = every[:, :, :-1] & every[:, :, 1:], some[:, :, :-1] | some[:, :, 1:]
+        ci, cj, ck = np.nonzero(some & ~every)
+        out.append((ci.astype(np.int64) + x0) * strides[0] + cj.astype(np.int64) * strides[1] + ck)
+    return np.concatenate(out)
+
+
 def marching_tetrahedra(volume: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Pure-numpy iso-surface (see the module docstring): same call and conventions as
     ``mcubes.marching_cubes(volume, level)``.
@@ -164,21 +180,13 @@ def marching_tetrahedra(volume: np.ndarray, level: float) -> tuple[np.ndarray, n
     vol = _check_volume(volume)
     level = float(level)
     nx, ny, nz = vol.shape
-    inside = vol > level
-    # cells whose 8 corners are not all on one side
-    n_in = np.zeros((nx - 1, ny - 1, nz - 1), np.uint8)
-    for dx, dy, dz in _CORNER:
-        n_in += inside[dx:nx - 1 + dx, dy:ny - 1 + dy, dz:nz - 1 + dz]
-    ci, cj, ck = np.nonzero((n_in > 0) & (n_in < 8))
-    del n_in
-    if ci.size == 0:
-        return np.zeros((0, 3), np.float64), np.zeros((0, 3), np.int64)
     strides = np.array([ny * nz, nz, 1], np.int64)
-    base = ci.astype(np.int64) * strides[0] + cj.astype(np.int64) * strides[1] + ck
-    del ci, cj, ck
+    base = _straddling_cells(vol, level, strides)  # [N] flat index of each active cell's corner 000
+    if base.size == 0:
+        return np.zeros((0, 3), np.float64), np.zeros((0, 3), np.int64)
     corner_off = _CORNER @ strides  # [8] flat offsets of the cube corners
-    bits = inside.ravel()[base[:, None] + corner_off[None, :]]  # [N, 8]
-    del inside
+    flat = vol.reshape(-1)
+    bits = flat[base[:, None] + corner_off[None, :]] > level  # [N, 8] corner inside
 
     edge_ids = []
     for t in range(6):
@@ -201,7 +209,6 @@ def marching_tetrahedra(volume: np.ndarray, level: float) -> tuple[np.ndarray, n
     p, k = uniq // 7, uniq % 7
     d = _DIRS[k]
     q = p + d @ strides
-    flat = vol.ravel()
     va, vb = flat[p].astype(np.float64), flat[q].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (level - va) / (vb - va)
