@@ -22,8 +22,9 @@ MESH_NAME = "IDE-3D Head"
 class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     has_portrait: BoolProperty(name="Has Portrait", default=False)
     seed: IntProperty(name="Seed", default=0, min=0, description="Random seed of a new portrait")
-    truncation: FloatProperty(name="Truncation", default=0.7, min=0.0, max=1.0,
-                              description="1 = full variety, 0 = the average face")
+    truncation: FloatProperty(name="Truncation", default=1.0, min=0.0, max=1.0,
+                              description="1 = full variety (the bundled model's default: its code prior is fitted "
+                                          "to its training heads), 0 = the average face")
     ws_shape: IntVectorProperty(name="Code Shape", size=2, default=(0, 0))
     num_shape_ws: IntProperty(name="Shape Codes", default=0)
     regions: BoolVectorProperty(name="Regions", size=labels.NUM_CLASSES, default=(False,) * labels.NUM_CLASSES,

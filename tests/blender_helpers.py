@@ -112,6 +112,7 @@ def install_sphere_networks(resolution: int = 64):
         z_dim = w_dim = 8
         c_dim = 25
         num_ws, num_shape_ws, num_texture_ws = 4, 2, 2
+        default_truncation = 0.7
 
         def __init__(self, cfg):
             super().__init__()

@@ -125,11 +125,13 @@ class PortraitHandlers:
     def _do_new_portrait(self, req: P.NewPortraitRequest, out_dir, progress, cancel) -> P.PortraitResult:
         from ide3d_core.portrait import EditRecord, Portrait, PortraitState, generator_config
 
-        limits.check_truncation(req.truncation)
+        if req.truncation is not None:
+            limits.check_truncation(req.truncation)
         report(progress, 0, 2, "loading the model", cancel)
         g = self.generator()
-        ws = g.codes_from_seeds([int(req.seed)], truncation_psi=float(req.truncation)).detach().float().cpu()
-        record = EditRecord("seed", {"seed": int(req.seed), "truncation_psi": float(req.truncation)},
+        psi = g.default_truncation if req.truncation is None else float(req.truncation)
+        ws = g.codes_from_seeds([int(req.seed)], truncation_psi=psi).detach().float().cpu()
+        record = EditRecord("seed", {"seed": int(req.seed), "truncation_psi": psi},
                             PortraitState(ws))
         portrait = Portrait(camera=cameras.canonical_camera().label(), generator_config=generator_config(g),
                             base_fingerprint=self.fingerprint(), history=(record,), model_hint=self.model_spec)
@@ -236,7 +238,7 @@ class PortraitHandlers:
             self.session.get(req.portrait_id, result.revision).live_base_labels = current
         return result
 
-    def _style_codes(self, entry, seed: int, truncation: float, document_file: str = ""):
+    def _style_codes(self, entry, seed: int, truncation: float | None, document_file: str = ""):
         """Codes [1, num_ws, w_dim] of a style source (a seed, or a portrait document) and its description."""
         from ide3d_core import editing
         from ide3d_core.portrait import PortraitError, load_portrait
@@ -247,9 +249,9 @@ class PortraitHandlers:
             except PortraitError as exc:
                 raise BadRequest(str(exc)) from None
             return other.ws, {"kind": "portrait", "file": Path(document_file).name}
-        limits.check_truncation(truncation)
-        return (editing.codes_from_seed(entry.generator, int(seed), float(truncation)),
-                {"kind": "seed", "seed": int(seed), "truncation_psi": float(truncation)})
+        psi = entry.generator.default_truncation if truncation is None else limits.check_truncation(truncation)
+        return (editing.codes_from_seed(entry.generator, int(seed), psi),
+                {"kind": "seed", "seed": int(seed), "truncation_psi": psi})
 
     def _image_style_codes(self, entry, path: str, cancel):
         """Codes [1, num_ws, w_dim] whose texture codes come from a face photo (aligned by photo import,

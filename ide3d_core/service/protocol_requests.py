@@ -41,11 +41,12 @@ class PingResult:
 
 @dataclass(frozen=True)
 class NewPortraitRequest:
-    """A new portrait from a random seed with ``truncation`` (1 = none, 0 = the average face)."""
+    """A new portrait from a random seed with ``truncation`` (1 = none, 0 = the average face; None: the
+    model's default, ``Generator.default_truncation``; the same None in the restyle and style requests)."""
 
     KIND: ClassVar[str] = "new_portrait"
     seed: int
-    truncation: float = 0.7
+    truncation: float | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ class RestyleRequest(PortraitRequest):
     style_seed: int = 0
     style_document_file: str = ""
     style_image_file: str = ""
-    truncation: float = 0.7
+    truncation: float | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class StyleRequest(PortraitRequest):
     style_seed: int
     shape_alpha: float = 0.0
     texture_alpha: float = 1.0
-    truncation: float = 0.7
+    truncation: float | None = None
 
 
 @dataclass(frozen=True)
