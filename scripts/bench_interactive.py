@@ -7,10 +7,16 @@ Rows (bundled model unless --model, batch 1, 256 px output):
 
 * camera-only re-render from cached planes: ``Generator.render`` (reference) vs
   :func:`ide3d_core.fast_render.render_fast` with the planes' cached occupancy grid ("full": the same
-  image) and at ``quality="preview"`` (half the neural resolution); the grid's own cost is a row.
+  image; its super-resolution is the folded twin, bf16 where the CPU has native bf16) and at
+  ``quality="preview"`` (half the neural resolution); the grid's own cost is a row, and the
+  super-resolution's: reference vs folded float32 vs folded bf16.
 * mask edit to new frame (a painted canonical map -> canonical editor -> new codes -> tri-planes ->
-  frame): the reference frame vs the fast frame (grid built for the new planes included), the
-  current canonical map cached as the live session caches it.
+  frame): the reference frame vs the fast frame (folded float32 tri-planes as the service builds them,
+  grid built for the new planes included), the current canonical map cached as the live session caches
+  it; the tri-planes' rows: reference vs folded float32 vs folded bf16.
+* with ``--import-photo``: photo import (prepare + hybrid inversion of one photo at the default
+  ``InversionPolicy``, as Import Photo runs it); with ``--import-old`` also at ``THOROUGH_POLICY`` (the
+  old 200 + 100 step default; minutes).
 * 256^3 head mesh without bake: blocks of 8 with point queries (the old default) vs blocks of 4 with the
   generator field's lattice queries (:mod:`ide3d_core.mesh.grid`).
 
@@ -34,13 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ide3d_core import editing, fast_render  # noqa: E402
+from ide3d_core import editing, fast_networks, fast_render  # noqa: E402
 from ide3d_core.cameras import canonical_camera, orbit_camera, stack_labels  # noqa: E402
 from ide3d_core.model_loading import BUNDLED_MODEL_DIR, load_model_encoder, surface_level  # noqa: E402
 from ide3d_core.networks.io import load_generator  # noqa: E402
 from ide3d_core.portrait import EditRecord, Portrait, PortraitState  # noqa: E402
 
-TARGETS = {"re-render": 60.0, "mask edit": 100.0, "mesh": 1000.0}
+TARGETS = {"re-render": 60.0, "mask edit": 100.0, "mesh": 1000.0, "import": 20000.0}
 
 
 def timed(fn, repeats: int) -> tuple[float, float, object]:
@@ -60,6 +66,36 @@ def agreement(ref, out) -> str:
     return f"{fast_render.psnr(ref.image, out.image):.1f} dB, {100 * labels:.2f} % labels"
 
 
+def import_rows(args) -> list:
+    """Photo import: prepare + hybrid inversion of Grace Hopper's portrait (matplotlib's sample) at the
+    default policy (and the old one with --import-old); each timed once."""
+    import matplotlib.cbook as cbook
+    from PIL import Image
+
+    from ide3d_core.inversion import THOROUGH_POLICY, InversionPolicy
+    from ide3d_core.model_loading import load_base_generator
+    from ide3d_core.operations.invert import PhotoInput, invert_photos
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        photo = np.asarray(im.convert("RGB")).copy()
+    G = load_base_generator(args.model, "cpu")
+    encoder = load_model_encoder(args.model, "standard", "cpu")
+
+    def run(policy):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = invert_photos(G, [PhotoInput(photo, name="hopper")], encoder=encoder, policy=policy)
+        steps = {k: int(v.get("steps", 0)) for k, v in out.result.stages.items()}
+        return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3, steps
+
+    new_ms, new_cpu, steps = run(InversionPolicy())
+    old_ms = old_cpu = float("nan")
+    note = f"default policy, steps run {steps}"
+    if args.import_old:
+        old_ms, old_cpu, old_steps = run(THOROUGH_POLICY)
+        note += f"; old {old_steps}"
+    return [("photo import (prepare + hybrid inversion)", old_ms, old_cpu, new_ms, new_cpu, note, "import")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(BUNDLED_MODEL_DIR))
@@ -67,6 +103,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-mesh", action="store_true")
+    p.add_argument("--import-photo", action="store_true", help="also time a photo import at the default policy")
+    p.add_argument("--import-old", action="store_true", help="and at the old 200 + 100 step default (minutes)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     G = load_generator(args.model).requires_grad_(False)
@@ -84,7 +122,15 @@ def main() -> None:
         pre_ms, pre_cpu, pre = timed(lambda: fast_render.render_quality(G, planes, c, ws, "preview", grid),
                                      args.repeats)
         w_sr = ws[:, G.config.num_shape_ws + G.config.num_head_ws:]
-        sr_ms, sr_cpu, _ = timed(lambda: G.superresolution(ref.features_raw, ref.semantic_raw, w_sr), args.repeats)
+        feats, sem = ref.features_raw, ref.semantic_raw
+        sr_ms, sr_cpu, sr_ref = timed(lambda: G.superresolution(feats, sem, w_sr), args.repeats)
+        sr_rows = []
+        for dt in fast_networks.DTYPES:
+            f_ms, f_cpu, f_out = timed(lambda: fast_networks.superresolve(G.superresolution, feats, sem, w_sr, dt),
+                                       args.repeats)
+            same = float((f_out[1].argmax(1) == sr_ref[1].argmax(1)).float().mean())
+            sr_rows.append((f"  part: super-resolution, folded {str(dt)[6:]}", sr_ms, sr_cpu, f_ms, f_cpu,
+                            f"{fast_render.psnr(sr_ref[0], f_out[0]):.1f} dB, {100 * same:.2f} % labels", ""))
         ev = stats[0].evaluated / stats[0].reference
         rows += [
             ("re-render from cached planes, 256 px", old_ms, old_cpu, new_ms, new_cpu,
@@ -92,7 +138,7 @@ def main() -> None:
             ("  same, preview quality (32 px rays)", old_ms, old_cpu, pre_ms, pre_cpu, agreement(ref, pre), "re-render"),
             ("  part: occupancy grid (once per planes)", float("nan"), float("nan"), grid_ms, grid_cpu,
              f"{100 * grid.fraction():.0f} % of the cells occupied", ""),
-            ("  part: super-resolution (both paths)", sr_ms, sr_cpu, sr_ms, sr_cpu, "", ""),
+            *sr_rows,
         ]
 
         editor = load_model_encoder(args.model, "canonical", "cpu")
@@ -115,7 +161,7 @@ def main() -> None:
             def edit_new(quality: str):
                 def run():
                     new = editing.mask_edit(portrait, G, editor, painted, current=current).state
-                    pl = G.planes(new.ws)
+                    pl = fast_networks.planes(G, new.ws)
                     return fast_render.render_quality(G, pl, cam, new.ws, quality,
                                                       fast_render.occupancy_grid(G, pl))
                 return run
@@ -125,13 +171,19 @@ def main() -> None:
             e_pre_ms, e_pre_cpu, e_pre = timed(edit_new("preview"), args.repeats)
             ed_ms, ed_cpu, _ = timed(lambda: editing.mask_edit(portrait, G, editor, painted, current=current),
                                      args.repeats)
-            pl_ms, pl_cpu, _ = timed(lambda: G.planes(ws), args.repeats)
+            pl_ms, pl_cpu, pl_ref = timed(lambda: G.planes(ws), args.repeats)
+            pl_rows = []
+            for dt in fast_networks.DTYPES:
+                f_ms, f_cpu, f_pl = timed(lambda: fast_networks.planes(G, ws, dt), args.repeats)
+                frame = fast_render.render_fast(G, f_pl, c, ws, grid)
+                pl_rows.append((f"  part: tri-planes, folded {str(dt)[6:]}", pl_ms, pl_cpu, f_ms, f_cpu,
+                                f"frame {agreement(ref, frame)}", ""))
             rows += [
                 ("mask edit to new frame (residual, cached map)", e_old_ms, e_old_cpu, e_new_ms, e_new_cpu,
                  agreement(e_ref, e_out), "mask edit"),
                 ("  same, preview frame", e_old_ms, e_old_cpu, e_pre_ms, e_pre_cpu, agreement(e_ref, e_pre), "mask edit"),
                 ("  part: canonical editor + codes", ed_ms, ed_cpu, ed_ms, ed_cpu, "", ""),
-                ("  part: tri-planes", pl_ms, pl_cpu, pl_ms, pl_cpu, "", ""),
+                *pl_rows,
             ]
 
     if not args.skip_mesh:
@@ -161,6 +213,9 @@ def main() -> None:
         rows.append(("256^3 mesh without bake", m_old_ms, m_old_cpu, m_new_ms, m_new_cpu,
                      f"queried {100 * m_old.queried / 256 ** 3:.1f} % -> {100 * m_new.queried / 256 ** 3:.1f} %, "
                      f"{len(m_old.mesh.faces)} / {len(m_new.mesh.faces)} faces", "mesh"))
+
+    if args.import_photo:
+        rows += import_rows(args)
 
     load = os.getloadavg()[0]
     print(f"\nmodel {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, "

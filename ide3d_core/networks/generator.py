@@ -274,10 +274,12 @@ class Generator(nn.Module):
         return origins, dirs, (cfg.ray_near + shift).clamp_min(MIN_NEAR), cfg.ray_far + shift
 
     def finish_render(self, features: torch.Tensor, probs: torch.Tensor, opacity: torch.Tensor,
-                      depth: torch.Tensor, ws: torch.Tensor, h: int) -> RenderResult:
+                      depth: torch.Tensor, ws: torch.Tensor, h: int, superresolution=None) -> RenderResult:
         """Composited rays -> :class:`RenderResult`: background class where rays end in nothing, the
         semantic log-probabilities, super-resolution. ``features [B, h*h, F]``, ``probs [B, h*h, 19]``
-        (composited class probabilities), ``opacity``/``depth`` ``[B, h*h, 1]`` (float32)."""
+        (composited class probabilities), ``opacity``/``depth`` ``[B, h*h, 1]`` (float32).
+        ``superresolution``: a callable with :attr:`superresolution`'s signature to use instead (the fast
+        renderer's folded twin, :func:`ide3d_core.fast_networks.superresolve`)."""
         cfg = self.config
         b = features.shape[0]
 
@@ -290,7 +292,7 @@ class Generator(nn.Module):
         probs = probs + (1.0 - opacity) * background
         semantic_raw = to_image(torch.log(probs + SEMANTIC_LOG_EPS))
         w_sr = ws[:, cfg.num_shape_ws + cfg.num_head_ws:]
-        image, semantic = self.superresolution(features_raw, semantic_raw, w_sr)
+        image, semantic = (superresolution or self.superresolution)(features_raw, semantic_raw, w_sr)
         return RenderResult(image=image, image_raw=features_raw[:, :3], semantic=semantic,
                             semantic_raw=semantic_raw, depth=to_image(depth),
                             opacity=to_image(opacity), features_raw=features_raw)
