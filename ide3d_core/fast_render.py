@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ide3d_core import fast_networks, triplane
+from ide3d_core import triplane
 from ide3d_core.rendering import interval_edges, ray_weights, sample_pdf, stratified_depths
 from ops.triplane import IMPLS, channels_last_planes, kernel_available, triplane_sample
 
@@ -389,6 +389,8 @@ def render_fast(generator, planes, c: torch.Tensor, ws: torch.Tensor, grid: Occu
     features, probs, opacity, depth = (torch.stack(x) for x in zip(*outs))
     if stats is not None:
         stats.append(FastRenderStats(evaluated, 2 * b * h * h * (cfg.coarse_samples + cfg.fine_samples)))
+    from ide3d_core import fast_networks  # here: stand-in generators never import the real networks
+
     dtype = network_dtype(settings.network_dtype, features.device)
     sr = generator.superresolution
 

@@ -66,10 +66,12 @@ def render_inputs(generator, state, device) -> tuple[Any, Any, Any]:
     """``(planes, ws [1, num_ws, w_dim], texture_swap)`` of a portrait state on ``device`` (cache them to
     render the same state again)."""
     from ide3d_core.fast_render import supports
-    from ide3d_core.fast_networks import planes as fast_planes
 
-    # The folded synthesis (float32) gives the generator's planes to float rounding, in about 2/3 of the time.
-    planes = (lambda w: fast_planes(generator, w)) if supports(generator) else generator.planes
+    planes = generator.planes
+    if supports(generator):  # the folded synthesis (float32): the generator's planes to float rounding, faster
+        from ide3d_core.fast_networks import planes as fast_planes
+
+        planes = lambda w: fast_planes(generator, w)  # noqa: E731
     ws = state.ws.to(device)
     swap = None
     if state.restyle is not None:
