@@ -201,3 +201,21 @@ def test_learning_rate_schedule_decays_by_step_and_can_be_set_on_an_existing_run
     old = {k: v for k, v in cfg_for(tiny_dir).to_dict().items() if k not in ("decay_start", "decay_steps",
                                                                           "decay_floor")}
     assert AutoDecoderConfig.from_dict(old).decay_start == 0
+
+
+def test_a_non_finite_batch_is_skipped_and_only_a_run_of_them_stops_training(tiny_dir, tmp_path):
+    from training.autodecoder.loop import MAX_SKIPPED_IN_A_ROW
+
+    tr = Trainer(tmp_path / "run", cfg_for(tiny_dir), load_bank(tiny_dir / "bank", SPEC))
+    real = tr.losses
+    before = {k: v.clone() for k, v in tr.G.state_dict().items()}
+    tr.losses = lambda step: (torch.tensor(float("nan")), {"ray_semantic": float("nan")})
+    assert tr.train_step() == {"skipped": 1.0} and tr.step == 1
+    assert all(torch.equal(before[k], v) for k, v in tr.G.state_dict().items())  # no update
+    tr.losses = real
+    assert "loss" in tr.train_step() and tr.skipped_in_a_row == 0 and tr.step == 2
+    tr.losses = lambda step: (torch.tensor(float("inf")), {})
+    for _ in range(MAX_SKIPPED_IN_A_ROW):
+        tr.train_step()
+    with pytest.raises(FloatingPointError, match="in a row"):
+        tr.train_step()

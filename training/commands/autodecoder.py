@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         write_atomic(saved, (json.dumps(dataclasses.replace(old, **schedule).to_dict(), indent=2) + "\n").encode())
         print(f"schedule of {args.out}: {schedule}")
     cancel = CancelToken()
-    signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
 
     def progress(done: int, total: int, message: str) -> None:
         if done % 50 == 0:
@@ -102,5 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # the caller's handler again (the CLI may run in-process)
     print(f"checkpoint {path}")
     return 0
