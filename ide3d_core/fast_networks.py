@@ -147,6 +147,16 @@ def fold_superresolution(sr, ws: torch.Tensor, dtype: torch.dtype = torch.float3
         fold([sr.rgb1, sr.seg1], ws[4], torch.float32))
 
 
+def _folded_per_item(fold, net, ws: torch.Tensor, dtype: torch.dtype, folded: list | None) -> list:
+    """``folded`` (one folded network per batch item of ``ws [B, ...]``), made with ``fold`` when None."""
+    b = ws.shape[0]
+    if folded is None:
+        folded = [fold(net, ws[i], dtype) for i in range(b)]
+    if len(folded) != b:
+        raise ValueError(f"{len(folded)} folded networks for a batch of {b}")
+    return folded
+
+
 @torch.no_grad()
 def superresolve(sr, features: torch.Tensor, semantic: torch.Tensor, ws: torch.Tensor,
                  dtype: torch.dtype = torch.float32,
@@ -156,11 +166,7 @@ def superresolve(sr, features: torch.Tensor, semantic: torch.Tensor, ws: torch.T
     [B, 3, H, H], semantic logits [B, 19, H, H])``, float32. ``folded``: one :func:`fold_superresolution`
     per batch item (computed here when None)."""
     cfg = sr.cfg
-    b = features.shape[0]
-    if folded is None:
-        folded = [fold_superresolution(sr, ws[i], dtype) for i in range(b)]
-    if len(folded) != b:
-        raise ValueError(f"{len(folded)} folded super-resolutions for a batch of {b}")
+    folded = _folded_per_item(fold_superresolution, sr, ws, dtype, folded)
     r = cfg.sr_input_resolution
     if features.shape[-1] != r or features.shape[-2] != r:
         shrink = features.shape[-1] > r
@@ -226,11 +232,7 @@ def synthesize(synthesis, ws: torch.Tensor, dtype: torch.dtype = torch.float32,
     """``synthesis(ws)`` with the codes folded in: ``ws [B, num_ws, w_dim]`` -> ``(semantic planes
     [B, 3, Cs, P, P], texture planes [B, 3, Ct, P, P])``, float32."""
     cfg = synthesis.cfg
-    b = ws.shape[0]
-    if folded is None:
-        folded = [fold_synthesis(synthesis, ws[i], dtype) for i in range(b)]
-    if len(folded) != b:
-        raise ValueError(f"{len(folded)} folded synthesis networks for a batch of {b}")
+    folded = _folded_per_item(fold_synthesis, synthesis, ws, dtype, folded)
     p = cfg.plane_resolution
     semantic, texture = [], []
     for f in folded:
