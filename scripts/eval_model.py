@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ide3d_core.cameras import orbit_camera  # noqa: E402
+from ide3d_core.images import to_uint8_hwc  # noqa: E402
 from ide3d_core.inversion.losses import mean_iou, psnr  # noqa: E402
 from ide3d_core.labels import ID  # noqa: E402
 from ide3d_core.networks import load_generator  # noqa: E402
@@ -150,9 +151,10 @@ def edit_eval(G, editor, seeds: list[int], truncation: float) -> dict[str, float
 
 
 @torch.no_grad()
-def fit_eval(G, model_dir: Path) -> dict[str, float]:
+def fit_eval(G, model_dir: Path, sheet: Path | None = None, sheet_heads: int = 6) -> dict[str, float]:
     """Bank heads shipped with the model (``fit_examples.safetensors``: latents + learned codes) against
-    their exact procedural renders at yaw -40/0/+40, 256 px: PSNR, silhouette IoU, semantic mIoU."""
+    their exact procedural renders at yaw -40/0/+40, 256 px: PSNR, silhouette IoU, semantic mIoU.
+    ``sheet``: a picture of the first ``sheet_heads`` heads, a row each, model beside exact per yaw."""
     from safetensors.torch import load_file
 
     from training.autodecoder.loop import codes_to_ws
@@ -164,9 +166,11 @@ def fit_eval(G, model_dir: Path) -> dict[str, float]:
     heads = heads_from_latent(median_padded(ex["z"]))
     planes = G.planes(ws)
     res: dict[str, list[float]] = {"fit_psnr": [], "fit_silhouette_iou": [], "fit_miou": []}
+    tiles = []
     for yaw in (-40.0, 0.0, 40.0):
         out = G.render(planes, cams(yaw, n), ws)
         truth = render_heads(heads, cams(yaw, n), G.img_resolution)
+        tiles.append((to_uint8_hwc(out.image[:sheet_heads].clamp(-1, 1)), to_uint8_hwc(truth.image[:sheet_heads])))
         lab = out.semantic.argmax(1)
         sil = F.interpolate(out.opacity, size=G.img_resolution, mode="bilinear", align_corners=False)[:, 0] > 0.5
         for i in range(n):
@@ -174,6 +178,12 @@ def fit_eval(G, model_dir: Path) -> dict[str, float]:
             t = truth.mask[i, 0] > 0.5
             res["fit_silhouette_iou"].append(float((sil[i] & t).sum() / (sil[i] | t).sum().clamp_min(1)))
             res["fit_miou"].append(mean_iou(lab[i], truth.labels[i]))
+    if sheet is not None:
+        from PIL import Image
+
+        rows = [np.concatenate([np.concatenate([m[i], t[i]], 1) for m, t in tiles], 1) for i in range(len(tiles[0][0]))]
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate(rows, 0)).save(sheet)
     return {k: float(np.mean(v)) for k, v in res.items()}
 
 
@@ -200,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part-pixels", type=int, default=10)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--sheet", type=Path, default=None)
+    ap.add_argument("--fit-sheet", type=Path, default=None, help="picture of the fit examples: model beside exact")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--truncation", type=float, default=None,
                     help="truncation of the samples and edited portraits (default: the model's, as ide3d generate)")
@@ -225,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     res["head_sharpness_ratio"] = float(np.mean([res[f"head_sharpness_ratio_yaw{y:+.0f}"] for y in YAWS]))
     res["diversity_ratio"] = float(np.mean([res[f"diversity_ratio_yaw{y:+.0f}"] for y in YAWS]))
     if (Path(args.model) / "fit_examples.safetensors").exists():
-        res.update(fit_eval(G, Path(args.model)))
+        res.update(fit_eval(G, Path(args.model), args.fit_sheet))
     editor_dir = Path(args.model) / "encoders" / "canonical"
     if args.edit_seeds and editor_dir.exists():
         from ide3d_core.encoders import load_encoder
