@@ -258,4 +258,11 @@ def test_bundled_model_fallback_mesh_matches_the_pymcubes_mesh(bundled_meshes):
     # the same labels on the same surface: the label of the nearest mcubes vertex, mostly
     _, nearest = cKDTree(m.vertices).query(t.vertices)
     assert (t.labels == m.labels[nearest]).mean() > 0.9
-    assert set(np.unique(t.labels).tolist()) == set(np.unique(m.labels).tolist())
+    # the same parts: every class holding at least 0.5 % of either mesh's vertices is on both (a few
+    # stray vertices of a class, e.g. background at the surface level's edge, may differ)
+
+    def parts(labels):
+        ids, counts = np.unique(labels, return_counts=True)
+        return set(ids[counts >= 0.005 * len(labels)].tolist())
+
+    assert parts(t.labels) <= set(np.unique(m.labels).tolist()) and parts(m.labels) <= set(np.unique(t.labels).tolist())
