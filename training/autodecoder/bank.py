@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ide3d_core.weights_io import save_safetensors
 from ide3d_core.cameras import orbit_labels, rays_from_labels
 from ide3d_core.progress import CancelToken, ProgressFn, report
+from ide3d_core.weights_io import save_safetensors
 
 #: Heads per bank file.
 CHUNK = 64

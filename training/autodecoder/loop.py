@@ -52,10 +52,10 @@ from training.checkpoint import (checkpoint_name, latest_checkpoint, load_checkp
 CONFIG_FILE = "autodecoder_config.json"
 #: Batches with a non-finite loss are skipped (no update); this many in a row end the sitting.
 MAX_SKIPPED_IN_A_ROW = 5
-#: Keys added after the first runs were written; a saved config without them takes their defaults.
-LATER_KEYS = frozenset({"decay_start", "decay_steps", "decay_floor"})
 #: Keys of the schedule, which ``ide3d train-autodecoder --decay-start`` may change in an existing run.
 SCHEDULE_KEYS = ("decay_start", "decay_steps", "decay_floor")
+#: Keys added after the first runs were written; a saved config without them takes their defaults.
+LATER_KEYS = frozenset(SCHEDULE_KEYS)
 
 
 @dataclass(frozen=True)

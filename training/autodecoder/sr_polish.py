@@ -9,8 +9,8 @@ maps can be rendered once (``no_grad``, about 0.4 s a head) and the super-resolu
 for many epochs at the cost of the super-resolution alone.
 
 The targets are the bank heads' exact renders at the generator's output resolution, from the same
-cameras (:mod:`training.autodecoder.output_views`, built on first use: about 1 s a head at 256 px on one
-core), so the super-resolution is asked for detail at every pixel it writes; earlier polishes (and the
+cameras (:mod:`training.autodecoder.output_views`, built on first use: about 0.4 s a head at 256 px on a
+shared core, measured), so the super-resolution is asked for detail at every pixel it writes; earlier polishes (and the
 joint step) box-filtered the output to the bank's 128 px view, which left samples at half the sharpness
 of a bicubic upsampling of a perfect neural render.
 

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ide3d_core.progress import CancelToken
     from ide3d_core.atomic_file import write_atomic
-    from training.autodecoder.loop import CONFIG_FILE, AutoDecoderConfig, train
+    from training.autodecoder.loop import CONFIG_FILE, SCHEDULE_KEYS, AutoDecoderConfig, train
 
     torch.set_num_threads(max(1, args.threads))
     if args.export is not None:
@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, init_from=str(args.init_from))
     elif args.bank_size or args.init_from:
         raise UserError(f"{args.out} already holds a run: --bank-size/--init-from apply to new runs only")
-    schedule = {k: v for k, v in (("decay_start", args.decay_start), ("decay_steps", args.decay_steps),
-                                  ("decay_floor", args.decay_floor)) if v is not None}
+    schedule = {k: getattr(args, k) for k in SCHEDULE_KEYS if getattr(args, k) is not None}
     if schedule and new:
         cfg = dataclasses.replace(cfg, **schedule)
     elif schedule:  # the schedule of an existing run: rewrite its config (the step decides the rate)
