@@ -205,7 +205,7 @@ def network_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in NETWORK_DTYPES:
         raise ValueError(f"network dtype must be one of {NETWORK_DTYPES}, got {name!r}")
     if name == "auto":
-        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        probes = [getattr(torch.cpu, probe, None) for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         native = device.type == "cpu" and any(probe is not None and probe() for probe in probes)
         return torch.bfloat16 if native else torch.float32
     return torch.bfloat16 if name == "bfloat16" else torch.float32
