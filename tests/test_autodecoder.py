@@ -219,3 +219,39 @@ def test_a_non_finite_batch_is_skipped_and_only_a_run_of_them_stops_training(tin
         tr.train_step()
     with pytest.raises(FloatingPointError, match="in a row"):
         tr.train_step()
+
+
+def test_a_restarted_run_can_take_its_codes_from_the_models_standard_encoder(tiny_dir, tmp_path):
+    import dataclasses
+
+    from ide3d_core.encoders import HybridEncoder, config_for_generator, save_encoder
+
+    run = new_run(tmp_path / "run", tiny_dir)
+    train(run, cfg_for(tiny_dir), max_steps=1)
+    out = export_run(run, tmp_path / "model", dim=2, components=1)
+    bank = load_bank(tiny_dir / "bank", SPEC)
+    cfg = dataclasses.replace(cfg_for(tiny_dir), init_from=str(out), init_codes="encoder")
+    with pytest.raises(ValueError, match="encoders/standard"):
+        Trainer(tmp_path / "a", cfg, bank)  # no encoder in the folder: one clear line
+
+    G = load_generator(out)
+    w_avg = torch.randn(G.w_dim)
+    enc = HybridEncoder(config_for_generator(G, "tiny"), w_avg=w_avg)
+    with torch.no_grad():  # heads that predict nothing: every code is the encoder's average code, exactly
+        enc.texture.head.weight.zero_(), enc.texture.head.bias.zero_()
+        enc.semantic.head.weight.zero_(), enc.semantic.head.bias.zero_()
+    save_encoder(enc, out / "encoders" / "standard")
+    codes = Trainer(tmp_path / "b", cfg, bank).codes.codes
+    assert torch.allclose(codes, w_avg.expand(SPEC.size, 2, -1))
+
+    enc = HybridEncoder(config_for_generator(G, "tiny"), w_avg=w_avg, seed=3)  # a head-dependent prediction
+    save_encoder(enc, out / "encoders" / "standard")
+    codes = Trainer(tmp_path / "c", cfg, bank).codes.codes
+    with torch.no_grad():
+        ws, _ = enc(bank["img128"].float(), bank["lab128"].long())
+    k = G.num_shape_ws
+    assert torch.allclose(codes[:, 0], ws[:, :k].mean(1), atol=1e-6)
+    assert torch.allclose(codes[:, 1], ws[:, k:].mean(1), atol=1e-6)
+    assert not torch.allclose(codes[0], codes[1])
+    with pytest.raises(ValueError, match="init_codes"):
+        dataclasses.replace(cfg, init_codes="random")

@@ -55,7 +55,11 @@ MAX_SKIPPED_IN_A_ROW = 5
 #: Keys of the schedule, which ``ide3d train-autodecoder --decay-start`` may change in an existing run.
 SCHEDULE_KEYS = ("decay_start", "decay_steps", "decay_floor")
 #: Keys added after the first runs were written; a saved config without them takes their defaults.
-LATER_KEYS = frozenset(SCHEDULE_KEYS)
+LATER_KEYS = frozenset(SCHEDULE_KEYS) | {"init_codes"}
+#: How a new run's codes start: the starting model's mapping (or code prior) of each head's latent, or
+#: its standard encoder on each head's cached 128 px view (``encoder``: a run restarted from an exported
+#: model whose encoders were trained on these heads starts near the codes it had learned).
+INIT_CODES = ("mapping", "encoder")
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ class AutoDecoderConfig:
     """Hyper-parameters of an auto-decoder run (``RUN/autodecoder_config.json``; strict JSON).
 
     ``init_from``: generator folder the run starts from (its weights and its mapping of each latent
-    initialise the network and the codes). Learning rates: Adam ``lr`` for the network, SparseAdam
+    initialise the network and the codes; ``init_codes`` picks how the codes start, :data:`INIT_CODES`).
+    Learning rates: Adam ``lr`` for the network, SparseAdam
     ``code_lr`` for the codes, ``code_l2`` pulls codes toward their bank mean. ``weights``: points
     (density, semantic, colour), rays (rgb, opacity, semantic), super-resolution (image, semantic).
     Schedule: both learning rates are constant until step ``decay_start`` (0: always constant), then
@@ -72,6 +77,7 @@ class AutoDecoderConfig:
 
     bank: BankSpec = field(default_factory=BankSpec)
     init_from: str = "ide3d_core/models/default"
+    init_codes: str = "mapping"
     batch: int = 4
     point_batch: int = 4096
     colour_batch: int = 2048
@@ -103,6 +109,10 @@ class AutoDecoderConfig:
             raise ValueError(f"autodecoder config: unknown keys {unknown}, missing keys {missing}")
         d = dict(d, bank=BankSpec(**d["bank"]), weights=tuple(d["weights"]))
         return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.init_codes not in INIT_CODES:
+            raise ValueError(f"init_codes must be one of {INIT_CODES}, got {self.init_codes!r}")
 
 
 def lr_factor(step: int, cfg: AutoDecoderConfig) -> float:
@@ -136,6 +146,31 @@ class CodeBank(nn.Module):
     def codes(self) -> torch.Tensor:
         """[N, 2, w_dim] all codes (detached)."""
         return self.embedding.weight.detach().view(-1, 2, self.w_dim)
+
+
+def initial_codes(start: Generator, bank: dict[str, torch.Tensor], cfg: AutoDecoderConfig,
+                  batch: int = 32) -> torch.Tensor:
+    """[N, 2, w_dim] starting (w_s, w_t) of the bank heads (see :data:`INIT_CODES`). ``encoder``: the
+    standard encoder of ``cfg.init_from`` (``encoders/standard``) on each head's 128 px image and labels;
+    its W+ prediction is averaged over the shape and the texture layers (an auto-decoder code is one
+    vector per group)."""
+    n = bank["z"].shape[0]
+    if cfg.init_codes == "mapping":
+        # (a model with fewer latent coordinates than the bank, e.g. the tiny test model, reads the first ones)
+        ws0 = start.mapping(bank["z"][:, :start.z_dim], start.canonical_labels(n))
+        return torch.stack([ws0[:, 0], ws0[:, start.num_shape_ws]], 1)
+    from ide3d_core.encoders import load_encoder
+
+    folder = Path(cfg.init_from) / "encoders" / "standard"
+    if not (folder / "config.json").exists():
+        raise ValueError(f"init_codes 'encoder' needs {folder} (a model folder with a standard encoder)")
+    enc = load_encoder(folder)
+    out = []
+    for lo in range(0, n, batch):
+        ws, _pose = enc(bank["img128"][lo:lo + batch].float(), bank["lab128"][lo:lo + batch].long())
+        k = start.num_shape_ws
+        out.append(torch.stack([ws[:, :k].mean(1), ws[:, k:].mean(1)], 1))
+    return torch.cat(out)
 
 
 def _sparse_rays(G: Generator, planes: TriPlanes, cams: torch.Tensor, pix: torch.Tensor, res: int,
@@ -187,10 +222,7 @@ class Trainer:
         n = cfg.bank.size
         self.codes = CodeBank(n, self.G.w_dim)
         with torch.no_grad():
-            # (a model with fewer latent coordinates than the bank, e.g. the tiny test model, reads the first ones)
-            ws0 = start.mapping(bank["z"][:, :self.G.z_dim], self.G.canonical_labels(n))
-            w_s, w_t = ws0[:, 0], ws0[:, self.G.num_shape_ws]
-            self.codes.embedding.weight.copy_(torch.cat([w_s, w_t], 1))
+            self.codes.embedding.weight.copy_(initial_codes(start, bank, cfg).flatten(1))
         params = [p for n_, p in self.G.named_parameters() if not n_.startswith("mapping.")]
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
         self.opt_codes = torch.optim.SparseAdam(list(self.codes.parameters()), lr=cfg.code_lr, betas=(0.9, 0.99))

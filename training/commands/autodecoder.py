@@ -2,6 +2,7 @@
 """``ide3d train-autodecoder``: the CPU recipe of the bundled model (training/autodecoder), in sittings.
 
     ide3d train-autodecoder --out RUN [--minutes 150] [--threads 1] [--bank-size 512] [--init-from DIR]
+                            [--init-codes encoder]   # a new run restarted from an exported model
     ide3d train-autodecoder --out RUN --decay-start 5600 --decay-steps 3000   # cosine LR decay from a step
     ide3d train-autodecoder --out RUN --polish-sr 15   # train only the super-resolution, on cached renders
     ide3d train-autodecoder --out RUN --export DIR     # fit the code prior, write a generator folder
@@ -31,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "faster steps: scripts/bench_autodecoder.py)")
     p.add_argument("--bank-size", type=int, default=None, help="heads in the bank of a new run (default 512)")
     p.add_argument("--init-from", type=Path, default=None, help="generator folder a new run starts from")
+    p.add_argument("--init-codes", choices=("mapping", "encoder"), default=None,
+                   help="how a new run's codes start: the starting model's mapping of each latent (default) or "
+                        "its standard encoder on each head's cached view (a restart from an exported model)")
     p.add_argument("--decay-start", type=int, default=None, metavar="STEP",
                    help="cosine learning-rate decay from this step (0: constant); may be set on an existing run")
     p.add_argument("--decay-steps", type=int, default=None, help="steps of the cosine decay (default 3000)")
@@ -75,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, bank=dataclasses.replace(cfg.bank, size=args.bank_size))
         if args.init_from:
             cfg = dataclasses.replace(cfg, init_from=str(args.init_from))
-    elif args.bank_size or args.init_from:
-        raise UserError(f"{args.out} already holds a run: --bank-size/--init-from apply to new runs only")
+        if args.init_codes:
+            cfg = dataclasses.replace(cfg, init_codes=args.init_codes)
+    elif args.bank_size or args.init_from or args.init_codes:
+        raise UserError(f"{args.out} already holds a run: --bank-size/--init-from/--init-codes apply to new runs "
+                        "only")
     schedule = {k: getattr(args, k) for k in SCHEDULE_KEYS if getattr(args, k) is not None}
     if schedule and new:
         cfg = dataclasses.replace(cfg, **schedule)
