@@ -36,11 +36,22 @@ def marching_cubes(grid: DensityGrid, level: float = DEFAULT_LEVEL, method: Meth
     installed, else the pure-numpy marching tetrahedra, which is what Python 3.13 / Blender 5.1+ gets).
     Raises :class:`LevelNotCrossed` (a ``ValueError``) if the level is not crossed anywhere (an empty mesh
     is never a useful result).
+
+    A grid with a ``box`` (block-sparse sampling for this level) is cut to it first: no cell outside
+    crosses the level, and both extractors number vertices and faces in the order of the cells, so the
+    mesh is the same as from the whole grid (vertices shifted back by the box's origin).
     """
-    d = grid.density
-    if not (float(d.min()) < level < float(d.max())):
-        raise LevelNotCrossed(level, float(d.min()), float(d.max()))
+    d, origin = grid.density, np.zeros(3)
+    if grid.box is not None and any(hi - lo < n for (lo, hi), n in zip(grid.box, d.shape)):
+        (i0, i1), (j0, j1), (k0, k1) = grid.box
+        d, origin = np.ascontiguousarray(d[i0:i1, j0:j1, k0:k1]), np.array([i0, j0, k0], np.float64)
+    low, high = float(d.min()), float(d.max())
+    if d is not grid.density:
+        low = min(low, 0.0)  # the grid's border layer is 0
+    if not (low < level < high):
+        raise LevelNotCrossed(level, low, high)
     verts, faces = isosurface(d, float(level), method)
+    verts = verts + origin
     # both extractors orient triangles so that normals point toward decreasing values: outward for a
     # density that is high inside (checked by the sphere tests: positive signed volume).
     return HeadMesh(grid.index_to_world(verts).astype(np.float32), faces.astype(np.int64))

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ide3d_core.mesh.field import RenderedViews
 from ide3d_core.triplane import sample_triplane
@@ -56,25 +57,18 @@ class GeneratorField:
 
     def density_at_indices(self, axis: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Density [M] at the lattice points ``(axis[i], axis[j], axis[k])`` of ``idx [M, 3]`` (long):
-        equal to ``density(axis[idx])``, but each plane is bilinearly sampled once on the ``R x R``
-        lattice of ``axis [R]`` (cached), so a point's features are three row gathers, and only the
-        decoder's density output is computed. The mesh grid (:mod:`ide3d_core.mesh.grid`) uses it."""
-        g, cfg = self.generator, self.generator.config
+        equal to ``density(axis[idx])`` to float rounding, but each plane is bilinearly sampled once on
+        the ``R x R`` lattice of ``axis [R]`` (cached), so a point's features are three row gathers, and
+        only the decoder's density output is computed (:func:`_lattice_density`). The mesh grid
+        (:mod:`ide3d_core.mesh.grid`) uses it."""
+        cfg = self.generator.config
         key = (int(axis.shape[0]), float(axis[0]), float(axis[-1]))
         if self._lattice_key != key:
             self._lattice = _lattice_planes(self.planes.semantic[0], axis.to(self.device), cfg)
             self._lattice_key = key
-        r = int(axis.shape[0])
-        idx = idx.to(self.device)
         with torch.no_grad():
-            feats = None
-            for (a, h), table in zip(self._lattice[0], self._lattice[1]):
-                rows = table[idx[:, a] * r + idx[:, h]]  # [M, C]
-                feats = rows if feats is None else (torch.cat([feats, rows], -1) if cfg.aggregation == "concat"
-                                                    else feats + rows)
-            if cfg.aggregation == "mean":
-                feats = feats / len(self._lattice[0])
-            return g.semantic_decoder.density(feats)[:, 0].float()
+            return _lattice_density(self.generator.semantic_decoder, self._lattice, int(axis.shape[0]),
+                                    idx.to(self.device), cfg.aggregation)
 
     def query(self, points: torch.Tensor):
         """[N, 3] -> (sigma [N], semantic logits [N, 19], rgb [N, 3] in [0, 1])."""
@@ -85,12 +79,67 @@ class GeneratorField:
         return f.sigma[0, :, 0].float(), f.semantic[0].float(), rgb
 
 
+#: Points per step of :func:`_lattice_density` (its [n, hidden] activations stay in the CPU's L2 cache).
+LATTICE_STEP = 4096
+#: Softplus inputs below this are raised to it: softplus(-20) = 2.1e-9, so a hidden unit changes by less
+#: than that (the density by about 1e-8 for the bundled model's decoder). PyTorch's CPU softplus takes
+#: 3-6x longer per element far below it (subnormal intermediates in exp / log1p: about -28 to -36 and
+#: below -42 on an AVX-512 CPU), and a trained decoder has many hidden units there away from the head.
+SOFTPLUS_FLOOR = -20.0
+
+
+def _lattice_density(decoder, lattice: tuple[list, list], r: int, idx: torch.Tensor,
+                     aggregation: str) -> torch.Tensor:
+    """The semantic decoder's density [M] (float32) at the features gathered from the lattice tables
+    (:func:`_lattice_planes`) for ``idx [M, 3]``: ``SemanticDecoder.density`` computed in steps of
+    :data:`LATTICE_STEP` points, the aggregation's mean folded into the first layer's weights, the
+    softplus inputs raised to :data:`SOFTPLUS_FLOOR` (a change below 2.1e-9 per hidden unit). A decoder
+    whose hidden activation is not softplus goes through ``decoder.density``."""
+    axes, tables = lattice
+    n = len(tables)
+    hidden, out = decoder.hidden, decoder.out
+    m = idx.shape[0]
+    if hidden.activation != "softplus":
+        feats = None
+        for (a, h), table in zip(axes, tables):
+            rows = table[idx[:, a] * r + idx[:, h]]
+            feats = rows if feats is None else (torch.cat([feats, rows], -1) if aggregation == "concat"
+                                                else feats + rows)
+        if aggregation == "mean":
+            feats = feats / n
+        return decoder.density(feats)[:, 0].float()
+    w1 = hidden.weight.float() * hidden.weight_gain  # [H, F]
+    b1 = (hidden.bias.float() * hidden.lr_mult if hidden.bias is not None
+          else torch.zeros(w1.shape[0], device=w1.device))
+    if aggregation == "concat":  # one weight block per plane
+        w1s = [w.t().contiguous() for w in w1.split(tables[0].shape[1], dim=1)]
+    else:
+        w1s = [(w1 / n if aggregation == "mean" else w1).t().contiguous()]
+    w2 = out.weight[0].float() * out.weight_gain  # [H]
+    b2 = decoder.density_bias + (0.0 if out.bias is None else float(out.bias[0]) * out.lr_mult)
+    rows_of = [idx[:, a] * r + idx[:, h] for a, h in axes]
+    result = torch.empty(m, device=idx.device)
+    for s in range(0, m, LATTICE_STEP):
+        e = min(m, s + LATTICE_STEP)
+        if aggregation == "concat":
+            pre = b1.expand(e - s, -1).clone()
+            for k, table in enumerate(tables):
+                pre.addmm_(table.index_select(0, rows_of[k][s:e]), w1s[k])
+        else:
+            feats = tables[0].index_select(0, rows_of[0][s:e])
+            for k in range(1, n):
+                feats += tables[k].index_select(0, rows_of[k][s:e])
+            pre = torch.addmm(b1, feats, w1s[0])
+        act = F.softplus(pre.clamp_(min=SOFTPLUS_FLOOR))
+        raw = torch.mv(act, w2).add_(b2)
+        result[s:e] = F.softplus(raw.clamp_(min=SOFTPLUS_FLOOR))
+    return result
+
+
 def _lattice_planes(planes: torch.Tensor, axis: torch.Tensor, cfg) -> tuple[list, list]:
     """Each of ``planes [3, C, P, P]`` sampled (``grid_sample`` as :mod:`ide3d_core.triplane`) at the
     lattice ``axis x axis`` -> (the planes' world axes (width, height), tables ``[R * R, C]`` with row
     ``i_width * R + i_height``)."""
-    import torch.nn.functional as F
-
     from ide3d_core.triplane import PLANE_AXES
 
     r = axis.shape[0]
