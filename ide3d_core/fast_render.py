@@ -50,7 +50,10 @@ import torch.nn.functional as F
 
 from ide3d_core import triplane
 from ide3d_core.rendering import interval_edges, ray_weights, sample_pdf, stratified_depths
+from ops.denormals import flush_denormals
+from ops.ray_occupancy import ray_occupancy
 from ops.triplane import IMPLS, channels_last_planes, kernel_available, triplane_sample
+from ops.triplane_decode import MLP, decode_semantic, pack_mlp, triplane_decode
 
 #: Default density bound below which a cell is empty (per model unit).
 EMPTY_SIGMA = 1e-3
@@ -79,6 +82,11 @@ class FastRenderSettings:
     impl: str = "auto"
     #: dtype of the super-resolution convolutions, one of :data:`NETWORK_DTYPES`.
     network_dtype: str = "auto"
+    #: With the C kernels (``impl`` "c", or "auto" where built): sample and decode in one fused pass
+    #: (:func:`ops.triplane_decode.triplane_decode`) instead of sampling kernel + decoder module.
+    fused: bool = True
+    #: Flush denormals to zero in the calling thread during the render (:mod:`ops.denormals`).
+    flush_denormals: bool = True
 
     def __post_init__(self) -> None:
         if self.impl not in IMPLS:
@@ -144,7 +152,7 @@ def _to_cells(plane: torch.Tensor, axes: tuple[int, int]) -> torch.Tensor:
 
 @torch.no_grad()
 def occupancy_grid(generator, planes, resolution: int | None = None, empty_sigma: float = EMPTY_SIGMA,
-                   dilation: int = 1) -> OccupancyGrid:
+                   dilation: int = 1, fused: bool = True) -> OccupancyGrid:
     """The occupancy grid of cached tri-planes (see the module docstring).
 
     The density is sampled at the ``(R + 1)^3`` cell corners (the plane features of a regular grid
@@ -158,12 +166,44 @@ def occupancy_grid(generator, planes, resolution: int | None = None, empty_sigma
         resolution: cells per axis (default ``plane_resolution / 4``, at least 4).
         empty_sigma: density (per model unit) at or below which a corner counts as empty.
         dilation: cells added around the occupied set.
+        fused: the vertex densities through the fused sample + decode kernel where it is built
+            (:mod:`ops.triplane_decode`; else, or with False, the decoder module on broadcast features).
     """
     cfg = generator.config
     sem = planes.semantic
     r = max(4, sem.shape[-1] // 4) if resolution is None else int(resolution)
     if r < 1 or dilation < 0:
         raise ValueError(f"occupancy resolution must be >= 1 and dilation >= 0, got {r}, {dilation}")
+    mlp = decoder_mlp(generator.semantic_decoder) if fused and kernel_available(sem) else None
+    if mlp is not None:
+        sigma = _vertex_density_fused(generator, sem, r, mlp)
+    else:
+        sigma = _vertex_density(generator, sem, r)
+    sigma_max = F.max_pool3d(sigma, kernel_size=2, stride=1)  # [B, 1, R, R, R]: max over the corners
+    occupied = sigma_max > empty_sigma
+    if dilation:
+        occupied = F.max_pool3d(occupied.float(), 2 * dilation + 1, stride=1, padding=dilation) > 0
+    return OccupancyGrid(occupied=occupied[:, 0], sigma_max=sigma_max[:, 0], box_size=cfg.box_size)
+
+
+def _vertex_density_fused(generator, sem: torch.Tensor, r: int, mlp: MLP) -> torch.Tensor:
+    """The density ``[B, 1, V, V, V]`` at the ``V = r + 1`` grid vertices per axis (x, y, z) through the
+    fused kernel: the vertices are points like any other (same features as :func:`_vertex_density`'s
+    broadcast sums, to float rounding)."""
+    cfg = generator.config
+    v = (torch.linspace(-1.0, 1.0, r + 1) * (0.5 * cfg.box_size)).to(sem.device)
+    pts = torch.stack(torch.meshgrid(v, v, v, indexing="ij"), -1).reshape(-1, 3)  # x slowest
+    axes = tuple(triplane.PLANE_AXES[name] for name in cfg.plane_axes)
+    out = [decode_semantic(sem[i], pts, axes, cfg.box_size, cfg.aggregation, mlp.rows(1),
+                           float(generator.semantic_decoder.density_bias), impl="c")[0]
+           for i in range(sem.shape[0])]
+    return torch.stack(out).reshape(sem.shape[0], 1, r + 1, r + 1, r + 1)
+
+
+def _vertex_density(generator, sem: torch.Tensor, r: int) -> torch.Tensor:
+    """The density ``[B, 1, V, V, V]`` at the grid vertices: three ``V^2`` plane samplings added by
+    broadcasting, then the semantic decoder module."""
+    cfg = generator.config
     at = _plane_at_vertices(sem, r)
     b, n, c = sem.shape[:3]
     v = r + 1
@@ -176,26 +216,39 @@ def occupancy_grid(generator, planes, resolution: int | None = None, empty_sigma
         if cfg.aggregation == "mean":
             feats = feats / n
     feats = feats.reshape(b, -1, v ** 3).transpose(1, 2)  # [B, V^3, F]
-    sigma = generator.semantic_decoder(feats)[0].reshape(b, 1, v, v, v).float()
-    sigma_max = F.max_pool3d(sigma, kernel_size=2, stride=1)  # [B, 1, R, R, R]: max over the corners
-    occupied = sigma_max > empty_sigma
-    if dilation:
-        occupied = F.max_pool3d(occupied.float(), 2 * dilation + 1, stride=1, padding=dilation) > 0
-    return OccupancyGrid(occupied=occupied[:, 0], sigma_max=sigma_max[:, 0], box_size=cfg.box_size)
+    return generator.semantic_decoder(feats)[0].reshape(b, 1, v, v, v).float()
 
 
 # ------------------------------------------------------------------------------------------------
 # Field evaluation at compacted points
 # ------------------------------------------------------------------------------------------------
 
-class _Planes:
-    """One item's planes ``[3, C, P, P]`` and, for the C kernel, their channels-last copy."""
+def decoder_mlp(decoder) -> MLP | None:
+    """The effective weights of a decoder (:class:`~ide3d_core.networks.decoders.SemanticDecoder` or
+    ``TextureDecoder``: a softplus hidden layer, a linear output) packed for the fused kernel
+    (:func:`ops.triplane_decode.pack_mlp`); None for a decoder of another shape."""
+    hidden, out = getattr(decoder, "hidden", None), getattr(decoder, "out", None)
+    layers_ok = all(hasattr(layer, name) for layer in (hidden, out)
+                    for name in ("weight", "bias", "weight_gain", "lr_mult", "activation"))
+    if not layers_ok or hidden.activation != "softplus" or out.activation != "linear" \
+            or hidden.bias is None or out.bias is None:
+        return None
+    w = lambda layer: (layer.weight.detach().float() * layer.weight_gain,  # noqa: E731
+                       layer.bias.detach().float() * layer.lr_mult)
+    return pack_mlp(*w(hidden), *w(out))
 
-    def __init__(self, planes: torch.Tensor, impl: str) -> None:
+
+class _Planes:
+    """One item's planes ``[3, C, P, P]`` and, for the C kernels, their channels-last copy and the
+    decoder packed for the fused sample + decode kernel (:mod:`ops.triplane_decode`; ``mlp`` None: the
+    decoder module runs on sampled features instead)."""
+
+    def __init__(self, planes: torch.Tensor, impl: str, mlp: MLP | None = None) -> None:
         if impl == "auto":
             impl = "c" if kernel_available(planes) else "torch"
         self.planes, self.impl = planes, impl
         self.cl = channels_last_planes(planes) if impl == "c" else None
+        self.mlp = mlp if impl == "c" else None
 
 
 def network_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -218,11 +271,32 @@ def _features_at(planes: _Planes, points: torch.Tensor, cfg) -> torch.Tensor:
                            planes_cl=planes.cl)
 
 
+def _decode_colour(generator, texture: _Planes, points: torch.Tensor) -> torch.Tensor:
+    """The texture decoder's colour features ``[M, F]`` at ``points [M, 3]`` (fused kernel or module)."""
+    cfg = generator.config
+    if texture.mlp is not None:
+        axes = tuple(triplane.PLANE_AXES[name] for name in cfg.plane_axes)
+        return triplane_decode(texture.planes, points, axes, cfg.box_size, cfg.aggregation, texture.mlp,
+                               "colour", impl="c", planes_cl=texture.cl)
+    return generator.texture_decoder(_features_at(texture, points, cfg))
+
+
+def _decode_semantic(generator, semantic: _Planes, points: torch.Tensor):
+    """``(sigma [M], logits [M, 19])`` of the semantic decoder at ``points [M, 3]``."""
+    cfg = generator.config
+    if semantic.mlp is not None:
+        axes = tuple(triplane.PLANE_AXES[name] for name in cfg.plane_axes)
+        return decode_semantic(semantic.planes, points, axes, cfg.box_size, cfg.aggregation, semantic.mlp,
+                               float(generator.semantic_decoder.density_bias), impl="c", planes_cl=semantic.cl)
+    sigma, logits = generator.semantic_decoder(_features_at(semantic, points, cfg))
+    return sigma.reshape(-1), logits
+
+
 def _colour(generator, texture: _Planes, points: torch.Tensor, logits: torch.Tensor,
             swap) -> torch.Tensor:
     """Colour features ``[M, F]`` at ``points``, with the generator's texture swap rule."""
     cfg = generator.config
-    feats = generator.texture_decoder(_features_at(texture, points, cfg))
+    feats = _decode_colour(generator, texture, points)
     if swap is not None:
         other, class_ids = swap
         label = logits.argmax(dim=-1, keepdim=True)
@@ -230,7 +304,7 @@ def _colour(generator, texture: _Planes, points: torch.Tensor, logits: torch.Ten
         for i in sorted(set(int(i) for i in class_ids)):
             mask = mask | (label == i)
         if bool(mask.any()):
-            other_feats = generator.texture_decoder(_features_at(_Planes(other, texture.impl), points, cfg))
+            other_feats = _decode_colour(generator, _Planes(other, texture.impl, texture.mlp), points)
             feats = torch.where(mask, other_feats.to(feats.dtype), feats)
     return feats
 
@@ -260,8 +334,8 @@ class _RaySamples:
         flat = mask.reshape(-1).nonzero().squeeze(-1)
         if flat.numel() == 0:
             return
-        sigma, logits = self.g.semantic_decoder(_features_at(self.semantic, self.points(flat), self.g.config))
-        self.sigma.view(-1)[flat] = sigma.reshape(-1).float()
+        sigma, logits = _decode_semantic(self.g, self.semantic, self.points(flat))
+        self.sigma.view(-1)[flat] = sigma.float()
         self.evaluated.view(-1)[flat] = True
         self.row[flat] = torch.arange(self.count, self.count + flat.numel(), device=flat.device)
         self.logits.append(logits)
@@ -280,8 +354,10 @@ def _march(generator, sem: _Planes, tex: _Planes, swap, grid: OccupancyGrid, bat
     near, far = near.reshape(1, 1), far.reshape(1, 1)
     coarse = stratified_depths((r,), nc, near, far, origins.device)  # [R, Nc]
 
+    occupied = grid.occupied[batch]
+
     def occupancy(depths: torch.Tensor) -> torch.Tensor:
-        return grid.lookup(origins[:, None] + dirs[:, None] * depths[..., None], batch)
+        return ray_occupancy(occupied, origins, dirs, depths, grid.box_size, impl=s.impl)
 
     # Coarse pass in depth-ordered chunks; a ray stops asking once opaque.
     occ_c = occupancy(coarse)
@@ -352,6 +428,16 @@ class FastRenderStats:
 def render_fast(generator, planes, c: torch.Tensor, ws: torch.Tensor, grid: OccupancyGrid | None = None,
                 neural_resolution: int | None = None, texture_swap=None,
                 settings: FastRenderSettings = FastRenderSettings(), stats: list | None = None):
+    """Render cached tri-planes like :meth:`Generator.render` (deterministic samples), fast; see
+    :func:`_render_fast` for the arguments. With ``settings.flush_denormals`` the calling thread flushes
+    denormals to zero for the call (:func:`ops.denormals.flush_denormals`; values below 1.2e-38 only)."""
+    with flush_denormals(settings.flush_denormals):
+        return _render_fast(generator, planes, c, ws, grid, neural_resolution, texture_swap, settings, stats)
+
+
+def _render_fast(generator, planes, c: torch.Tensor, ws: torch.Tensor, grid: OccupancyGrid | None = None,
+                 neural_resolution: int | None = None, texture_swap=None,
+                 settings: FastRenderSettings = FastRenderSettings(), stats: list | None = None):
     """Render cached tri-planes like :meth:`Generator.render` (deterministic samples), fast.
 
     Args:
@@ -379,10 +465,12 @@ def render_fast(generator, planes, c: torch.Tensor, ws: torch.Tensor, grid: Occu
     origins, dirs, near, far = generator.camera_rays(c, h)
     outs = []
     evaluated = 0
+    sem_mlp = decoder_mlp(generator.semantic_decoder) if settings.fused else None
+    tex_mlp = decoder_mlp(generator.texture_decoder) if settings.fused else None
     for i in range(b):
         swap = None if texture_swap is None else (texture_swap[0][i], texture_swap[1])
-        f, p, o, d, n = _march(generator, _Planes(planes.semantic[i], settings.impl),
-                               _Planes(planes.texture[i], settings.impl), swap, grid, i,
+        f, p, o, d, n = _march(generator, _Planes(planes.semantic[i], settings.impl, sem_mlp),
+                               _Planes(planes.texture[i], settings.impl, tex_mlp), swap, grid, i,
                                origins[i], dirs[i], near[i], far[i], settings)
         outs.append((f, p, o, d))
         evaluated += n

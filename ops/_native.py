@@ -91,6 +91,34 @@ void softplus_inplace(float *restrict x, int64_t start, int64_t end) {
     }
 }
 
+/* ---- Occupancy of ray samples (ops/ray_occupancy.py) ----
+ * occupied: [R, R, R] uint8 (axes x, y, z) of the box [-box/2, box/2]^3; rays [start, end) of origins
+ * [n, 3], dirs [n, 3], depths [n, S]; out [n, S] uint8: the point o + t d is inside the box and in an
+ * occupied cell. */
+void ray_occupancy(const uint8_t *restrict occupied, int64_t R, float box, const float *restrict origins,
+                   const float *restrict dirs, const float *restrict depths, int64_t S,
+                   uint8_t *restrict out, int64_t start, int64_t end) {
+    const float half = 0.5f * box, scale = (float)R / box;
+    for (int64_t i = start; i < end; i++) {
+        const float ox = origins[3 * i], oy = origins[3 * i + 1], oz = origins[3 * i + 2];
+        const float dx = dirs[3 * i], dy = dirs[3 * i + 1], dz = dirs[3 * i + 2];
+        for (int64_t j = 0; j < S; j++) {
+            const float t = depths[i * S + j];
+            const float x = ox + dx * t, y = oy + dy * t, z = oz + dz * t;
+            uint8_t o = 0;
+            if (fabsf(x) <= half && fabsf(y) <= half && fabsf(z) <= half) {
+                int64_t ix = (int64_t)floorf((x + half) * scale), iy = (int64_t)floorf((y + half) * scale);
+                int64_t iz = (int64_t)floorf((z + half) * scale);
+                ix = ix < 0 ? 0 : (ix > R - 1 ? R - 1 : ix);
+                iy = iy < 0 ? 0 : (iy > R - 1 ? R - 1 : iy);
+                iz = iz < 0 ? 0 : (iz > R - 1 ? R - 1 : iz);
+                o = occupied[(ix * R + iy) * R + iz];
+            }
+            out[i * S + j] = o;
+        }
+    }
+}
+
 /* ---- Fused tri-plane sample + decoder MLP (ops/triplane_decode.py) ---- */
 
 /* exp(x), x clamped to [-80, 80]: Cody-Waite reduction by ln 2 and the Cephes degree-7 polynomial, about
@@ -329,6 +357,8 @@ def load() -> ctypes.CDLL | None:
                                                 vp, vp, i64, vp, vp, i64, i64, ctypes.c_int32, ctypes.c_float,
                                                 vp, vp, i64, i64]
                 lib.triplane_decode.restype = None
+                lib.ray_occupancy.argtypes = [vp, i64, ctypes.c_float, vp, vp, vp, i64, vp, i64, i64]
+                lib.ray_occupancy.restype = None
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 lib, reason = None, f"building the C kernels failed: {exc}"
     _STATE["lib"], _STATE["reason"] = lib, reason

@@ -8,10 +8,13 @@ Rows (bundled model unless --model, batch 1, 256 px output):
 * camera-only re-render from cached planes: ``Generator.render`` (reference) vs
   :func:`ide3d_core.fast_render.render_fast` with the planes' cached occupancy grid ("full": the same
   image; its super-resolution is the folded twin, bf16 where the CPU has native bf16) and at
-  ``quality="preview"`` (half the neural resolution); the grid's own cost is a row, and the
+  ``quality="preview"`` (half the neural resolution); the fast path with the tri-plane sampling kernel
+  + decoder modules (``FastRenderSettings(fused=False)``) vs the fused sample + decode kernel
+  (:mod:`ops.triplane_decode`, the default); the grid's own cost is a row, and the
   super-resolution's: reference vs folded float32 vs folded bf16.
 * mask edit to new frame (a painted canonical map -> canonical editor -> new codes -> tri-planes ->
-  frame): the reference frame vs the fast frame (folded float32 tri-planes as the service builds them,
+  frame): the reference frame vs the fast frame (folded tri-planes as the service builds them: bf16 where
+  the CPU has native bf16, ``operations.render_inputs(planes_dtype="auto")``,
   grid built for the new planes included), the current canonical map cached as the live session caches
   it; the tri-planes' rows: reference vs folded float32 vs folded bf16.
 * with ``--import-photo``: photo import (prepare + hybrid inversion of one photo at the default
@@ -119,6 +122,11 @@ def main() -> None:
         stats: list = []
         new_ms, new_cpu, out = timed(lambda: fast_render.render_fast(G, planes, c, ws, grid), args.repeats)
         fast_render.render_fast(G, planes, c, ws, grid, stats=stats)
+        unfused = fast_render.FastRenderSettings(fused=False, flush_denormals=False)
+        uf_ms, uf_cpu, uf_out = timed(lambda: fast_render.render_fast(G, planes, c, ws, grid, settings=unfused),
+                                      args.repeats)
+        no_ftz = fast_render.FastRenderSettings(flush_denormals=False)
+        nf_ms, nf_cpu, _ = timed(lambda: fast_render.render_fast(G, planes, c, ws, grid, settings=no_ftz), args.repeats)
         pre_ms, pre_cpu, pre = timed(lambda: fast_render.render_quality(G, planes, c, ws, "preview", grid),
                                      args.repeats)
         w_sr = ws[:, G.config.num_shape_ws + G.config.num_head_ws:]
@@ -136,6 +144,9 @@ def main() -> None:
             ("re-render from cached planes, 256 px", old_ms, old_cpu, new_ms, new_cpu,
              f"{agreement(ref, out)}; {100 * ev:.0f} % of the field evaluations", "re-render"),
             ("  same, preview quality (32 px rays)", old_ms, old_cpu, pre_ms, pre_cpu, agreement(ref, pre), "re-render"),
+            ("  fast path: sampling kernel + decoder modules (old) vs fused sample + decode (new)", uf_ms, uf_cpu,
+             new_ms, new_cpu, f"unfused {agreement(ref, uf_out)}; old without, new with denormals flushed", ""),
+            ("  fused, denormals kept (old) vs flushed during the render (new)", nf_ms, nf_cpu, new_ms, new_cpu, "", ""),
             ("  part: occupancy grid (once per planes)", float("nan"), float("nan"), grid_ms, grid_cpu,
              f"{100 * grid.fraction():.0f} % of the cells occupied", ""),
             *sr_rows,
@@ -158,10 +169,12 @@ def main() -> None:
                 new = editing.mask_edit(portrait, G, editor, painted, current=current).state
                 return G.render(G.planes(new.ws), cam, new.ws)
 
+            live_dtype = fast_render.network_dtype("auto", torch.device("cpu"))  # the session's planes
+
             def edit_new(quality: str):
                 def run():
                     new = editing.mask_edit(portrait, G, editor, painted, current=current).state
-                    pl = fast_networks.planes(G, new.ws)
+                    pl = fast_networks.planes(G, new.ws, live_dtype)
                     return fast_render.render_quality(G, pl, cam, new.ws, quality,
                                                       fast_render.occupancy_grid(G, pl))
                 return run

@@ -191,3 +191,22 @@ def test_ops_module_does_not_import_ide3d_core():
     code = ("import sys, ops.triplane_decode; "
             "bad = [m for m in sys.modules if m.startswith('ide3d_core')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_flush_denormals_is_scoped_and_restores_the_callers_state():
+    from ops.denormals import flush_denormals, flushing
+
+    tiny = torch.full((4,), 1e-39)
+    assert not flushing() and float((tiny * 0.5)[0]) > 0  # the default: gradual underflow
+    with flush_denormals():
+        assert flushing() and float((tiny * 0.5)[0]) == 0.0
+    assert not flushing()
+    torch.set_flush_denormal(True)
+    try:
+        with flush_denormals():
+            assert flushing()
+        assert flushing()  # a caller who had it on keeps it on
+    finally:
+        torch.set_flush_denormal(False)
+    with flush_denormals(enabled=False):
+        assert not flushing()

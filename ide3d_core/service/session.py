@@ -72,7 +72,9 @@ class SessionPortrait:
         if self.planes is None:
             from ide3d_core.operations.render import render_inputs
 
-            self.planes = render_inputs(self.generator, self.portrait.state, device)
+            # bf16 synthesis where the CPU has native bf16 (the live edit's cost; within the fast
+            # renderer's quality bounds); "reference" renders re-synthesise float32 planes
+            self.planes = render_inputs(self.generator, self.portrait.state, device, planes_dtype="auto")
         return self.planes
 
 
