@@ -101,11 +101,20 @@ def frame_file(path: str, result) -> str:
 
 
 def mesh(scene, parts_by_label: bool, result) -> str:
+    """The head mesh into object :data:`MESH_NAME`: vertex colours, labels and, when the result has a
+    texture, its UVs and the texture image (packed into the .blend) as the materials' Base Color."""
     data = np.load(result.mesh_file)
+    texture = None
+    if result.texture_file:
+        if "uv" not in data:
+            raise ValueError(f"{result.mesh_file} has a texture but no uv array")
+        texture = conversions.image_from_png(conversions.TEXTURE_IMAGE_NAME, result.texture_file)
     obj = conversions.mesh_object(MESH_NAME, data["vertices"], data["faces"], data.get("colors"),
                                   data.get("labels"), scene.collection, parts_by_label=parts_by_label,
-                                  mask_image=bpy.data.images.get(IMAGE_NAMES["mask"]))
-    return f"imported {obj.name}: {len(data['vertices'])} vertices, {len(data['faces'])} faces"
+                                  mask_image=bpy.data.images.get(IMAGE_NAMES["mask"]),
+                                  uv=data["uv"] if texture is not None else None, texture_image=texture)
+    size = f", {texture.size[0]} px texture" if texture is not None else ""
+    return f"imported {obj.name}: {len(data['vertices'])} vertices, {len(data['faces'])} faces{size}"
 
 
 def exported(scene, result) -> str:

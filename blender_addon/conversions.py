@@ -49,6 +49,24 @@ def image_from_array(name: str, pixels: np.ndarray, pack: bool = True, non_color
     return img
 
 
+def image_from_png(name: str, path: str):
+    """Load the sRGB PNG ``path`` as image ``name``, packed into the .blend (the file may be a temporary
+    one). An image of that name already there is replaced: its users (material nodes) get the new one."""
+    img = bpy.data.images.load(path, check_existing=False)
+    try:
+        img.colorspace_settings.name = "sRGB"
+        img.pack()
+    except Exception:
+        bpy.data.images.remove(img)
+        raise
+    old = bpy.data.images.get(name)
+    if old is not None and old != img:
+        old.user_remap(img)
+        bpy.data.images.remove(old)
+    img.name = name
+    return img
+
+
 def array_from_image(img) -> np.ndarray:
     """(H, W, 4) uint8 top-first pixels of a Blender image (byte values as stored)."""
     w, h = img.size
@@ -130,6 +148,9 @@ def apply_blender_camera(obj, scene, bc: "cameras.BlenderCamera") -> None:
 # ----------------------------------------------------------------------------------------------
 
 CANONICAL_UV_NAME = "IDE-3D Canonical"
+#: The UV map of the baked texture (the backend's unwrap) and the name of the texture image.
+TEXTURE_UV_NAME = "IDE-3D Texture"
+TEXTURE_IMAGE_NAME = "IDE-3D Head Texture"
 
 
 def canonical_uv(vertices: np.ndarray) -> np.ndarray:
@@ -143,7 +164,7 @@ def canonical_uv(vertices: np.ndarray) -> np.ndarray:
 
 def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None,
                 vertex_labels: np.ndarray | None = None, collection=None, parts_by_label: bool = True,
-                mask_image=None):
+                mask_image=None, uv: np.ndarray | None = None, texture_image=None):
     """Create (or replace) mesh object ``name`` from model-world arrays.
 
     Args:
@@ -156,11 +177,21 @@ def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.n
         mask_image: the canonical-view mask image. When given, the mesh gets the UV map
             :data:`CANONICAL_UV_NAME` (:func:`canonical_uv`) and every material an active, unlinked
             image node holding the mask, so Texture Paint strokes on the head land in the mask.
+        uv: (V, 2) per-vertex UVs of the baked texture (u right, v up, origin bottom-left: Blender's
+            convention), with ``texture_image`` (a Blender image): the UV map :data:`TEXTURE_UV_NAME`
+            (the render UV map) and materials whose Base Color is an image node of the texture (on the
+            label materials' "Textured" twins); the vertex colours and labels are kept all the same.
     """
     v = cameras.model_points_to_blender(np.asarray(vertices, np.float64)).astype(np.float32)
     f = np.asarray(faces, np.int32)
     if f.ndim != 2 or f.shape[1] != 3 or (f.size and (f.min() < 0 or f.max() >= len(v))):
         raise ValueError("faces must be (F, 3) indices into the vertices")
+    if (uv is None) != (texture_image is None):
+        raise ValueError("uv and texture_image come together")
+    if uv is not None:
+        uv = np.asarray(uv, np.float32)
+        if uv.shape != (len(v), 2):
+            raise ValueError(f"uv must be (V, 2) = ({len(v)}, 2), got {uv.shape}")
     old = bpy.data.objects.get(name)
     if old is not None:
         bpy.data.objects.remove(old)
@@ -172,8 +203,12 @@ def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.n
     me.polygons.add(len(f))
     me.polygons.foreach_set("loop_start", np.arange(0, f.size, 3, dtype=np.int32))
     me.update(calc_edges=True)
-    mat = _vertex_color_material("IDE-3D Head")
-    me.materials.append(mat)
+
+    def material(base: str, display_rgb=None):
+        if texture_image is None:
+            return _vertex_color_material(base, display_rgb)
+        return _texture_material(base + " Textured", texture_image, display_rgb)
+    me.materials.append(material("IDE-3D Head"))
     if colors is not None:
         c = np.ones((len(v), 4), np.float32)
         c[:, :3] = srgb_to_linear(np.asarray(colors, np.float32))
@@ -189,12 +224,16 @@ def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.n
             slot = {cid: i for i, cid in enumerate(present)}
             me.materials.clear()
             for cid in present:
-                me.materials.append(_vertex_color_material(f"IDE-3D {labels.DISPLAY_NAMES[cid]}",
-                                                           labels.PALETTE[cid]))
+                me.materials.append(material(f"IDE-3D {labels.DISPLAY_NAMES[cid]}", labels.PALETTE[cid]))
             me.polygons.foreach_set("material_index", np.array([slot[c] for c in lab[f[:, 0]]], np.int32))
+    if uv is not None:
+        tex_layer = me.uv_layers.new(name=TEXTURE_UV_NAME)
+        tex_layer.data.foreach_set("uv", uv[f.ravel()].ravel())
+        tex_layer.active_render = True
     if mask_image is not None:
         uv_layer = me.uv_layers.new(name=CANONICAL_UV_NAME)
         uv_layer.data.foreach_set("uv", canonical_uv(vertices)[f.ravel()].ravel())
+        me.uv_layers.active = uv_layer  # the one Texture Paint and the UV editor show, as without a texture
         for mat in me.materials:
             _add_paint_slot(mat, mask_image)
     me.validate()
@@ -237,6 +276,29 @@ def _vertex_color_material(name: str, display_rgb=None):
     attr = nodes.new("ShaderNodeAttribute")
     attr.attribute_name = "Col"
     links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
+    return mat
+
+
+def _texture_material(name: str, image, display_rgb=None):
+    """Material ``name`` (made once, reused) whose Base Color is the image node "IDE-3D Texture" reading
+    ``image`` through the UV map :data:`TEXTURE_UV_NAME`; the node's image is set on every call."""
+    mat = bpy.data.materials.get(name)
+    if mat is None:
+        mat = bpy.data.materials.new(name)
+        if display_rgb is not None:
+            mat.diffuse_color = (*[c / 255.0 for c in display_rgb], 1.0)
+        mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    tex = next((n for n in nodes if n.type == "TEX_IMAGE" and n.name == "IDE-3D Texture"), None)
+    if tex is None:
+        bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
+        tex = nodes.new("ShaderNodeTexImage")
+        tex.name = tex.label = "IDE-3D Texture"
+        uv = nodes.new("ShaderNodeUVMap")
+        uv.uv_map = TEXTURE_UV_NAME
+        links.new(uv.outputs["UV"], tex.inputs["Vector"])
+        links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    tex.image = image
     return mat
 
 

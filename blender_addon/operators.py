@@ -320,7 +320,8 @@ class IDE3D_OT_render_animation(BackendOperator, bpy.types.Operator):
 # ----------------------------------------------------------------------------------------------
 
 class IDE3D_OT_import_mesh(BackendOperator, bpy.types.Operator):
-    """Extract the portrait's head mesh with colours and labels, aligned with the neural renders"""
+    """Extract the portrait's head mesh with colours, labels and a baked texture (Texture Size), aligned
+    with the neural renders"""
     bl_idname = "ide3d.import_mesh"
     bl_label = "Import Head Mesh"
     bl_options = {"REGISTER", "UNDO"}
@@ -329,7 +330,9 @@ class IDE3D_OT_import_mesh(BackendOperator, bpy.types.Operator):
                                  description="One material slot per semantic label")
 
     def plan(self, context, client):
-        req = P.MeshRequest(resolution=context.scene.ide3d.mesh_resolution, **documents.portrait_ref(context))
+        state = context.scene.ide3d
+        req = P.MeshRequest(resolution=state.mesh_resolution, texture=state.mesh_texture,
+                            **documents.portrait_ref(context))
         parts = self.parts_by_label
         return [(req, lambda scene, r: apply.mesh(scene, parts, r))]
 

@@ -112,6 +112,7 @@ class IDE3D_PT_mesh(_Panel, bpy.types.Panel):
     def draw(self, context):
         state, layout = context.scene.ide3d, self.layout
         layout.prop(state, "mesh_resolution")
+        layout.prop(state, "mesh_texture")
         layout.operator("ide3d.import_mesh", icon="MESH_MONKEY")
         layout.operator("ide3d.export_gltf", icon="EXPORT")
 

@@ -12,7 +12,7 @@ import numpy as np
 from bpy.props import BoolProperty, BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, \
     IntVectorProperty, PointerProperty, StringProperty
 
-from ._shared import labels
+from ._shared import labels, protocol
 
 #: Names of the image datablocks the add-on writes.
 IMAGE_NAMES = {"canonical": "IDE-3D Canonical", "mask": "IDE-3D Mask"}
@@ -62,10 +62,13 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     history_current: IntProperty(name="History Cursor", default=0)
     set_background: BoolProperty(name="Camera Background", default=True,
                                  description="Show the neural render as the camera's background image")
-    # The valid range is the backend's (ide3d_core.operations.limits.MESH_RESOLUTION), which reports a value
-    # outside it; the slider only suggests the useful range.
+    # The valid ranges are the backend's (ide3d_core.operations.limits.MESH_RESOLUTION and TEXTURE_SIZE), which
+    # reports a value outside them; the sliders only suggest the useful range.
     mesh_resolution: IntProperty(name="Resolution", default=128, min=1, soft_min=32, soft_max=512,
                                  description="Voxels per side of the mesh extraction grid")
+    mesh_texture: IntProperty(name="Texture Size", default=protocol.MeshRequest.texture, min=0, soft_max=4096,
+                              description="Edge in texels of the texture Import Head Mesh bakes onto the "
+                                          "mesh's UVs (0 = vertex colours only)")
     status: StringProperty(name="Status", default="")
 
 

@@ -26,6 +26,7 @@ prefs = bpy.context.preferences.addons["blender_addon"].preferences
 prefs.backend_mode, prefs.device, prefs.model_path = "IN_PROCESS", "CPU", ""   # "" = the bundled model
 scene = bpy.context.scene
 scene.ide3d.seed, scene.ide3d.truncation, scene.ide3d.mesh_resolution = 0, 0.7, 128
+scene.ide3d.mesh_texture = 0  # geometry only: the texture import is tests/test_blender_mesh_texture.py
 say(step="new", result=run(bpy.ops.ide3d.new_portrait))
 say(step="mesh", result=run(bpy.ops.ide3d.import_mesh, parts_by_label=False))
 from blender_addon.properties import MESH_NAME

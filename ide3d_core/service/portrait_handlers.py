@@ -21,7 +21,7 @@ import numpy as np
 from ide3d_core import cameras
 from ide3d_core.operations import limits
 from ide3d_core.operations.render import render_view, write_view
-from ide3d_core.image_files import save_npy, save_npz
+from ide3d_core.image_files import save_image, save_npy, save_npz
 from ide3d_core.progress import report
 from ide3d_core.service import protocol as P
 from ide3d_core.service.errors import BadRequest, NotAvailable
@@ -42,6 +42,27 @@ def _read_labels(path: str, size: int) -> np.ndarray:
     if ids.shape != (size, size):
         raise BadRequest(f"the mask is {ids.shape[1]}x{ids.shape[0]} pixels; the canonical view is {size}x{size}")
     return ids
+
+
+def write_mesh_files(mesh, out_dir: Path) -> P.MeshResult:
+    """Write a :class:`ide3d_core.mesh.HeadMesh` as the files of a :class:`~.protocol.MeshResult` into
+    ``out_dir``, each atomically: ``mesh.npz`` (``vertices``, ``faces``, and ``colors``, ``labels``, ``uv``
+    as the mesh has them) and, for a textured mesh, ``mesh_texture.png`` (its ``texture`` as it is: row 0
+    = v 1; the mesh's UV convention is the protocol's, so nothing is flipped)."""
+    out_dir = Path(out_dir)
+    arrays = {"vertices": mesh.vertices.astype(np.float32), "faces": mesh.faces.astype(np.int32)}
+    if mesh.colors is not None:
+        arrays["colors"] = mesh.colors.astype(np.float32)
+    if mesh.labels is not None:
+        arrays["labels"] = mesh.labels.astype(np.uint8)
+    texture_file = ""
+    if mesh.uv is not None:
+        arrays["uv"] = mesh.uv.astype(np.float32)
+        texture_file = str(save_image(mesh.texture, out_dir / "mesh_texture.png"))
+    path = out_dir / "mesh.npz"
+    save_npz(path, **arrays)  # last: a mesh file never names a texture that is not there yet
+    return P.MeshResult(mesh_file=str(path), num_vertices=int(mesh.num_vertices), num_faces=int(mesh.num_faces),
+                        texture_file=texture_file)
 
 
 class PortraitHandlers:
@@ -326,18 +347,12 @@ class PortraitHandlers:
         return mesh_ops.build_mesh(field, options, level, progress=progress, cancel=cancel).mesh
 
     def _do_mesh(self, req: P.MeshRequest, out_dir, progress, cancel) -> P.MeshResult:
-        """The mesh the add-on imports: vertex colours and labels (no texture), cleaned up like ``ide3d mesh``."""
+        """The mesh the add-on imports: vertex colours and labels and, with ``req.texture`` > 0, UVs and the
+        baked texture, cleaned up and baked like ``ide3d mesh`` (:func:`write_mesh_files`)."""
         from ide3d_core.operations.mesh import MeshOptions
 
-        mesh = self._mesh(req, MeshOptions(resolution=req.resolution, texture=0), progress, cancel)
-        arrays = {"vertices": mesh.vertices.astype(np.float32), "faces": mesh.faces.astype(np.int32)}
-        if mesh.colors is not None:
-            arrays["colors"] = mesh.colors.astype(np.float32)
-        if mesh.labels is not None:
-            arrays["labels"] = mesh.labels.astype(np.uint8)
-        path = out_dir / "mesh.npz"
-        save_npz(path, **arrays)
-        return P.MeshResult(mesh_file=str(path), num_vertices=int(mesh.num_vertices), num_faces=int(mesh.num_faces))
+        options = MeshOptions(resolution=req.resolution, texture=req.texture)  # the ranges of .limits
+        return write_mesh_files(self._mesh(req, options, progress, cancel), out_dir)
 
     def _do_export_mesh(self, req: P.ExportMeshRequest, out_dir, progress, cancel) -> P.ExportMeshResult:
         """The add-on's Export: the same file ``ide3d mesh --portrait`` writes."""

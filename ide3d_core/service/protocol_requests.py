@@ -200,21 +200,28 @@ class HistoryRequest(PortraitRequest):
 
 @dataclass(frozen=True)
 class MeshRequest(PortraitRequest):
-    """Extract a head mesh of a portrait at ``resolution`` voxels per side."""
+    """Extract a head mesh of a portrait at ``resolution`` voxels per side (Import Head Mesh), cleaned up
+    like ``ide3d mesh``; with ``texture`` > 0 also UV-unwrapped with a baked texture of that edge in texels
+    (the bake of ``ide3d mesh --texture``), 0 = vertex colours only. Ranges: ``ide3d_core.operations.limits``."""
 
     KIND: ClassVar[str] = "mesh"
     resolution: int = 128
+    texture: int = 1024
 
 
 @dataclass(frozen=True)
 class MeshResult:
     """``mesh_file`` is an ``.npz`` with ``vertices`` (V, 3) float32 model world, ``faces`` (F, 3)
     int32 and, when the backend has them, ``colors`` (V, 3) float32 sRGB in [0, 1] (the generator's
-    colour space) and ``labels`` (V,) uint8 class ids."""
+    colour space) and ``labels`` (V,) uint8 class ids. With a texture it also holds ``uv`` (V, 2) float32
+    per vertex (vertices are split along the UV seams; u right, v up, origin bottom-left, both in [0, 1],
+    as Blender's UVs), and ``texture_file`` is the baked texture beside it: an 8-bit sRGB RGB PNG of
+    ``texture`` x ``texture`` pixels, top row first (v = 1); "" without a texture."""
 
     mesh_file: str
     num_vertices: int
     num_faces: int
+    texture_file: str = ""
 
 
 @dataclass(frozen=True)
