@@ -179,7 +179,14 @@ def main() -> None:
                                                       fast_render.occupancy_grid(G, pl))
                 return run
 
+            def edit_prev():  # the fast path before the fused kernels: float32 planes, unfused grid and rays
+                new = editing.mask_edit(portrait, G, editor, painted, current=current).state
+                pl = fast_networks.planes(G, new.ws)
+                return fast_render.render_fast(G, pl, cam, new.ws, fast_render.occupancy_grid(G, pl, fused=False),
+                                               settings=unfused)
+
             e_old_ms, e_old_cpu, e_ref = timed(edit_old, args.repeats)
+            e_prev_ms, e_prev_cpu, e_prev = timed(edit_prev, args.repeats)
             e_new_ms, e_new_cpu, e_out = timed(edit_new("full"), args.repeats)
             e_pre_ms, e_pre_cpu, e_pre = timed(edit_new("preview"), args.repeats)
             ed_ms, ed_cpu, _ = timed(lambda: editing.mask_edit(portrait, G, editor, painted, current=current),
@@ -195,6 +202,8 @@ def main() -> None:
                 ("mask edit to new frame (residual, cached map)", e_old_ms, e_old_cpu, e_new_ms, e_new_cpu,
                  agreement(e_ref, e_out), "mask edit"),
                 ("  same, preview frame", e_old_ms, e_old_cpu, e_pre_ms, e_pre_cpu, agreement(e_ref, e_pre), "mask edit"),
+                ("  fast path: f32 planes, unfused grid + decoders (old) vs bf16 planes, fused (new)", e_prev_ms,
+                 e_prev_cpu, e_new_ms, e_new_cpu, f"old {agreement(e_ref, e_prev)}", ""),
                 ("  part: canonical editor + codes", ed_ms, ed_cpu, ed_ms, ed_cpu, "", ""),
                 *pl_rows,
             ]
