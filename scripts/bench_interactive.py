@@ -20,8 +20,10 @@ Rows (bundled model unless --model, batch 1, 256 px output):
 * with ``--import-photo``: photo import (prepare + hybrid inversion of one photo at the default
   ``InversionPolicy``, as Import Photo runs it); with ``--import-old`` also at ``THOROUGH_POLICY`` (the
   old 200 + 100 step default; minutes).
-* 256^3 head mesh without bake: blocks of 8 with point queries (the old default) vs blocks of 4 with the
-  generator field's lattice queries (:mod:`ide3d_core.mesh.grid`).
+* 256^3 head mesh without bake (:func:`scripts.bench_mesh.compare_rows`): blocks of 8 with point queries
+  and the "dilate" rule (the first sparse grid), and blocks of 4 with the PyTorch lattice query and
+  "dilate" (the default before "grow"), vs blocks of 4, "grow", the fused tri-plane decode kernel
+  (:mod:`ide3d_core.mesh.sparse`, :mod:`ide3d_core.mesh.generator_field`); per stage and from codes.
 
 Each time is the median of ``--repeats`` runs: wall ms and the process CPU ms (all threads); on a
 shared machine the CPU time is the steadier number. The fast frames' PSNR and label agreement against
@@ -208,33 +210,11 @@ def main() -> None:
                 *pl_rows,
             ]
 
-    if not args.skip_mesh:
-        from ide3d_core.mesh.generator_field import GeneratorField
-        from ide3d_core.mesh.grid import GridConfig
-        from ide3d_core.mesh.pipeline import MeshConfig, extract_head_mesh
+    if not args.skip_mesh:  # issue 15's mesh rows, as scripts/bench_mesh.py --compare prints them
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_mesh import compare_rows
 
-        class PointsOnly:
-            """The generator field without its lattice query (the old grid path)."""
-
-            def __init__(self, field):
-                self.field, self.device = field, field.device
-
-            def density(self, points):
-                return self.field.density(points)
-
-            def query(self, points):
-                return self.field.query(points)
-
-        level = surface_level(args.model)
-        field = GeneratorField(G, ws)
-        mesh_repeats = max(1, args.repeats // 2)
-        m_old_ms, m_old_cpu, m_old = timed(lambda: extract_head_mesh(
-            PointsOnly(field), MeshConfig(grid=GridConfig(256, block=8), level=level)), mesh_repeats)
-        m_new_ms, m_new_cpu, m_new = timed(lambda: extract_head_mesh(
-            field, MeshConfig(grid=GridConfig(256, block=4), level=level)), mesh_repeats)
-        rows.append(("256^3 mesh without bake", m_old_ms, m_old_cpu, m_new_ms, m_new_cpu,
-                     f"queried {100 * m_old.queried / 256 ** 3:.1f} % -> {100 * m_new.queried / 256 ** 3:.1f} %, "
-                     f"{len(m_old.mesh.faces)} / {len(m_new.mesh.faces)} faces", "mesh"))
+        rows += compare_rows(G, ws, surface_level(args.model), max(1, args.repeats // 2))
 
     if args.import_photo:
         rows += import_rows(args)

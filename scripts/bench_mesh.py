@@ -6,6 +6,11 @@ texture bake), on an analytic field and on the generator, on CPU (and CUDA when 
     .venv/bin/python scripts/bench_mesh.py [--resolutions 256 512] [--texture 2048] [--threads 2]
                                            [--configs default] [--model FOLDER] [--no-bake]
                                            [--isosurface auto|mcubes|tetrahedra]
+    nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_mesh.py --compare --threads 1 [--repeats 3]
+
+``--compare`` (issue 15): the 256^3 mesh without bake of the bundled model (or --model), the old paths
+beside the new one in one run with their ratio, whole and per stage (:func:`compare_rows`, also the
+mesh rows of scripts/bench_interactive.py).
 
 The generator rows use untrained weights unless --model is given (the density level is then set at
 the 70th percentile of a coarse sample so that a surface exists); the grid stage costs the same
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import statistics
 import time
 
 import numpy as np
@@ -61,6 +68,123 @@ def _run(field, renderer, res, block, level, texture, faces, isosurface="auto"):
     return result, total
 
 
+def _timed(fn, repeats: int):
+    """Median wall ms, median process CPU ms and the last result of ``fn()`` (after one warm-up)."""
+    out = fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3, out
+
+
+class _PointsOnly:
+    """A generator field without its lattice query (the oldest grid path: bilinear taps per point)."""
+
+    def __init__(self, field):
+        self.field, self.device = field, field.device
+
+    def density(self, points):
+        return self.field.density(points)
+
+    def query(self, points):
+        return self.field.query(points)
+
+
+def _chamfer(a, b) -> float:
+    """Symmetric mean nearest-vertex distance between two meshes' vertices (model units)."""
+    from scipy.spatial import cKDTree
+
+    va, vb = a.vertices.astype(np.float64), b.vertices.astype(np.float64)
+    return 0.5 * (cKDTree(vb).query(va)[0].mean() + cKDTree(va).query(vb)[0].mean())
+
+
+def compare_rows(G, ws, level: float, repeats: int, resolution: int = 256) -> list:
+    """Issue 15's mesh rows: ``(name, old wall ms, old CPU ms, new wall ms, new CPU ms, notes, target)``.
+
+    Old paths: blocks of 8 with per-point queries and the "dilate" rule (the first sparse grid); blocks
+    of 4, "dilate", the lattice query in PyTorch (the default before "grow"); new: blocks of 4, "grow",
+    the fused kernel (``GeneratorField`` impl "auto"). Per-stage rows time each stage alone on the
+    previous stage's output; the end-to-end row includes the tri-planes and the kernel's packing.
+    """
+    from ide3d_core.mesh.attributes import attach_field_attributes
+    from ide3d_core.mesh.cleanup import clean
+    from ide3d_core.mesh.extract import marching_cubes
+    from ide3d_core.mesh.generator_field import GeneratorField
+    from ide3d_core.mesh.grid import sample_density_grid
+
+    new_field = GeneratorField(G, ws)
+    torch_field = GeneratorField(G, ws, impl="torch")
+    configs = {
+        "oldest": (_PointsOnly(new_field), MeshConfig(grid=GridConfig(resolution, block=8, refine="dilate"), level=level)),
+        "previous": (torch_field, MeshConfig(grid=GridConfig(resolution, block=4, refine="dilate"), level=level)),
+        "grow, torch": (torch_field, MeshConfig(grid=GridConfig(resolution, block=4), level=level)),
+        "new": (new_field, MeshConfig(grid=GridConfig(resolution, block=4), level=level)),
+    }
+    res = {k: _timed(lambda f=f, c=c: extract_head_mesh(f, c), repeats) for k, (f, c) in configs.items()}
+    n = res["new"]
+    frac = lambda k: 100.0 * res[k][2].queried / resolution ** 3  # noqa: E731
+    faces = lambda k: res[k][2].mesh.num_faces  # noqa: E731
+    rows = [
+        (f"{resolution}^3 mesh without bake", res["oldest"][0], res["oldest"][1], n[0], n[1],
+         f"blocks of 8, point queries, 'dilate' -> blocks of 4, 'grow', fused kernel; queried {frac('oldest'):.1f} % "
+         f"-> {frac('new'):.1f} %; {faces('oldest')} / {faces('new')} faces; Chamfer "
+         f"{_chamfer(res['oldest'][2].mesh, n[2].mesh):.2g}", "mesh"),
+        ("  previous default: blocks of 4, 'dilate', lattice in PyTorch (old) vs new", res["previous"][0],
+         res["previous"][1], n[0], n[1], f"queried {frac('previous'):.1f} %; {faces('previous')} faces; Chamfer "
+         f"{_chamfer(res['previous'][2].mesh, n[2].mesh):.2g}", "mesh"),
+        ("  'grow' with the lattice in PyTorch (no compiler) (old) vs fused kernel (new)", res["grow, torch"][0],
+         res["grow, torch"][1], n[0], n[1], f"{faces('grow, torch')} faces", "mesh"),
+    ]
+    # stages alone: previous default vs new
+    for key in ("previous", "new"):
+        f, c = configs[key]
+        g = _timed(lambda: sample_density_grid(f, c.grid, c.level), repeats)
+        m = _timed(lambda: marching_cubes(g[2], c.level, c.isosurface), repeats)
+        cl = _timed(lambda: clean(m[2], c.cleanup), repeats)
+        at = _timed(lambda: attach_field_attributes(cl[2], f, chunk=c.grid.chunk), repeats)
+        res[key + " stages"] = (g, m, cl, at)
+    for i, stage in enumerate(("density grid", "marching cubes (PyMCubes when installed)", "clean-up (floaters, decimation)",
+                               "labels and colours")):
+        o, w = res["previous stages"][i], res["new stages"][i]
+        rows.append((f"  part: {stage}", o[0], o[1], w[0], w[1], "", ""))
+
+    def from_codes():
+        with torch.no_grad():
+            field = GeneratorField(G, ws)
+        return extract_head_mesh(field, configs["new"][1])
+
+    e = _timed(from_codes, repeats)
+    rows.append(("  new, end to end from codes (tri-planes + kernel packing + mesh)", float("nan"), float("nan"),
+                 e[0], e[1], "", "mesh"))
+    return rows
+
+
+def _compare(args) -> None:
+    from ide3d_core.model_loading import BUNDLED_MODEL_DIR, surface_level
+    from ide3d_core.networks.io import load_generator
+
+    model = args.model or str(BUNDLED_MODEL_DIR)
+    G = load_generator(model).requires_grad_(False)
+    with torch.no_grad():
+        ws = G.codes_from_seeds([args.seed], truncation_psi=0.7)
+    rows = compare_rows(G, ws, surface_level(model), args.repeats, args.resolutions[0])
+    print(f"\nmodel {model}, torch {torch.__version__}, {torch.get_num_threads()} threads, seed {args.seed}, "
+          f"median of {args.repeats}, 1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    print("| measurement | old wall ms | new wall ms | old / new | old CPU ms | new CPU ms | old / new CPU | target |"
+          " notes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    fmt = lambda x: "" if x != x else f"{x:.0f}"  # noqa: E731
+    ratio = lambda a, b: "" if a != a else f"{a / b:.2f}x"  # noqa: E731
+    for name, ow, oc, nw, nc, note, target in rows:
+        print(f"| {name} | {fmt(ow)} | {fmt(nw)} | {ratio(ow, nw)} | {fmt(oc)} | {fmt(nc)} | {ratio(oc, nc)} | "
+              f"{'<= 1000' if target else ''} | {note} |")
+    print("\n(process CPU = all threads of this process; on a shared machine closer than the wall time to an "
+          "idle machine's cost)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
@@ -72,8 +196,15 @@ def main() -> None:
     ap.add_argument("--no-bake", action="store_true")
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     ap.add_argument("--isosurface", default="auto", choices=["auto", "mcubes", "tetrahedra"])
+    ap.add_argument("--compare", action="store_true", help="issue 15: old paths beside the new one (see above)")
+    ap.add_argument("--repeats", type=int, default=3, help="--compare: median of this many runs")
+    ap.add_argument("--seed", type=int, default=0, help="--compare: the head's seed (truncation 0.7)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compare:
+        if args.resolutions == [256, 512]:
+            args.resolutions = [256]
+        return _compare(args)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     texture = 0 if args.no_bake else args.texture
     print(f"torch {torch.__version__}, {args.threads} CPU threads, texture {texture or 'off'}, "

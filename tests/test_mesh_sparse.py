@@ -3,7 +3,8 @@
 ``"grow"`` rule gives the dense grid's surface exactly, also for a sheet thinner than a block that no
 block corner sees and that runs far from every seed, and where the head crosses the box border; the
 grid's ``box`` changes nothing in either extractor; and the generator field's lattice density (softplus
-inputs floored) against the decoder's own density where its hidden units are far negative."""
+inputs floored; or the fused kernel) against the decoder's own density where its hidden units are far
+negative."""
 from __future__ import annotations
 
 import numpy as np
@@ -87,7 +88,8 @@ def test_bad_refine_is_refused():
         GridConfig(refine="spread")
 
 
-def test_lattice_density_with_far_negative_hidden_units():
+@pytest.mark.parametrize("impl", ["torch", "auto"])
+def test_lattice_density_with_far_negative_hidden_units(impl):
     from ide3d_core.mesh.generator_field import GeneratorField
     from ide3d_core.networks import Generator
     from ide3d_core.triplane import sample_triplane
@@ -95,7 +97,7 @@ def test_lattice_density_with_far_negative_hidden_units():
     G = Generator("tiny").eval()
     with torch.no_grad():
         G.semantic_decoder.hidden.weight.mul_(60.0)  # hidden pre-activations down to about -100
-        field = GeneratorField(G, G.codes_from_seeds([3]))
+        field = GeneratorField(G, G.codes_from_seeds([3]), impl=impl)
     axis = torch.linspace(-0.5, 0.5, 40)
     idx = torch.randint(0, 40, (4000, 3), generator=torch.Generator().manual_seed(0))
     cfg = G.config
@@ -106,3 +108,12 @@ def test_lattice_density_with_far_negative_hidden_units():
     assert float((hidden < 1e-12).float().mean()) > 0.01  # thousands of units far below the floor (-20)
     torch.testing.assert_close(field.density_at_indices(axis, idx), field.density(axis[idx]),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_bad_impl_is_refused():
+    from ide3d_core.mesh.generator_field import GeneratorField
+    from ide3d_core.networks import Generator
+
+    G = Generator("tiny").eval()
+    with pytest.raises(ValueError, match="impl"):
+        GeneratorField(G, G.codes_from_seeds([0]), impl="cuda")

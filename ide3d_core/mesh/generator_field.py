@@ -29,16 +29,22 @@ class GeneratorField:
         style_ws: optional [1, num_ws, w_dim] codes whose texture replaces the head's own for points
             whose semantic argmax is in ``style_classes`` (a portrait's region restyle).
         style_classes: class ids of the restyle.
+        impl: the lattice density's path (:meth:`density_at_indices`): ``"auto"`` the fused C kernel
+            where it runs, else PyTorch; ``"torch"``; ``"c"`` (the kernel or RuntimeError).
     """
 
     def __init__(self, generator, ws: torch.Tensor, style_ws: Optional[torch.Tensor] = None,
-                 style_classes: tuple[int, ...] = ()) -> None:
+                 style_classes: tuple[int, ...] = (), impl: str = "auto") -> None:
+        if impl not in ("auto", "torch", "c"):
+            raise ValueError(f"impl must be auto, torch or c, got {impl!r}")
         if ws.ndim != 3 or ws.shape[0] != 1:
             raise ValueError(f"ws must be [1, num_ws, w_dim], got {tuple(ws.shape)}")
         self.generator = generator
         self.device = next(generator.parameters()).device
         self.ws = ws.to(self.device, torch.float32)
         self._lattice_key, self._lattice = None, None  # density_at_indices' plane tables, per grid axis
+        self._fused = None if impl != "torch" else False  # density_at_indices' fused kernel (False: not used)
+        self._impl = impl
         with torch.no_grad():
             self.planes = generator.planes(self.ws)
             self.texture_swap = None
@@ -57,11 +63,21 @@ class GeneratorField:
 
     def density_at_indices(self, axis: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Density [M] at the lattice points ``(axis[i], axis[j], axis[k])`` of ``idx [M, 3]`` (long):
-        equal to ``density(axis[idx])`` to float rounding, but each plane is bilinearly sampled once on
-        the ``R x R`` lattice of ``axis [R]`` (cached), so a point's features are three row gathers, and
-        only the decoder's density output is computed (:func:`_lattice_density`). The mesh grid
+        equal to ``density(axis[idx])`` to float rounding. On a CPU with the ops kernels built, the
+        fused tri-plane sample + decode kernel (:mod:`ops.triplane_decode`, the density row of the
+        semantic decoder only); elsewhere each plane is bilinearly sampled once on the ``R x R``
+        lattice of ``axis [R]`` (cached), so a point's features are three row gathers, and only the
+        decoder's density output is computed (:func:`_lattice_density`). The mesh grid
         (:mod:`ide3d_core.mesh.grid`) uses it."""
         cfg = self.generator.config
+        fused = self._fused_density()
+        if fused is None and self._impl == "c":
+            from ops import _native
+
+            raise RuntimeError(f"the fused kernel does not run here: {_native.unavailable_reason() or 'not a float32 CPU field'}")
+        if fused is not None:
+            with torch.no_grad():
+                return fused(axis.to(self.device)[idx.to(self.device)])
         key = (int(axis.shape[0]), float(axis[0]), float(axis[-1]))
         if self._lattice_key != key:
             self._lattice = _lattice_planes(self.planes.semantic[0], axis.to(self.device), cfg)
@@ -69,6 +85,37 @@ class GeneratorField:
         with torch.no_grad():
             return _lattice_density(self.generator.semantic_decoder, self._lattice, int(axis.shape[0]),
                                     idx.to(self.device), cfg.aggregation)
+
+    def _fused_density(self):
+        """``points [M, 3] -> density [M]`` through :func:`ops.triplane_decode.triplane_decode` (packed
+        once per field), or None where its kernel does not run (not a float32 CPU field, no compiler)."""
+        if self._fused is None:
+            self._fused = False
+            try:
+                from ops import triplane_decode as td
+            except ImportError:
+                return None
+            planes = self.planes.semantic[0]
+            if not td.kernel_available(planes):
+                return None
+            from ide3d_core.triplane import PLANE_AXES
+            from ops.triplane import channels_last_planes
+
+            cfg, dec = self.generator.config, self.generator.semantic_decoder
+            if dec.hidden.activation != "softplus":
+                return None
+            w1 = dec.hidden.weight.float() * dec.hidden.weight_gain
+            b1 = (dec.hidden.bias.float() * dec.hidden.lr_mult if dec.hidden.bias is not None
+                  else torch.zeros(w1.shape[0]))
+            w2 = dec.out.weight.float()[:1] * dec.out.weight_gain
+            b2 = (dec.out.bias.float()[:1] * dec.out.lr_mult if dec.out.bias is not None else torch.zeros(1))
+            mlp = td.pack_mlp(w1, b1, w2, b2)
+            axes = [PLANE_AXES[name] for name in cfg.plane_axes]
+            cl = channels_last_planes(planes)
+            self._fused = lambda pts: td.triplane_decode(planes, pts, axes, cfg.box_size, cfg.aggregation, mlp,
+                                                         "semantic", dec.density_bias, impl="c",
+                                                         planes_cl=cl)[:, 0]
+        return self._fused or None
 
     def query(self, points: torch.Tensor):
         """[N, 3] -> (sigma [N], semantic logits [N, 19], rgb [N, 3] in [0, 1])."""

@@ -177,5 +177,6 @@ def sample_density_grid(field: Field, config: GridConfig = GridConfig(), level: 
         else:
             _dense(field, config, axis, out, progress, cancel, 0, r)
             queried = r ** 3
-    out[0], out[-1], out[:, 0], out[:, -1], out[:, :, 0], out[:, :, -1] = 0, 0, 0, 0, 0, 0
+    if box is None:  # (a sparse grid never writes its border: left as allocated, untouched pages)
+        out[0], out[-1], out[:, 0], out[:, -1], out[:, :, 0], out[:, :, -1] = 0, 0, 0, 0, 0, 0
     return DensityGrid(out.cpu().numpy(), config, int(queried), box)

@@ -51,16 +51,51 @@ def block_edges(r: int, b: int, device: torch.device) -> torch.Tensor:
     return torch.cat([edges, torch.tensor([r - 1], device=device)])
 
 
-def _closed_offsets(b: int, device: torch.device) -> torch.Tensor:
-    o = torch.arange(b + 1, device=device)
-    return torch.stack(torch.meshgrid(o, o, o, indexing="ij"), dim=-1).reshape(-1, 3)  # [(b+1)^3, 3]
-
-
 def _closed_flat(blocks: torch.Tensor, b: int, r: int) -> torch.Tensor:
     """Flat sample indices ``[M, (b + 1)^3]`` of the closed ranges of ``blocks [M, 3]`` (indices past
     the grid clipped to ``R - 1``: the last block is shorter)."""
-    idx = (blocks[:, None, :] * b + _closed_offsets(b, blocks.device)[None]).clamp_(max=r - 1)
-    return (idx[..., 0] * r + idx[..., 1]) * r + idx[..., 2]
+    o = torch.arange(b + 1, device=blocks.device)
+    i, j, k = ((blocks[:, a, None] * b + o).clamp_(max=r - 1) for a in range(3))  # [M, b + 1] each
+    return ((i[:, :, None, None] * r + j[:, None, :, None]) * r + k[:, None, None, :]).reshape(blocks.shape[0], -1)
+
+
+def _owned_table(b: int, device: torch.device) -> torch.Tensor:
+    """[256, b^3] bool: for each code (bit ``4 cx + 2 cy + cz`` set when block ``owner - (cx, cy, cz)``
+    is wanted), which of the owner's samples (local offsets, x-major) lie in a wanted closed range: a
+    sample with local offset ``l`` is in the closed range of ``owner - c`` iff ``l`` is 0 on every axis
+    where ``c`` is 1."""
+    o = torch.arange(b, device=device)
+    local = torch.stack(torch.meshgrid(o, o, o, indexing="ij"), dim=-1).reshape(-1, 3)  # [b^3, 3]
+    table = torch.zeros(256, local.shape[0], dtype=torch.bool, device=device)
+    for bit in range(8):
+        c = torch.tensor([(bit >> 2) & 1, (bit >> 1) & 1, bit & 1], device=device)
+        ok = ((local == 0) | (c == 0)).all(dim=1)  # [b^3]
+        has = (torch.arange(256, device=device) >> bit) & 1 == 1
+        table |= has[:, None] & ok[None, :]
+    return table
+
+
+def _union_samples(blocks: torch.Tensor, r: int, b: int) -> torch.Tensor:
+    """Flat indices [M] of every sample in the closed range of some block of the mask ``blocks
+    [nb, nb, nb]``, each once (block by block, by owner: sample ``s`` is owned by block ``s // b``)."""
+    no = -(-r // b)  # owners per axis (one more than the blocks when R - 1 is a multiple of b)
+    nb = blocks.shape[0]
+    padded = torch.zeros((no + 1,) * 3, dtype=torch.uint8, device=blocks.device)
+    padded[1:nb + 1, 1:nb + 1, 1:nb + 1] = blocks.to(torch.uint8)
+    code = torch.zeros((no,) * 3, dtype=torch.uint8, device=blocks.device)
+    for bit in range(8):
+        cx, cy, cz = (bit >> 2) & 1, (bit >> 1) & 1, bit & 1  # owner - c, in padded coordinates
+        code |= padded[1 - cx:no + 1 - cx, 1 - cy:no + 1 - cy, 1 - cz:no + 1 - cz] << bit
+    owners = torch.nonzero(code)  # [K, 3]
+    rows = _owned_table(b, blocks.device)[code[tuple(owners.T)].long()]  # [K, b^3]
+    if no * b > r:  # the virtual last owner: drop its samples past the grid
+        o = torch.arange(b, device=blocks.device)
+        ok = [(owners[:, a, None] * b + o) < r for a in range(3)]
+        rows &= (ok[0][:, :, None, None] & ok[1][:, None, :, None] & ok[2][:, None, None, :]).reshape(rows.shape)
+    o = torch.arange(b, device=blocks.device)
+    i, j, k = (owners[:, a, None] * b + o for a in range(3))
+    flat = ((i[:, :, None, None] * r + j[:, None, :, None]) * r + k[:, None, None, :]).reshape(rows.shape)
+    return flat[rows]
 
 
 def _border_mask(idx: torch.Tensor, r: int) -> torch.Tensor:
@@ -86,15 +121,20 @@ def coarse_pass(query: Query, r: int, b: int, level: float, band: float, device:
 
 
 def fill_blocks(out: torch.Tensor, inside: torch.Tensor, r: int, b: int, value: float) -> None:
-    """Set the owned samples of the ``inside`` blocks of ``out [R, R, R]`` to ``value``."""
-    nb = inside.shape[0]
-    if not bool(inside.any()):
+    """Set the owned samples of the ``inside`` blocks of ``out [R, R, R]`` to ``value`` (within the
+    bounding box of those blocks only)."""
+    blocks = torch.nonzero(inside)
+    if blocks.shape[0] == 0:
         return
-    n = nb * b  # the blocks' owned samples, the last one's extra sample (R - 1 = nb * b) handled below
-    up = inside[:, None, :, None, :, None].expand(nb, b, nb, b, nb, b).reshape(n, n, n)
-    if n < r:  # r == n + 1: the last block also owns sample R - 1
-        up = F.pad(up[None, None].float(), (0, 1, 0, 1, 0, 1), mode="replicate")[0, 0] > 0
-    out.masked_fill_(up[:r, :r, :r], value)
+    lo, hi = blocks.amin(0).tolist(), (blocks.amax(0) + 1).tolist()
+    sub = inside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    n = [h - l for l, h in zip(lo, hi)]
+    up = sub[:, None, :, None, :, None].expand(n[0], b, n[1], b, n[2], b).reshape(n[0] * b, n[1] * b, n[2] * b)
+    # owned samples of block k: k * b .. k * b + b - 1 (never past R - 1 for a block whose corners are all
+    # inside: the border samples are 0), so the last owner's extra sample never belongs to an inside block
+    ends = [min(r, h * b) for h in hi]
+    view = out[lo[0] * b:ends[0], lo[1] * b:ends[1], lo[2] * b:ends[2]]
+    view.masked_fill_(up[:view.shape[0], :view.shape[1], :view.shape[2]], value)
 
 
 def _box(blocks: torch.Tensor, b: int, r: int) -> Box:
@@ -113,6 +153,8 @@ def grow(query: Query, r: int, b: int, level: float, band: float, max_fraction: 
     holds garbage: sample densely)."""
     flat_out = out.view(-1)
     known = torch.zeros(r ** 3, dtype=torch.bool, device=out.device)
+    k3 = known.view(r, r, r)
+    k3[0], k3[-1], k3[:, 0], k3[:, -1], k3[:, :, 0], k3[:, :, -1] = True, True, True, True, True, True
     cflat, coarse, inside, seeds, queried = coarse_pass(query, r, b, level, band, out.device)
     report(progress, 1, r + 1, "density grid (coarse)", cancel)
     if float(seeds.float().mean()) > max_fraction:
@@ -124,15 +166,9 @@ def grow(query: Query, r: int, b: int, level: float, band: float, max_fraction: 
     new = seeds
     done, shown = 0, 1
     while bool(new.any()):
-        blocks = torch.nonzero(new)
-        want = torch.zeros(r ** 3, dtype=torch.bool, device=out.device)
-        want[_closed_flat(blocks, b, r).reshape(-1)] = True
-        want &= ~known
-        flat = torch.nonzero(want)[:, 0]
-        del want
+        flat = _union_samples(new, r, b)
+        flat = flat[~known[flat]]  # (the border counts as known: 0)
         idx = torch.stack([flat // (r * r), (flat // r) % r, flat % r], dim=1)
-        inner = ~_border_mask(idx, r)
-        flat, idx = flat[inner], idx[inner]
         step = max(1, flat.shape[0] // 8)
         for s in range(0, flat.shape[0], step):
             flat_out[flat[s:s + step]] = query(idx[s:s + step])
