@@ -105,7 +105,8 @@ def compare_rows(G, ws, level: float, repeats: int, resolution: int = 256) -> li
     """Issue 15's mesh rows: ``(name, old wall ms, old CPU ms, new wall ms, new CPU ms, notes, target)``.
 
     Old paths: blocks of 8 with per-point queries and the "dilate" rule (the first sparse grid); blocks
-    of 4, "dilate", the lattice query in PyTorch (the default before "grow"); new: blocks of 4, "grow",
+    of 4, "dilate", the lattice query in PyTorch (the default before "grow", though with today's floored
+    softplus: the unfloored one cost about 2x more on this CPU's denormals); new: blocks of 4, "grow",
     the fused kernel (``GeneratorField`` impl "auto"). Per-stage rows time each stage alone on the
     previous stage's output; the end-to-end row includes the tri-planes and the kernel's packing.
     """
@@ -132,7 +133,7 @@ def compare_rows(G, ws, level: float, repeats: int, resolution: int = 256) -> li
          f"blocks of 8, point queries, 'dilate' -> blocks of 4, 'grow', fused kernel; queried {frac('oldest'):.1f} % "
          f"-> {frac('new'):.1f} %; {faces('oldest')} / {faces('new')} faces; Chamfer "
          f"{_chamfer(res['oldest'][2].mesh, n[2].mesh):.2g}", "mesh"),
-        ("  previous default: blocks of 4, 'dilate', lattice in PyTorch (old) vs new", res["previous"][0],
+        ("  previous default: blocks of 4, 'dilate', lattice in PyTorch (softplus floored as now) (old) vs new", res["previous"][0],
          res["previous"][1], n[0], n[1], f"queried {frac('previous'):.1f} %; {faces('previous')} faces; Chamfer "
          f"{_chamfer(res['previous'][2].mesh, n[2].mesh):.2g}", "mesh"),
         ("  'grow' with the lattice in PyTorch (no compiler) (old) vs fused kernel (new)", res["grow, torch"][0],

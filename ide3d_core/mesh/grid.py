@@ -12,7 +12,7 @@ block corners first and then only the blocks the surface passes through (:mod:`i
 ``refine="grow"``, the default, gives the dense grid's surface; ``"dilate"`` is the earlier rule); the
 other samples hold 0 (outside) or ``2 * level`` (inside). A head fills a small part of its box, so this
 queries about 5 % of a 256^3 grid for the bundled model with blocks of 4 cells (3.2 % in blocks, 1.6 %
-corners; the earlier rule 11.7 %). Every marching-cubes cell lies inside one block. The sparse grid
+corners; the earlier rule 10.7 %). Every marching-cubes cell lies inside one block. The sparse grid
 carries ``box``, the index box outside which no cell crosses the level, and marching cubes looks only
 there.
 
