@@ -5,6 +5,7 @@
                             [--init-codes encoder]   # a new run restarted from an exported model
     ide3d train-autodecoder --out RUN --decay-start 5600 --decay-steps 3000   # cosine LR decay from a step
     ide3d train-autodecoder --out RUN --polish-sr 15   # train only the super-resolution, on cached renders
+    ide3d train-autodecoder --out RUN --polish-sr-adversarial 10   # the same with a patch discriminator
     ide3d train-autodecoder --out RUN --export DIR     # fit the code prior, write a generator folder
 
 A run folder is resumed whenever it already holds a run (its own configuration wins; options that would
@@ -44,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--polish-sr", type=float, default=None, metavar="MINUTES",
                    help="instead of training: train only the super-resolution on cached renders of the bank "
                         "heads for MINUTES (training/autodecoder/sr_polish.py), then checkpoint")
+    p.add_argument("--polish-sr-adversarial", type=float, default=None, metavar="MINUTES",
+                   help="instead of training: train only the super-resolution against a patch discriminator "
+                        "(plus the L1 losses) for MINUTES (training/autodecoder/sr_adversarial.py), then checkpoint")
     p.add_argument("--prior-dim", type=int, default=None, help="PCA dimensions per code group of --export")
     p.add_argument("--prior-components", type=int, default=None, help="mixture components of --export")
     p.set_defaults(func=run)
@@ -70,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
         from training.autodecoder.sr_polish import polish_superresolution
 
         print(polish_superresolution(args.out, args.polish_sr))
+        return 0
+    if args.polish_sr_adversarial is not None:
+        from training.autodecoder.sr_adversarial import polish_superresolution_adversarial
+
+        print(polish_superresolution_adversarial(args.out, args.polish_sr_adversarial))
         return 0
     new = not (args.out / CONFIG_FILE).exists()
     cfg = None
