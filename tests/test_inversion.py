@@ -139,6 +139,27 @@ def test_view_helpers_against_hand_values():
     assert has_face(face)
 
 
+def test_tuning_warm_up_against_hand_values(setup):
+    from ide3d_core.inversion.procedure import tune_lr_at
+
+    # 10 steps, a 30 % ramp: 3 ramp steps at 1/3, 2/3, 3/3 of the rate, then the full rate
+    p = InversionPolicy(tune_steps=10, tune_lr=3e-3, tune_rampup=0.3)
+    assert [tune_lr_at(k, p) for k in range(5)] == pytest.approx([1e-3, 2e-3, 3e-3, 3e-3, 3e-3])
+    assert tune_lr_at(0, InversionPolicy(tune_lr=2e-3, tune_rampup=0.0)) == 2e-3
+    for bad in ({"tune_rampup": 1.5}, {"tune_coarse_fraction": -0.1}):
+        with pytest.raises(ValueError):
+            InversionPolicy(**bad)
+    # one coarse tuning step runs, and (Adam's first step moves a weight by at most its rate) moves no
+    # weight by more than tune_lr
+    g, _, cam, img, mask = setup
+    one = InversionPolicy(use_encoder=False, optimise_steps=0, tune_steps=1, tune_lr=1e-2, tune_rampup=1.0,
+                          tune_coarse_fraction=1.0, coarse_resolution=8, plateau_patience=0)
+    res = invert(g, img, mask=mask, camera=cam[0].numpy(), policy=one)
+    moved = max(float(d.float().abs().max()) for d in res.delta.deltas.values())
+    assert 0.0 < moved <= 1e-2 * 1.01  # fp16 delta rounding
+    assert res.stages["tune"]["steps"] == 1
+
+
 def _own_views(g, ws, yaws):
     with torch.no_grad():
         outs = [g(ws, label(y)) for y in yaws]

@@ -21,7 +21,8 @@ Stages (each can be switched off through :class:`InversionPolicy`):
    steps render at neural resolution ``coarse_resolution`` (the image is still super-resolved to full size),
    about 2.7x cheaper per step on a CPU; the stage stops early when its loss plateaus.
 3. **Pivotal tuning** of the generator weights with the codes frozen (PTI), Adam on all weights, at the
-   model's neural resolution; it also stops early on a plateau.
+   model's neural resolution (optionally: a learning-rate warm-up, ``tune_rampup``, and coarse first steps,
+   ``tune_coarse_fraction``; both off by default, see docs/multiview.md); it also stops early on a plateau.
 
 Loss of one view (no downloaded weights needed): ``l2 * MSE + ssim * (1 - MS-SSIM) + semantic * CE(rendered
 semantic logits, mask)`` plus ``lpips * LPIPS`` when the caller passes an LPIPS module (its weights are the
@@ -65,7 +66,7 @@ from ide3d_core.portrait import (EditRecord, Portrait, PortraitState, SourceView
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
 __all__ = ["InversionPolicy", "InversionResult", "InversionView", "NoUsableViews", "ViewReport",
-           "image_to_tensor", "invert", "invert_views", "THOROUGH_POLICY"]
+           "image_to_tensor", "invert", "invert_views", "tune_lr_at", "THOROUGH_POLICY"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ class InversionPolicy:
     coarse_fraction: float = 0.8  #: fraction of the code steps rendered at ``coarse_resolution``
     tune_steps: int = 6
     tune_lr: float = 1e-3
+    #: fraction of the tuning steps over which the tuning learning rate ramps up linearly from
+    #: ``tune_lr / (ramp steps)``: Adam's first steps move every weight by about the learning rate whatever
+    #: its gradient, so a high ``tune_lr`` without a ramp first disturbs the model (0 = no ramp)
+    tune_rampup: float = 0.0
+    #: fraction of the tuning steps rendered at ``coarse_resolution`` (the rest at the model's own)
+    tune_coarse_fraction: float = 0.0
     plateau_patience: int = 6  #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
     plateau_tol: float = 0.002  #: relative gain of the smoothed loss that counts as progress
     l2_weight: float = 1.0
@@ -111,15 +118,17 @@ class InversionPolicy:
             raise ValueError(f"init must be 'frontal' or 'mean', got {self.init!r}")
         if self.optimise_steps < 0 or self.tune_steps < 0:
             raise ValueError("step counts must be >= 0")
-        if not 0.0 <= self.coarse_fraction <= 1.0:
-            raise ValueError(f"coarse_fraction must be in [0, 1], got {self.coarse_fraction}")
+        for name in ("coarse_fraction", "tune_rampup", "tune_coarse_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.coarse_resolution and self.coarse_resolution < 4:
             raise ValueError(f"coarse_resolution must be 0 or >= 4, got {self.coarse_resolution}")
 
     def summary(self) -> dict[str, Any]:
         """The schedule fields a portrait document records."""
-        return {k: getattr(self, k) for k in ("code_space", "init", "optimise_steps", "tune_steps",
-                                              "coarse_resolution", "coarse_fraction", "plateau_patience")}
+        return {k: getattr(self, k) for k in ("code_space", "init", "optimise_steps", "tune_steps", "tune_lr",
+                                              "tune_rampup", "coarse_resolution", "coarse_fraction",
+                                              "tune_coarse_fraction", "plateau_patience")}
 
 
 #: The earlier default (issue 6): 200 code + 100 tuning steps at full resolution in W+, no early stopping,
@@ -195,6 +204,13 @@ def _lr_at(step: int, total: int, policy: InversionPolicy, base_lr: float) -> fl
     if policy.lr_rampup > 0:
         ramp *= min(1.0, t / policy.lr_rampup)
     return base_lr * max(ramp, 1e-3)
+
+
+def tune_lr_at(step: int, policy: InversionPolicy) -> float:
+    """Learning rate of pivotal-tuning step ``step`` (0-based): ``tune_lr`` times a linear warm-up over the
+    first ``tune_rampup * tune_steps`` steps (step k gets ``(k + 1) / ramp_steps`` of it), then constant."""
+    ramp_steps = policy.tune_rampup * policy.tune_steps
+    return policy.tune_lr * (min(1.0, (step + 1) / ramp_steps) if ramp_steps > 0 else 1.0)
 
 
 class _Plateau:
@@ -457,15 +473,24 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
                                betas=(0.9, 0.999))
         plateau = _Plateau(policy.plateau_patience, policy.plateau_tol)
         steps_run = 0
-        for step in range(policy.tune_steps):
-            loss, _, _ = objective(tuned, ws)
+        n_tune = policy.tune_steps
+        ramp_steps = policy.tune_rampup * n_tune
+        coarse_until = int(round(policy.tune_coarse_fraction * n_tune)) if policy.coarse_resolution else 0
+        for step in range(n_tune):
+            for g in opt.param_groups:
+                g["lr"] = tune_lr_at(step, policy)
+            coarse = step < coarse_until
+            if coarse_until and step == coarse_until:
+                plateau = _Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here
+            loss, _, _ = objective(tuned, ws, policy.coarse_resolution if coarse else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             steps_run = step + 1
             value = float(loss.detach()) if policy.plateau_patience > 0 or progress is not None else 0.0
             report(progress, 1 + policy.optimise_steps + steps_run, total, f"tuning loss {value:.4f}", cancel)
-            if plateau(value) and step < policy.tune_steps - 1:
+            # a plateau ends the stage, but never inside the warm-up or the coarse phase
+            if plateau(value) and not coarse and step + 1 >= ramp_steps and step < n_tune - 1:
                 notes.append(f"pivotal tuning stopped early on a plateau after {steps_run} of "
                              f"{policy.tune_steps} steps")
                 report(progress, total, total, "tuning converged", cancel)
