@@ -32,6 +32,14 @@ new super-resolution weights (codes, field and the joint step's optimiser state 
 discriminator, its optimiser and the polish's own super-resolution optimiser live in
 ``RUN/sr_adversarial.safetensors``, so a later sitting resumes the game instead of starting a new
 discriminator (the super-resolution's optimiser state is resumed only on the same checkpoint step).
+
+Measured (2026-12-02, CPU, one shared core at about 20 %: 11-15 s a step of 4 heads): on the run
+``ad2``'s step-403 checkpoint, 80 steps on the first 64 bank heads, the adversarial polish (adversarial
+weight 0.05 or 0.2, feature matching 1 or 2) and the same polish with both weights 0 (L1 only) gave the
+same figures within the noise (``scripts/eval_model.py --samples 8``: sharpness ratio 0.119 for all
+three vs 0.109 unpolished; fit 19.51-19.53 dB vs 19.41): the discriminator was still near chance
+(logistic loss 1.365, chance 1.386), so its gradient had not yet shaped the super-resolution. It needs
+far more steps than a CPU sitting gives before it can be said to help.
 """
 from __future__ import annotations
 
