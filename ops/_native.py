@@ -315,15 +315,15 @@ def find_compiler() -> str | None:
     return None
 
 
-def _build(compiler: str) -> Path:
-    tag = hashlib.sha256((C_SOURCE + " ".join(FLAGS) + compiler + sys.platform).encode()).hexdigest()[:16]
-    target = cache_dir() / f"ide3d_ops_{tag}.so"
+def _build(compiler: str, source: str = C_SOURCE, stem: str = "ide3d_ops") -> Path:
+    tag = hashlib.sha256((source + " ".join(FLAGS) + compiler + sys.platform).encode()).hexdigest()[:16]
+    target = cache_dir() / f"{stem}_{tag}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src = Path(tmp) / "ops.c"
-        src.write_text(C_SOURCE)
+        src.write_text(source)
         out = Path(tmp) / "ops.so"
         proc = subprocess.run([compiler, *FLAGS, str(src), "-o", str(out), "-lm"], capture_output=True,
                               text=True, timeout=120)
@@ -365,9 +365,30 @@ def load() -> ctypes.CDLL | None:
     return lib
 
 
-def unavailable_reason() -> str:
-    """Why :func:`load` returned None ("" when the kernels are loaded or not yet asked for)."""
-    return str(_STATE.get("reason", ""))
+def unavailable_reason(name: str = "") -> str:
+    """Why :func:`load` (or :func:`load_extension` ``name``) returned None ("" when the kernels are
+    loaded or not yet asked for)."""
+    return str(_STATE.get(f"reason:{name}" if name else "reason", ""))
+
+
+def load_extension(name: str, source: str, declare) -> ctypes.CDLL | None:
+    """A second library built from :data:`C_SOURCE` followed by an op's own ``source`` (which may call
+    the kernels above), with the same flags and cache; ``declare(lib)`` sets its ctypes signatures.
+    Built once per process; None, with the reason kept (:func:`unavailable_reason` ``name``), where
+    :func:`load` has no compiler or the build fails."""
+    if f"lib:{name}" in _STATE:
+        return _STATE[f"lib:{name}"]  # type: ignore[return-value]
+    lib, reason = None, ""
+    if load() is None:
+        reason = unavailable_reason()
+    else:
+        try:
+            lib = ctypes.CDLL(str(_build(find_compiler(), C_SOURCE + source, f"ide3d_{name}")))
+            declare(lib)
+        except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as exc:
+            lib, reason = None, f"building the {name} kernel failed: {exc}"
+    _STATE[f"lib:{name}"], _STATE[f"reason:{name}"] = lib, reason
+    return lib
 
 
 def reset() -> None:

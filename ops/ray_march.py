@@ -1,0 +1,527 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The fast renderer's ray march in one call: occupancy, coarse and fine decodes, fix-up, compositing.
+
+``ray_march(field, occupied, origins, dirs, near, far, steps, impl)`` marches the rays ``origins,
+dirs [n, 3]`` (model world, unit directions) of one batch item through cached tri-planes and returns
+:class:`MarchResult` (``features [n, F]``, ``probs [n, K]``, ``opacity [n, 1]``, ``depth [n, 1]``,
+float32, and the count of field evaluations). Per ray (``ide3d_core.fast_render``'s quadrature, which
+this layer restates instead of importing: ops is below ide3d_core):
+
+1. ``Nc`` coarse depths, the centres of ``Nc`` equal bins of ``[near, far]`` (as
+   ``ide3d_core.rendering.stratified_depths`` without a generator); a sample is occupied when it is in
+   the box and its cell of ``occupied [R, R, R]`` (axes x, y, z) is set (:mod:`ops.ray_occupancy`).
+2. Coarse decodes of occupied samples chunk by chunk (``coarse_chunk`` in depth order); a ray whose
+   optical depth after a chunk is ``>= stop_optical_depth`` asks for no more. Unasked samples have
+   density 0.
+3. Compositing (``rendering.ray_weights``): interval edges at the mid-points, ``near`` and ``far``;
+   ``tau_i = sigma_i delta_i``, transmittance ``exp(-(cumsum(tau)_i - tau_i))``, weight ``T_i (1 -
+   exp(-tau_i))``; cumulative sums accumulate in float64 and round to float32 per element (PyTorch's CPU
+   ``cumsum`` does the same for float32).
+4. ``Nf`` fine depths by inverse CDF of the coarse weights + 1e-5 at the quantiles ``(k + 0.5) / Nf``
+   (``rendering.sample_pdf`` without a generator); merged with the coarse ones in depth order (coarse
+   first on ties); the fine samples that are occupied and not beyond the stop depth (the first coarse
+   depth whose optical depth exceeds ``stop_optical_depth``, else ``far``) are decoded.
+5. Fix-up: compositing with unevaluated densities taken as 0 over-estimates every transmittance; the
+   occupied unevaluated samples whose transmittance exceeds ``min_transmittance`` are decoded and the
+   composite redone, at most ``max_rounds`` times.
+6. Samples with final weight ``> min_weight`` get the texture decoder's colour ``[F]`` and the softmax of
+   their class logits ``[K]``; ``features``/``probs`` are the weighted sums, ``opacity`` the sum of the
+   weights, ``depth = sum w t + (1 - opacity) far``.
+
+The field (:class:`MarchField`) is decoded as :func:`ops.triplane_decode.triplane_decode` does (semantic
+head: density + ``K`` logits; colour head: ``2 sigmoid - 1``).
+
+* ``impl``: "torch" the twin (plain PyTorch, any device; it decodes every sample densely and applies the
+  rules above as masks: the specification, slow); "c" the CPU kernel (rays in tiles of 16: each step
+  gathers the tile's wanted samples and decodes them in one fused call; tiles split over ``threads``
+  Python threads, ctypes releasing the GIL; flush-to-zero inside the call as in
+  :mod:`ops.triplane_decode`); "auto" the kernel where it is built and the tensors are on the CPU.
+* The kernel and the twin agree to float32 rounding; a sample whose transmittance or weight sits within
+  rounding of a threshold may be decided differently (tests: ``tests/test_ray_march.py``).
+Inference only (no gradients).
+"""
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import torch
+
+from ops import _native
+from ops.ray_occupancy import ray_occupancy_torch
+from ops.triplane import channels_last_planes
+from ops.triplane_decode import MAX_WIDTH, MLP, triplane_decode_torch
+
+IMPLS = ("auto", "torch", "c")
+_AGG_CODE = {"mean": 0, "sum": 1, "concat": 2}
+PDF_EPS = 1e-5  # ide3d_core.rendering.PDF_EPS
+
+C_SOURCE = r"""
+/* ---- Fused ray march (ops/ray_march.py) ---- */
+#include <stdlib.h>
+typedef struct {
+    const float *sem_planes, *tex_planes;  /* [n_planes, P, P, C] channels-last float32 */
+    int64_t sP, sC, tP, tC, n_planes; const int32_t *axes; float box; int32_t agg;
+    const float *s_w1t, *s_b1, *s_w2t, *s_b2; int64_t s_hp, s_op, s_o; float density_bias;
+    const float *t_w1t, *t_b1, *t_w2t, *t_b2; int64_t t_hp, t_op, t_o;
+    const uint8_t *occupied; int64_t R;
+    const float *origins, *dirs, *coarse; int64_t nc, nf; float near, far;
+    float stop_optical_depth, min_transmittance, min_weight; int64_t chunk, max_rounds;
+    float *features, *probs, *opacity, *depth; int64_t *evaluated;
+} rm_args;
+
+#define RM_TILE 16
+
+static inline uint8_t rm_occupied(const rm_args *a, float x, float y, float z) {
+    const float half = 0.5f * a->box, scale = (float)a->R / a->box;
+    const int64_t R = a->R;
+    if (!(fabsf(x) <= half && fabsf(y) <= half && fabsf(z) <= half)) return 0;
+    int64_t ix = (int64_t)floorf((x + half) * scale), iy = (int64_t)floorf((y + half) * scale);
+    int64_t iz = (int64_t)floorf((z + half) * scale);
+    ix = ix < 0 ? 0 : (ix > R - 1 ? R - 1 : ix);
+    iy = iy < 0 ? 0 : (iy > R - 1 ? R - 1 : iy);
+    iz = iz < 0 ? 0 : (iz > R - 1 ? R - 1 : iz);
+    return a->occupied[(ix * R + iy) * R + iz];
+}
+
+/* The points of samples idx[0..m) (sample s = t * stride + j of ray r0 + t at depth[s]) -> pts [m, 3]. */
+static void rm_points(const rm_args *a, int64_t r0, const float *depth, int64_t stride, const int32_t *idx,
+                      int64_t m, float *pts) {
+    for (int64_t k = 0; k < m; k++) {
+        const int64_t s = idx[k], ray = r0 + s / stride;
+        const float t = depth[s];
+        for (int c = 0; c < 3; c++) pts[3 * k + c] = a->origins[3 * ray + c] + a->dirs[3 * ray + c] * t;
+    }
+}
+
+/* Semantic decodes of samples idx[0..m): outputs appended to pool (rows of s_o), sigma and row set. */
+static void rm_eval(const rm_args *a, int64_t r0, const float *depth, int64_t stride, const int32_t *idx,
+                    int64_t m, float *pts, float *pool, int64_t *pool_n, float *sigma, int32_t *row) {
+    if (m == 0) return;
+    rm_points(a, r0, depth, stride, idx, m, pts);
+    float *out = pool + *pool_n * a->s_o;
+    triplane_decode(a->sem_planes, a->sP, a->sC, a->n_planes, a->axes, pts, a->box, a->agg, a->s_w1t, a->s_b1,
+                    a->s_hp, a->s_w2t, a->s_b2, a->s_op, a->s_o, 1, a->density_bias, out, NULL, 0, m);
+    for (int64_t k = 0; k < m; k++) {
+        sigma[idx[k]] = out[k * a->s_o];
+        row[idx[k]] = (int32_t)(*pool_n + k);
+    }
+    *pool_n += m;
+}
+
+/* Compositing of n sorted samples: tau_i, transmittance T_i (exclusive, float64 running sum). */
+static void rm_transmittance(const float *sigma, const float *delta, int64_t n, float *tau, float *tr) {
+    double acc = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        tau[j] = sigma[j] * delta[j];
+        acc += (double)tau[j];
+        tr[j] = expf(-((float)acc - tau[j]));
+    }
+}
+
+static void rm_deltas(const float *d, int64_t n, float near, float far, float *edges, float *delta) {
+    edges[0] = near;
+    for (int64_t j = 1; j < n; j++) edges[j] = 0.5f * (d[j] + d[j - 1]);
+    edges[n] = far;
+    for (int64_t j = 0; j < n; j++) delta[j] = edges[j + 1] - edges[j];
+}
+
+/* March rays [start, end). Returns 0, or 1 when scratch memory could not be allocated. */
+int ray_march(const rm_args *a, int64_t start, int64_t end) {
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned int csr = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(csr | 0x8040u);
+#endif
+    const int64_t nc = a->nc, nf = a->nf, N = nc + nf, T = RM_TILE, so = a->s_o, K = so - 1, to = a->t_o;
+    const int64_t TN = T * N, n1 = N + 1;
+    float *fmem = malloc(sizeof(float) * (size_t)(3 * (nc + 1) + 2 * n1 + 11 * TN + TN * so + TN * to + T));
+    int32_t *imem = malloc(sizeof(int32_t) * (size_t)(3 * TN));
+    uint8_t *occ = malloc((size_t)TN), *cocc = malloc((size_t)TN);
+    int status = 0;
+    if (!fmem || !imem || !occ || !cocc) { status = 1; goto done; }
+    float *cedges = fmem, *cdelta = cedges + nc + 1, *cw = cdelta + nc + 1;
+    float *cdf = cw + nc + 1, *fine = cdf + n1;
+    float *cdep = fine + n1, *csig = cdep + TN, *dep = csig + TN, *sig = dep + TN, *tau = sig + TN, *tr = tau + TN;
+    float *delta = tr + TN, *wts = delta + TN, *pts = wts + TN;
+    float *pool = pts + 3 * TN, *col = pool + TN * so, *ctau = col + TN * to;
+    int32_t *crow = imem, *row = crow + TN, *idx = row + TN;
+    rm_deltas(a->coarse, nc, a->near, a->far, cedges, cdelta);
+    for (int64_t r0 = start; r0 < end; r0 += T) {
+        const int64_t nt = end - r0 < T ? end - r0 : T;
+        int64_t pool_n = 0, m = 0;
+        /* 1-2: coarse occupancy, coarse decodes chunk by chunk until opaque */
+        for (int64_t t = 0; t < nt; t++) {
+            const float *o = a->origins + 3 * (r0 + t), *d = a->dirs + 3 * (r0 + t);
+            for (int64_t j = 0; j < nc; j++) {
+                const float z = a->coarse[j];
+                cdep[t * nc + j] = z;
+                cocc[t * nc + j] = rm_occupied(a, o[0] + d[0] * z, o[1] + d[1] * z, o[2] + d[2] * z);
+                csig[t * nc + j] = 0.0f;
+                crow[t * nc + j] = -1;
+            }
+            ctau[t] = 0.0f;
+        }
+        for (int64_t j0 = 0; j0 < nc; j0 += a->chunk) {
+            const int64_t j1 = j0 + a->chunk < nc ? j0 + a->chunk : nc;
+            m = 0;
+            for (int64_t t = 0; t < nt; t++)
+                if (ctau[t] < a->stop_optical_depth)
+                    for (int64_t j = j0; j < j1; j++) if (cocc[t * nc + j]) idx[m++] = (int32_t)(t * nc + j);
+            rm_eval(a, r0, cdep, nc, idx, m, pts, pool, &pool_n, csig, crow);
+            for (int64_t t = 0; t < nt; t++) {
+                float acc = 0.0f;
+                for (int64_t j = j0; j < j1; j++) acc += csig[t * nc + j] * cdelta[j];
+                ctau[t] += acc;
+            }
+        }
+        /* 3-4: fine depths from the coarse weights, merged in depth order; fine decodes before the stop */
+        m = 0;
+        for (int64_t t = 0; t < nt; t++) {
+            const float *o = a->origins + 3 * (r0 + t), *d = a->dirs + 3 * (r0 + t);
+            const float *cs = csig + t * nc;
+            float *dp = dep + t * N, *sg = sig + t * N;
+            int32_t *rw = row + t * N;
+            uint8_t *oc = occ + t * N;
+            float stop = a->far;
+            if (nf > 0) {
+                rm_transmittance(cs, cdelta, nc, tau, tr);
+                double acc = 0.0;
+                int found = 0;
+                float wsum = 0.0f;
+                for (int64_t j = 0; j < nc; j++) {
+                    acc += (double)tau[j];
+                    if (!found && (float)acc > a->stop_optical_depth) { stop = a->coarse[j]; found = 1; }
+                    cw[j] = tr[j] * (1.0f - expf(-tau[j])) + 1e-5f;
+                    wsum += cw[j];
+                }
+                double c = 0.0;
+                cdf[0] = 0.0f;
+                for (int64_t j = 0; j < nc; j++) {
+                    c += (double)(cw[j] / wsum);
+                    cdf[j + 1] = (float)c < 1.0f ? (float)c : 1.0f;
+                }
+                int64_t ab = 0;
+                for (int64_t k = 0; k < nf; k++) {
+                    const float u = ((float)k + 0.5f) / (float)nf;
+                    while (ab <= nc && cdf[ab] <= u) ab++;
+                    const int64_t hi = ab < 1 ? 1 : (ab > nc ? nc : ab), lo = hi - 1;
+                    const float den = cdf[hi] - cdf[lo];
+                    float frac = (u - cdf[lo]) / (den > 1e-12f ? den : 1.0f);
+                    frac = frac < 0.0f ? 0.0f : (frac > 1.0f ? 1.0f : frac);
+                    float z = cedges[lo] + frac * (cedges[hi] - cedges[lo]);
+                    int64_t q = k;  /* insertion: the quantiles are sorted up to rounding */
+                    while (q > 0 && fine[q - 1] > z) { fine[q] = fine[q - 1]; q--; }
+                    fine[q] = z;
+                }
+            }
+            int64_t i = 0, k = 0;
+            for (int64_t j = 0; j < N; j++) {
+                if (k >= nf || (i < nc && a->coarse[i] <= fine[k])) {
+                    dp[j] = a->coarse[i]; sg[j] = cs[i]; rw[j] = crow[t * nc + i]; oc[j] = cocc[t * nc + i];
+                    i++;
+                } else {
+                    const float z = fine[k++];
+                    dp[j] = z; sg[j] = 0.0f; rw[j] = -1;
+                    oc[j] = rm_occupied(a, o[0] + d[0] * z, o[1] + d[1] * z, o[2] + d[2] * z);
+                    if (oc[j] && z <= stop) idx[m++] = (int32_t)(t * N + j);
+                }
+            }
+            rm_deltas(dp, N, a->near, a->far, cdf, delta + t * N);  /* cdf: free scratch [N + 1] here */
+        }
+        rm_eval(a, r0, dep, N, idx, m, pts, pool, &pool_n, sig, row);
+        /* 5: fix-up of unevaluated occupied samples the over-estimated transmittance still reaches */
+        for (int64_t round = 0; round < a->max_rounds; round++) {
+            m = 0;
+            for (int64_t t = 0; t < nt; t++) {
+                rm_transmittance(sig + t * N, delta + t * N, N, tau + t * N, tr + t * N);
+                for (int64_t j = 0; j < N; j++) {
+                    const int64_t s = t * N + j;
+                    if (occ[s] && row[s] < 0 && tr[s] > a->min_transmittance) idx[m++] = (int32_t)s;
+                }
+            }
+            if (m == 0) break;
+            rm_eval(a, r0, dep, N, idx, m, pts, pool, &pool_n, sig, row);
+        }
+        /* 6: weights; colour and class probabilities of the samples that count */
+        m = 0;
+        for (int64_t t = 0; t < nt; t++) {
+            const int64_t ray = r0 + t;
+            rm_transmittance(sig + t * N, delta + t * N, N, tau + t * N, tr + t * N);
+            float op = 0.0f, dsum = 0.0f;
+            int64_t count = 0;
+            for (int64_t j = 0; j < N; j++) {
+                const int64_t s = t * N + j;
+                const float w = tr[s] * (1.0f - expf(-tau[s]));
+                op += w;
+                dsum += w * dep[s];
+                count += row[s] >= 0;
+                if (w > a->min_weight && row[s] >= 0) { wts[m] = w; idx[m++] = (int32_t)s; count++; }
+            }
+            a->opacity[ray] = op;
+            a->depth[ray] = dsum + (1.0f - op) * a->far;
+            a->evaluated[ray] = count;
+            for (int64_t c = 0; c < to; c++) a->features[ray * to + c] = 0.0f;
+            for (int64_t c = 0; c < K; c++) a->probs[ray * K + c] = 0.0f;
+        }
+        if (m > 0) {
+            rm_points(a, r0, dep, N, idx, m, pts);
+            triplane_decode(a->tex_planes, a->tP, a->tC, a->n_planes, a->axes, pts, a->box, a->agg, a->t_w1t, a->t_b1,
+                            a->t_hp, a->t_w2t, a->t_b2, a->t_op, to, 2, 0.0f, col, NULL, 0, m);
+        }
+        for (int64_t k = 0; k < m; k++) {
+            const int64_t s = idx[k], ray = r0 + s / N;
+            const float w = wts[k], *lg = pool + (int64_t)row[s] * so + 1;
+            float *f = a->features + ray * to, *p = a->probs + ray * K;
+            for (int64_t c = 0; c < to; c++) f[c] += w * col[k * to + c];
+            float mx = lg[0], z = 0.0f;
+            for (int64_t c = 1; c < K; c++) mx = lg[c] > mx ? lg[c] : mx;
+            for (int64_t c = 0; c < K; c++) z += expf(lg[c] - mx);
+            for (int64_t c = 0; c < K; c++) p[c] += w * (expf(lg[c] - mx) / z);
+        }
+    }
+done:
+    free(fmem); free(imem); free(occ); free(cocc);
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_ldmxcsr(csr);
+#endif
+    return status;
+}
+"""
+
+
+class _Args(ctypes.Structure):
+    _vp, _i64, _f = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+    _fields_ = [("sem_planes", _vp), ("tex_planes", _vp), ("sP", _i64), ("sC", _i64), ("tP", _i64), ("tC", _i64),
+                ("n_planes", _i64), ("axes", _vp), ("box", _f), ("agg", ctypes.c_int32),
+                ("s_w1t", _vp), ("s_b1", _vp), ("s_w2t", _vp), ("s_b2", _vp), ("s_hp", _i64), ("s_op", _i64),
+                ("s_o", _i64), ("density_bias", _f),
+                ("t_w1t", _vp), ("t_b1", _vp), ("t_w2t", _vp), ("t_b2", _vp), ("t_hp", _i64), ("t_op", _i64),
+                ("t_o", _i64), ("occupied", _vp), ("R", _i64), ("origins", _vp), ("dirs", _vp), ("coarse", _vp),
+                ("nc", _i64), ("nf", _i64), ("near", _f), ("far", _f), ("stop_optical_depth", _f),
+                ("min_transmittance", _f), ("min_weight", _f), ("chunk", _i64), ("max_rounds", _i64),
+                ("features", _vp), ("probs", _vp), ("opacity", _vp), ("depth", _vp), ("evaluated", _vp)]
+
+
+def _declare(lib) -> None:
+    lib.ray_march.argtypes = [ctypes.POINTER(_Args), ctypes.c_int64, ctypes.c_int64]
+    lib.ray_march.restype = ctypes.c_int
+
+
+def load():
+    """The ray-march library (built on first use), or None (reason: ``_native.unavailable_reason("ray_march")``)."""
+    return _native.load_extension("ray_march", C_SOURCE, _declare)
+
+
+@dataclass(frozen=True, eq=False)
+class MarchField:
+    """One item's cached field: ``semantic``/``texture`` planes ``[n, C, P, P]`` (plane ``k`` sees world
+    axes ``plane_axes[k]``, ``grid_sample`` semantics on ``point * 2 / box_size``), ``aggregation``, the
+    decoders packed as :class:`ops.triplane_decode.MLP` (semantic: density + ``K`` logits, with
+    ``density_bias``; texture: ``F`` colour features). ``semantic_cl``/``texture_cl``: the planes'
+    :func:`ops.triplane.channels_last_planes`, built on first use by the kernel when None."""
+
+    semantic: torch.Tensor
+    texture: torch.Tensor
+    plane_axes: tuple
+    box_size: float
+    aggregation: str
+    semantic_mlp: MLP
+    density_bias: float
+    texture_mlp: MLP
+    semantic_cl: torch.Tensor | None = None
+    texture_cl: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class MarchSteps:
+    """Samples per ray and the thresholds of the march (see the module docstring)."""
+
+    coarse: int
+    fine: int
+    stop_optical_depth: float
+    min_transmittance: float
+    min_weight: float
+    coarse_chunk: int
+    max_rounds: int = 64
+
+
+@dataclass(frozen=True)
+class MarchResult:
+    """``features [n, F]``, ``probs [n, K]``, ``opacity``/``depth [n, 1]`` (float32); ``evaluated``: the
+    semantic decodes plus the colour decodes of the march."""
+
+    features: torch.Tensor
+    probs: torch.Tensor
+    opacity: torch.Tensor
+    depth: torch.Tensor
+    evaluated: int
+
+
+def coarse_depths(near, far, n: int) -> torch.Tensor:
+    """``[n]`` bin centres of ``[near, far]`` (float32, the arithmetic of ``stratified_depths``)."""
+    near = torch.as_tensor(near, dtype=torch.float32).reshape(1, 1)
+    far = torch.as_tensor(far, dtype=torch.float32).reshape(1, 1)
+    step = (far - near) / n
+    base = near + step * torch.arange(n, dtype=torch.float32, device=near.device)
+    return (base + torch.full((1, n), 0.5, device=near.device) * step)[0]
+
+
+def _deltas(depths: torch.Tensor, near: torch.Tensor, far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval edges ``[r, N + 1]`` and lengths ``[r, N]`` of sorted depths ``[r, N]``."""
+    r = depths.shape[0]
+    edges = torch.cat([near.expand(r, 1), 0.5 * (depths[:, 1:] + depths[:, :-1]), far.expand(r, 1)], -1)
+    return edges, edges[:, 1:] - edges[:, :-1]
+
+
+def _transmittance(sigma: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    tau = sigma * delta
+    optical = torch.cumsum(tau.double(), -1).float()
+    return tau, torch.exp(-(optical - tau))
+
+
+def ray_march_torch(field: MarchField, occupied: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+                    near, far, steps: MarchSteps) -> MarchResult:
+    """The twin: every sample decoded, the rules of the module docstring applied as masks."""
+    r, nc, nf = origins.shape[0], steps.coarse, steps.fine
+    dev = origins.device
+    near_t = torch.as_tensor(near, dtype=torch.float32, device=dev).reshape(1, 1)
+    far_t = torch.as_tensor(far, dtype=torch.float32, device=dev).reshape(1, 1)
+    args = (field.plane_axes, field.box_size, field.aggregation)
+
+    def decode(depths):  # -> sigma [r, N], logits [r, N, K], points [r * N, 3]
+        pts = (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3)
+        y = triplane_decode_torch(field.semantic, pts, *args, field.semantic_mlp, "semantic", field.density_bias)
+        return y[:, 0].reshape(depths.shape), y[:, 1:].reshape(*depths.shape, -1), pts
+
+    coarse = coarse_depths(near_t, far_t, nc).expand(r, nc)
+    occ_c = ray_occupancy_torch(occupied, origins, dirs, coarse, field.box_size)
+    sigma_c_all, logits_c, _ = decode(coarse)
+    edges_c, delta_c = _deltas(coarse, near_t, far_t)
+    asked_c = torch.zeros_like(occ_c)
+    tau = torch.zeros(r, 1, device=dev)
+    for j0 in range(0, nc, steps.coarse_chunk):
+        sl = slice(j0, min(nc, j0 + steps.coarse_chunk))
+        asked_c[:, sl] = occ_c[:, sl] & (tau < steps.stop_optical_depth)
+        tau = tau + (torch.where(asked_c[:, sl], sigma_c_all[:, sl], 0.0) * delta_c[:, sl]).sum(-1, keepdim=True)
+    depths, sigma_all, logits, occ, asked = coarse, sigma_c_all, logits_c, occ_c, asked_c
+    if nf > 0:
+        tau_c, tr_c = _transmittance(torch.where(asked_c, sigma_c_all, 0.0), delta_c)
+        w = tr_c * (1.0 - torch.exp(-tau_c)) + PDF_EPS
+        cdf = torch.cumsum((w / w.sum(-1, keepdim=True)).double(), -1).float().clamp(max=1.0)
+        cdf = torch.cat([torch.zeros(r, 1, device=dev), cdf], -1).contiguous()
+        u = ((torch.arange(nf, dtype=torch.float32, device=dev) + 0.5) / nf).expand(r, nf).contiguous()
+        hi = torch.searchsorted(cdf, u, right=True).clamp(1, nc)
+        lo = hi - 1
+        den = cdf.gather(-1, hi) - cdf.gather(-1, lo)
+        frac = ((u - cdf.gather(-1, lo)) / torch.where(den > 1e-12, den, torch.ones_like(den))).clamp(0.0, 1.0)
+        e_lo = edges_c.gather(-1, lo)
+        fine = torch.sort(e_lo + frac * (edges_c.gather(-1, hi) - e_lo), -1).values
+        beyond = torch.cumsum(tau_c.double(), -1).float() > steps.stop_optical_depth
+        stop = torch.where(beyond.any(-1, keepdim=True), coarse.gather(-1, beyond.float().argmax(-1, keepdim=True)),
+                           far_t.expand(r, 1))
+        sigma_f_all, logits_f, _ = decode(fine)
+        occ_f = ray_occupancy_torch(occupied, origins, dirs, fine, field.box_size)
+        depths, order = torch.sort(torch.cat([coarse, fine], -1), dim=-1, stable=True)
+        sigma_all = torch.cat([sigma_c_all, sigma_f_all], -1).gather(-1, order)
+        logits = torch.cat([logits_c, logits_f], 1).gather(1, order[..., None].expand(-1, -1, logits_c.shape[-1]))
+        occ = torch.cat([occ_c, occ_f], -1).gather(-1, order)
+        asked = torch.cat([asked_c, occ_f & (fine <= stop)], -1).gather(-1, order)
+    _, delta = _deltas(depths, near_t, far_t)
+    for _ in range(steps.max_rounds):
+        _, tr = _transmittance(torch.where(asked, sigma_all, 0.0), delta)
+        pending = occ & ~asked & (tr > steps.min_transmittance)
+        if not bool(pending.any()):
+            break
+        asked = asked | pending
+    tau, tr = _transmittance(torch.where(asked, sigma_all, 0.0), delta)
+    weights = tr * (1.0 - torch.exp(-tau))
+    opacity = weights.sum(-1, keepdim=True)
+    depth = (weights * depths).sum(-1, keepdim=True) + (1.0 - opacity) * far_t
+    keep = (weights > steps.min_weight) & asked
+    pts = (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3)
+    colour = triplane_decode_torch(field.texture, pts, *args, field.texture_mlp, "colour")
+    colour = colour.reshape(r, depths.shape[1], -1)
+    wk = torch.where(keep, weights, 0.0)[..., None]
+    features = (wk * colour).sum(1)
+    probs = (wk * logits.float().softmax(-1)).sum(1)
+    return MarchResult(features, probs, opacity, depth, int(asked.sum()) + int(keep.sum()))
+
+
+def kernel_available(*tensors: torch.Tensor) -> bool:
+    """Whether ``impl="auto"`` runs the kernel (CPU tensors, library built)."""
+    return all(t.device.type == "cpu" for t in tensors) and load() is not None
+
+
+def _kernel(field: MarchField, occupied, origins, dirs, near, far, steps: MarchSteps, threads: int) -> MarchResult:
+    lib = load()
+    r = origins.shape[0]
+    sem_cl = field.semantic_cl if field.semantic_cl is not None else channels_last_planes(field.semantic)
+    tex_cl = field.texture_cl if field.texture_cl is not None else channels_last_planes(field.texture)
+    sm, tm = field.semantic_mlp, field.texture_mlp
+    k, f = sm.out_features - 1, tm.out_features
+    occ = occupied.to(torch.uint8).contiguous()
+    o, d = (x.detach().float().contiguous() for x in (origins, dirs))
+    coarse = coarse_depths(near, far, steps.coarse).contiguous()
+    near_f, far_f = float(torch.as_tensor(near, dtype=torch.float32)), float(torch.as_tensor(far, dtype=torch.float32))
+    axes = torch.tensor([int(i) for a in field.plane_axes for i in a], dtype=torch.int32)
+    features, probs = torch.empty(r, f), torch.empty(r, k)
+    opacity, depth = torch.empty(r, 1), torch.empty(r, 1)
+    evaluated = torch.zeros(r, dtype=torch.int64)
+    keep = (sem_cl, tex_cl, occ, o, d, coarse, axes)  # alive for the call
+    args = _Args(sem_cl.data_ptr(), tex_cl.data_ptr(), sem_cl.shape[1], sem_cl.shape[3], tex_cl.shape[1],
+                 tex_cl.shape[3], sem_cl.shape[0], axes.data_ptr(), float(field.box_size),
+                 _AGG_CODE[field.aggregation], sm.w1t.data_ptr(), sm.b1p.data_ptr(), sm.w2t.data_ptr(),
+                 sm.b2p.data_ptr(), sm.w1t.shape[1], sm.w2t.shape[1], sm.out_features, float(field.density_bias),
+                 tm.w1t.data_ptr(), tm.b1p.data_ptr(), tm.w2t.data_ptr(), tm.b2p.data_ptr(), tm.w1t.shape[1],
+                 tm.w2t.shape[1], f, occ.data_ptr(), occ.shape[-1], o.data_ptr(), d.data_ptr(), coarse.data_ptr(),
+                 steps.coarse, steps.fine, near_f, far_f, float(steps.stop_optical_depth),
+                 float(steps.min_transmittance), float(steps.min_weight), steps.coarse_chunk, steps.max_rounds,
+                 features.data_ptr(), probs.data_ptr(), opacity.data_ptr(), depth.data_ptr(), evaluated.data_ptr())
+    failed = []
+
+    def run(start, end):
+        if lib.ray_march(ctypes.byref(args), start, end):
+            failed.append((start, end))
+
+    _native.parallel_rows(run, r, threads, min_rows=256)
+    del keep
+    if failed:
+        raise MemoryError("ray_march: scratch memory could not be allocated")
+    return MarchResult(features, probs, opacity, depth, int(evaluated.sum()))
+
+
+def ray_march(field: MarchField, occupied: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, near, far,
+              steps: MarchSteps, impl: str = "auto", threads: int | None = None) -> MarchResult:
+    """March rays ``origins, dirs [n, 3]`` of one item (see the module docstring); ``occupied [R, R, R]``
+    bool; ``near``/``far`` floats or one-element tensors; ``threads``: default ``torch.get_num_threads()``."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    n = origins.shape[0]
+    if origins.shape != (n, 3) or dirs.shape != (n, 3):
+        raise ValueError(f"origins and dirs must be [n, 3], got {tuple(origins.shape)}, {tuple(dirs.shape)}")
+    rr = occupied.shape[-1]
+    if occupied.shape != (rr, rr, rr):
+        raise ValueError(f"occupied must be [R, R, R], got {tuple(occupied.shape)}")
+    if steps.coarse < 1 or steps.fine < 0 or steps.coarse_chunk < 1 or steps.max_rounds < 0:
+        raise ValueError(f"invalid march steps: {steps}")
+    if field.semantic_mlp.out_features < 2:
+        raise ValueError("the semantic decoder needs a density and at least one class logit")
+    tensors = (field.semantic, field.texture, occupied, origins, dirs)
+    if impl == "auto":
+        impl = "c" if kernel_available(*tensors) else "torch"
+    if impl == "torch":
+        return ray_march_torch(field, occupied, origins, dirs, near, far, steps)
+    if load() is None:
+        raise RuntimeError(f"the C kernel is not available: {_native.unavailable_reason('ray_march')}")
+    if not all(t.device.type == "cpu" for t in tensors):
+        raise ValueError("impl='c' runs on CPU tensors")
+    widths = (field.semantic_mlp.w1t.shape[0], field.semantic_mlp.w1t.shape[1], field.semantic_mlp.w2t.shape[1],
+              field.texture_mlp.w1t.shape[0], field.texture_mlp.w1t.shape[1], field.texture_mlp.w2t.shape[1])
+    if max(widths) > MAX_WIDTH:
+        raise ValueError(f"impl='c' takes feature, hidden and output widths up to {MAX_WIDTH}")
+    if n == 0:
+        z = torch.zeros(0, 1)
+        return MarchResult(torch.zeros(0, field.texture_mlp.out_features),
+                           torch.zeros(0, field.semantic_mlp.out_features - 1), z, z.clone(), 0)
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    return _kernel(field, occupied, origins, dirs, near, far, steps, threads)
