@@ -109,13 +109,22 @@ static void rm_eval(const rm_args *a, int64_t r0, const float *depth, int64_t st
     *pool_n += m;
 }
 
-/* Compositing of n sorted samples: tau_i, transmittance T_i (exclusive, float64 running sum). */
-static void rm_transmittance(const float *sigma, const float *delta, int64_t n, float *tau, float *tr) {
+/* Compositing of n sorted samples: tau_i, transmittance T_i (exclusive, float64 running sum), and the
+ * weights T_i (1 - exp(-tau_i)) when w is not NULL. dk_expf (about 1 ulp, vectorised; exp(0) = 1
+ * exactly, so unevaluated samples weigh exactly 0) clamps at exp(-80): transmittances below 1.8e-35 are
+ * that, far below every threshold. */
+static void rm_transmittance(const float *sigma, const float *delta, int64_t n, float *tau, float *tr, float *w) {
     double acc = 0.0;
     for (int64_t j = 0; j < n; j++) {
         tau[j] = sigma[j] * delta[j];
         acc += (double)tau[j];
-        tr[j] = expf(-((float)acc - tau[j]));
+        tr[j] = tau[j] - (float)acc;
+    }
+    #pragma omp simd
+    for (int64_t j = 0; j < n; j++) tr[j] = dk_expf(tr[j]);
+    if (w) {
+        #pragma omp simd
+        for (int64_t j = 0; j < n; j++) w[j] = tr[j] * (1.0f - dk_expf(-tau[j]));
     }
 }
 
@@ -134,16 +143,16 @@ int ray_march(const rm_args *a, int64_t start, int64_t end) {
 #endif
     const int64_t nc = a->nc, nf = a->nf, N = nc + nf, T = RM_TILE, so = a->s_o, K = so - 1, to = a->t_o;
     const int64_t TN = T * N, n1 = N + 1;
-    float *fmem = malloc(sizeof(float) * (size_t)(3 * (nc + 1) + 2 * n1 + 11 * TN + TN * so + TN * to + T));
+    float *fmem = malloc(sizeof(float) * (size_t)(3 * (nc + 1) + 2 * n1 + 12 * TN + TN * so + TN * to + T + K));
     int32_t *imem = malloc(sizeof(int32_t) * (size_t)(3 * TN));
-    uint8_t *occ = malloc((size_t)TN), *cocc = malloc((size_t)TN);
+    uint8_t *occ = malloc((size_t)TN), *cocc = malloc((size_t)TN), *dirty = malloc((size_t)T);
     int status = 0;
-    if (!fmem || !imem || !occ || !cocc) { status = 1; goto done; }
+    if (!fmem || !imem || !occ || !cocc || !dirty) { status = 1; goto done; }
     float *cedges = fmem, *cdelta = cedges + nc + 1, *cw = cdelta + nc + 1;
     float *cdf = cw + nc + 1, *fine = cdf + n1;
     float *cdep = fine + n1, *csig = cdep + TN, *dep = csig + TN, *sig = dep + TN, *tau = sig + TN, *tr = tau + TN;
     float *delta = tr + TN, *wts = delta + TN, *pts = wts + TN;
-    float *pool = pts + 3 * TN, *col = pool + TN * so, *ctau = col + TN * to;
+    float *pool = pts + 3 * TN, *col = pool + TN * so, *ctau = col + TN * to, *kw = ctau + T, *ex = kw + TN;
     int32_t *crow = imem, *row = crow + TN, *idx = row + TN;
     rm_deltas(a->coarse, nc, a->near, a->far, cedges, cdelta);
     for (int64_t r0 = start; r0 < end; r0 += T) {
@@ -184,14 +193,14 @@ int ray_march(const rm_args *a, int64_t start, int64_t end) {
             uint8_t *oc = occ + t * N;
             float stop = a->far;
             if (nf > 0) {
-                rm_transmittance(cs, cdelta, nc, tau, tr);
+                rm_transmittance(cs, cdelta, nc, tau, tr, cw);
                 double acc = 0.0;
                 int found = 0;
                 float wsum = 0.0f;
                 for (int64_t j = 0; j < nc; j++) {
                     acc += (double)tau[j];
                     if (!found && (float)acc > a->stop_optical_depth) { stop = a->coarse[j]; found = 1; }
-                    cw[j] = tr[j] * (1.0f - expf(-tau[j])) + 1e-5f;
+                    cw[j] += 1e-5f;
                     wsum += cw[j];
                 }
                 double c = 0.0;
@@ -229,15 +238,21 @@ int ray_march(const rm_args *a, int64_t start, int64_t end) {
             rm_deltas(dp, N, a->near, a->far, cdf, delta + t * N);  /* cdf: free scratch [N + 1] here */
         }
         rm_eval(a, r0, dep, N, idx, m, pts, pool, &pool_n, sig, row);
-        /* 5: fix-up of unevaluated occupied samples the over-estimated transmittance still reaches */
-        for (int64_t round = 0; round < a->max_rounds; round++) {
+        /* 5: fix-up of unevaluated occupied samples the over-estimated transmittance still reaches; a
+         * ray is recomposited only after decodes changed it, so the last composite of each ray is current */
+        for (int64_t t = 0; t < nt; t++) dirty[t] = 1;
+        for (int64_t round = 0; round <= a->max_rounds; round++) {
             m = 0;
             for (int64_t t = 0; t < nt; t++) {
-                rm_transmittance(sig + t * N, delta + t * N, N, tau + t * N, tr + t * N);
-                for (int64_t j = 0; j < N; j++) {
-                    const int64_t s = t * N + j;
-                    if (occ[s] && row[s] < 0 && tr[s] > a->min_transmittance) idx[m++] = (int32_t)s;
-                }
+                if (!dirty[t]) continue;
+                rm_transmittance(sig + t * N, delta + t * N, N, tau + t * N, tr + t * N, wts + t * N);
+                const int64_t m0 = m;
+                if (round < a->max_rounds)
+                    for (int64_t j = 0; j < N; j++) {
+                        const int64_t s = t * N + j;
+                        if (occ[s] && row[s] < 0 && tr[s] > a->min_transmittance) idx[m++] = (int32_t)s;
+                    }
+                dirty[t] = m > m0;
             }
             if (m == 0) break;
             rm_eval(a, r0, dep, N, idx, m, pts, pool, &pool_n, sig, row);
@@ -246,16 +261,15 @@ int ray_march(const rm_args *a, int64_t start, int64_t end) {
         m = 0;
         for (int64_t t = 0; t < nt; t++) {
             const int64_t ray = r0 + t;
-            rm_transmittance(sig + t * N, delta + t * N, N, tau + t * N, tr + t * N);
             float op = 0.0f, dsum = 0.0f;
             int64_t count = 0;
             for (int64_t j = 0; j < N; j++) {
                 const int64_t s = t * N + j;
-                const float w = tr[s] * (1.0f - expf(-tau[s]));
+                const float w = wts[s];
                 op += w;
                 dsum += w * dep[s];
                 count += row[s] >= 0;
-                if (w > a->min_weight && row[s] >= 0) { wts[m] = w; idx[m++] = (int32_t)s; count++; }
+                if (w > a->min_weight && row[s] >= 0) { kw[m] = w; idx[m++] = (int32_t)s; count++; }
             }
             a->opacity[ray] = op;
             a->depth[ray] = dsum + (1.0f - op) * a->far;
@@ -270,17 +284,20 @@ int ray_march(const rm_args *a, int64_t start, int64_t end) {
         }
         for (int64_t k = 0; k < m; k++) {
             const int64_t s = idx[k], ray = r0 + s / N;
-            const float w = wts[k], *lg = pool + (int64_t)row[s] * so + 1;
-            float *f = a->features + ray * to, *p = a->probs + ray * K;
+            const float w = kw[k], *lg = pool + (int64_t)row[s] * so + 1;
+            float *f = a->features + ray * to, *p = a->probs + ray * K, *e = ex;
             for (int64_t c = 0; c < to; c++) f[c] += w * col[k * to + c];
             float mx = lg[0], z = 0.0f;
             for (int64_t c = 1; c < K; c++) mx = lg[c] > mx ? lg[c] : mx;
-            for (int64_t c = 0; c < K; c++) z += expf(lg[c] - mx);
-            for (int64_t c = 0; c < K; c++) p[c] += w * (expf(lg[c] - mx) / z);
+            #pragma omp simd
+            for (int64_t c = 0; c < K; c++) e[c] = dk_expf(lg[c] - mx);
+            for (int64_t c = 0; c < K; c++) z += e[c];
+            const float wz = w / z;
+            for (int64_t c = 0; c < K; c++) p[c] += wz * e[c];
         }
     }
 done:
-    free(fmem); free(imem); free(occ); free(cocc);
+    free(fmem); free(imem); free(occ); free(cocc); free(dirty);
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_ldmxcsr(csr);
 #endif
