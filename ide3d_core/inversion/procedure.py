@@ -42,243 +42,38 @@ pivot (0, 0, 0.2)); without an encoder the canonical camera is used (noted in th
 
 Odd views: after fitting, a view whose residual PSNR is more than ``odd_view_db`` below the median of the
 other views' is named in a note (apparently a different person, or a wrong camera).
+
+Parts: the schedule (:class:`InversionPolicy`, learning rates, early stopping) is in
+:mod:`~ide3d_core.inversion.policy`, the loss of the views in :mod:`~ide3d_core.inversion.objective`, the
+code-optimisation and pivotal-tuning loops in :mod:`~ide3d_core.inversion.stages`, the result in
+:mod:`~ide3d_core.inversion.result`; this module keeps the procedure and re-exports their public names.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ide3d_core.cameras import canonical_camera, orbit_camera
-from ide3d_core.inversion.losses import ms_ssim, psnr
+from ide3d_core.inversion.losses import psnr
+from ide3d_core.inversion.objective import Objective
+from ide3d_core.inversion.policy import THOROUGH_POLICY, InversionPolicy, tune_lr_at
+from ide3d_core.inversion.result import InversionResult
+from ide3d_core.inversion.stages import optimise_codes, tune_generator
 from ide3d_core.inversion.views import (InversionView, NoUsableViews, ViewReport, check_labels, has_face,
                                         image_to_tensor, odd_views, prepare_target, primary_view,
                                         robust_weights, yaw_pitch_deg)
-from ide3d_core.portrait import (EditRecord, Portrait, PortraitState, SourceView, WeightDelta,
-                                 generator_fingerprint)
+from ide3d_core.portrait import WeightDelta
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
 __all__ = ["InversionPolicy", "InversionResult", "InversionView", "NoUsableViews", "ViewReport",
            "image_to_tensor", "invert", "invert_views", "tune_lr_at", "THOROUGH_POLICY"]
 
-
-@dataclass(frozen=True)
-class InversionPolicy:
-    """Steps, learning rates, loss weights and view handling of :func:`invert_views`.
-
-    The default is the fast schedule of issue 15 (see docs/multiview.md for its measurement against
-    :data:`THOROUGH_POLICY`, the earlier 200 + 100 step default): encoder initialisation, code steps that
-    start at a low neural resolution, early stopping on a plateau, MS-SSIM at half size. PTI itself uses
-    450 projection + 350 tuning steps at 512 px on a GPU.
-    """
-
-    use_encoder: bool = True
-    #: "w" (one code repeated), "group" (one w_s + one w_t: how the auto-decoded model's codes were learned;
-    #: +0.5 dB novel-view PSNR over "w+" for 1 and 3 views on the current model, docs/multiview.md) or "w+"
-    code_space: str = "group"
-    init: str = "frontal"  #: encoder codes from the most "frontal" view, or the "mean" over the views
-    optimise_steps: int = 24
-    optimise_lr: float = 0.02
-    lr_rampup: float = 0.05  #: fraction of steps with a linear learning-rate ramp up
-    lr_rampdown: float = 0.25  #: fraction of steps with a cosine ramp down
-    code_noise: float = 0.05  #: initial code noise, times the codes' std; decays to 0 at 75 % of steps
-    coarse_resolution: int = 32  #: neural resolution of the early code steps (0 = the model's own)
-    coarse_fraction: float = 0.8  #: fraction of the code steps rendered at ``coarse_resolution``
-    tune_steps: int = 6
-    tune_lr: float = 1e-3
-    #: fraction of the tuning steps over which the tuning learning rate ramps up linearly from
-    #: ``tune_lr / (ramp steps)``: Adam's first steps move every weight by about the learning rate whatever
-    #: its gradient, so a high ``tune_lr`` without a ramp first disturbs the model (0 = no ramp)
-    tune_rampup: float = 0.0
-    #: fraction of the tuning steps rendered at ``coarse_resolution`` (the rest at the model's own)
-    tune_coarse_fraction: float = 0.0
-    plateau_patience: int = 6  #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
-    plateau_tol: float = 0.002  #: relative gain of the smoothed loss that counts as progress
-    l2_weight: float = 1.0
-    ssim_weight: float = 0.5
-    ssim_resolution: int = 128  #: MS-SSIM on images average-pooled to this size (0 = full size)
-    semantic_weight: float = 0.1
-    lpips_weight: float = 1.0  #: used only when an LPIPS module is passed
-    robust_scale: float = 2.0  #: Cauchy scale of the view weights, times the median view loss (0 = equal)
-    odd_view_db: float = 4.0  #: a view this many dB below the others' median residual PSNR is named
-    delta_dtype: str = "float16"  #: dtype of the stored weight difference
-    seed: int = 0  #: seed of the code noise
-
-    def __post_init__(self) -> None:
-        if self.code_space not in ("w", "group", "w+"):
-            raise ValueError(f"code_space must be 'w', 'group' or 'w+', got {self.code_space!r}")
-        if self.init not in ("frontal", "mean"):
-            raise ValueError(f"init must be 'frontal' or 'mean', got {self.init!r}")
-        if self.optimise_steps < 0 or self.tune_steps < 0:
-            raise ValueError("step counts must be >= 0")
-        for name in ("coarse_fraction", "tune_rampup", "tune_coarse_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.coarse_resolution and self.coarse_resolution < 4:
-            raise ValueError(f"coarse_resolution must be 0 or >= 4, got {self.coarse_resolution}")
-
-    def summary(self) -> dict[str, Any]:
-        """The schedule fields a portrait document records."""
-        return {k: getattr(self, k) for k in ("code_space", "init", "optimise_steps", "tune_steps", "tune_lr",
-                                              "tune_rampup", "coarse_resolution", "coarse_fraction",
-                                              "tune_coarse_fraction", "plateau_patience")}
-
-
-#: The earlier default (issue 6): 200 code + 100 tuning steps at full resolution in W+, no early stopping,
-#: MS-SSIM at full size. More than 15 minutes per photo on a 2-core CPU; kept for comparisons and as ``--thorough``.
-THOROUGH_POLICY = InversionPolicy(optimise_steps=200, optimise_lr=0.01, coarse_resolution=0, coarse_fraction=0.0,
-                                  tune_steps=100, tune_lr=3e-4, plateau_patience=0, ssim_resolution=0,
-                                  code_space="w+")
-
-
-@dataclass(eq=False)
-class InversionResult:
-    """What :func:`invert_views` found.
-
-    Attributes:
-        ws: [1, num_ws, w_dim] pivot codes (after optimisation), shared by every view.
-        ws_init: [1, num_ws, w_dim] codes after the encoder stage (or the average codes).
-        camera: (25,) float32 label of the primary (most frontal) view.
-        generator: the generator to render with: ``delta.apply(base)`` (bit-identical to what a saved
-            document rebuilds), or the base model when there was no tuning.
-        delta: the tuned weights as a difference from the base (None without tuning).
-        mask: (H, W) uint8 label ids of the primary view (given, parsed or self-rendered); mask_source says
-            which.
-        stages: per stage name -> {"psnr": dB (mean over the used views), "loss": final combined loss,
-            "seconds": time, "steps": steps run}.
-        notes: human-readable remarks (fallbacks taken, skipped and odd views).
-        views: one :class:`ViewReport` per input view, in input order.
-        primary: index (into the input views) of the primary view.
-    """
-
-    ws: torch.Tensor
-    ws_init: torch.Tensor
-    camera: np.ndarray
-    generator: nn.Module
-    delta: Optional[WeightDelta]
-    mask: np.ndarray
-    mask_source: str
-    stages: dict[str, dict[str, float]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    views: tuple[ViewReport, ...] = ()
-    primary: int = 0
-
-    def portrait(self, base: nn.Module, source_image: np.ndarray | None = None,
-                 source_mask: np.ndarray | None = None, generator_config: dict[str, Any] | None = None,
-                 model_hint: str | None = None, params: dict[str, Any] | None = None,
-                 sources: Sequence[tuple[np.ndarray, np.ndarray | None] | None] | None = None) -> Portrait:
-        """A portrait document (history = one "invert" record) for this result.
-
-        ``source_image``/``source_mask`` are the primary view's picture (the document's source view).
-        ``sources`` -- one (uint8 image, mask or None) per *input* view, or None -- records every used view
-        of a multi-view inversion (:class:`~ide3d_core.portrait.SourceView`); with one used view nothing
-        more is stored (the document is that of a single-view inversion)."""
-        rec_params: dict[str, Any] = {"stages": self.stages, "mask_source": self.mask_source, **(params or {})}
-        if len(self.views) > 1:
-            rec_params["views"] = [v.summary() for v in self.views]
-        rec = EditRecord("invert", rec_params, PortraitState(self.ws.detach().float().cpu().clone()))
-        views: tuple[SourceView, ...] = ()
-        used = [v for v in self.views if v.used]
-        if sources is not None and len(used) > 1:
-            if len(sources) != len(self.views):
-                raise ValueError(f"sources has {len(sources)} entries for {len(self.views)} views")
-            views = tuple(SourceView(image=sources[v.index][0], camera=v.camera, mask=sources[v.index][1],
-                                     params=v.summary()) for v in used if sources[v.index] is not None)
-        return Portrait(camera=self.camera, generator_config=generator_config or {},
-                        base_fingerprint=generator_fingerprint(base), history=(rec,), delta=self.delta,
-                        source_image=source_image, source_mask=source_mask, model_hint=model_hint,
-                        source_views=views)
-
-
-def _lr_at(step: int, total: int, policy: InversionPolicy, base_lr: float) -> float:
-    t = step / max(total, 1)
-    ramp_down = min(1.0, (1.0 - t) / policy.lr_rampdown) if policy.lr_rampdown > 0 else 1.0
-    ramp = 0.5 - 0.5 * math.cos(ramp_down * math.pi)
-    if policy.lr_rampup > 0:
-        ramp *= min(1.0, t / policy.lr_rampup)
-    return base_lr * max(ramp, 1e-3)
-
-
-def tune_lr_at(step: int, policy: InversionPolicy) -> float:
-    """Learning rate of pivotal-tuning step ``step`` (0-based): ``tune_lr`` times a linear warm-up over the
-    first ``tune_rampup * tune_steps`` steps (step k gets ``(k + 1) / ramp_steps`` of it), then constant."""
-    ramp_steps = policy.tune_rampup * policy.tune_steps
-    return policy.tune_lr * (min(1.0, (step + 1) / ramp_steps) if ramp_steps > 0 else 1.0)
-
-
-class _Plateau:
-    """Early stopping: true once the smoothed loss has not improved by ``tol`` (relative) for
-    ``patience`` steps. The loss is smoothed (EMA 0.5) because code noise makes single steps jumpy."""
-
-    def __init__(self, patience: int, tol: float) -> None:
-        self.patience, self.tol = patience, tol
-        self.ema: float | None = None
-        self.best = math.inf
-        self.since = 0
-
-    def __call__(self, loss: float) -> bool:
-        if self.patience <= 0:
-            return False
-        self.ema = loss if self.ema is None else 0.5 * self.ema + 0.5 * loss
-        if self.ema < self.best * (1.0 - self.tol):
-            self.best, self.since = self.ema, 0
-        else:
-            self.since += 1
-        return self.since >= self.patience
-
-
-class _Objective:
-    """The inversion loss of N views of one head, rendered in one batch from one set of tri-planes."""
-
-    def __init__(self, targets: torch.Tensor, labels: torch.Tensor, cameras: torch.Tensor,
-                 semantic: torch.Tensor, policy: InversionPolicy, lpips: Optional[nn.Module]) -> None:
-        """targets [N, 3, R, R] in [-1, 1]; labels [N, R, R] int64; cameras [N, 25]; semantic [N] 0/1 (which
-        views have a mask worth fitting)."""
-        self.targets, self.labels, self.cameras, self.semantic = targets, labels, cameras, semantic
-        self.policy, self.lpips = policy, lpips
-        s = policy.ssim_resolution
-        self.ssim_pool = targets.shape[-1] // s if s and targets.shape[-1] > s else 1
-        self.ssim_targets = F.avg_pool2d(targets, self.ssim_pool) if self.ssim_pool > 1 else targets
-
-    def per_view(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(losses [N], images [N, 3, R, R]) of codes ws [1, num_ws, w_dim]."""
-        from ide3d_core.networks.generator import TriPlanes
-
-        n = self.targets.shape[0]
-        planes = generator.planes(ws)
-        if n > 1:
-            planes = TriPlanes(planes.semantic.expand(n, -1, -1, -1, -1), planes.texture.expand(n, -1, -1, -1, -1))
-        out = generator.render(planes, self.cameras, ws.expand(n, -1, -1), neural_resolution=neural_resolution)
-        img, p = out.image, self.policy
-        loss = p.l2_weight * (img - self.targets).pow(2).mean((1, 2, 3))
-        if p.ssim_weight:
-            x = F.avg_pool2d(img, self.ssim_pool) if self.ssim_pool > 1 else img
-            if min(x.shape[-2:]) >= 11:
-                loss = loss + p.ssim_weight * (1.0 - ms_ssim(x, self.ssim_targets))
-        if p.semantic_weight and bool(self.semantic.any()):
-            labels = self.labels
-            if labels.shape[-2:] != out.semantic.shape[-2:]:
-                labels = F.interpolate(labels[:, None].float(), size=out.semantic.shape[-2:], mode="nearest")[:, 0]
-            ce = F.cross_entropy(out.semantic, labels.long(), reduction="none").mean((1, 2))
-            loss = loss + p.semantic_weight * ce * self.semantic
-        if self.lpips is not None and p.lpips_weight:
-            loss = loss + p.lpips_weight * self.lpips(img, self.targets).reshape(n, -1).mean(1)
-        return loss, img
-
-    def __call__(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(robustly weighted loss, per-view losses [N] (detached), images)."""
-        losses, img = self.per_view(generator, ws, neural_resolution)
-        w = robust_weights(losses, self.policy.robust_scale)
-        return (w * losses).sum(), losses.detach(), img
+_Objective = Objective  # the name scripts/sweep_inversion_tuning.py imports
 
 
 def invert(generator: nn.Module, image: np.ndarray | torch.Tensor, mask: np.ndarray | None = None,
@@ -403,7 +198,7 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
                 w_s = encoder.encode_shape(labels[k0:k0 + 1] if k0 in with_mask else labels[with_mask[:1]])
             ws_init[:, :ns] = w_s.to(ws_init.dtype)
     semantic_on = torch.tensor([float(sources[i] != "self") for i in used], device=dev)
-    objective = _Objective(target_all[used], labels, cams_t, semantic_on, policy, lpips)
+    objective = Objective(target_all[used], labels, cams_t, semantic_on, policy, lpips)
     per_view: dict[str, tuple[list[float], list[float]]] = {}
 
     def measure(stage: str, g: nn.Module, ws: torch.Tensor, t_start: float, steps: int) -> None:
@@ -419,48 +214,7 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
 
     # -- stage 2: code optimisation ---------------------------------------------------------------
     t0 = time.perf_counter()
-    ws = ws_init.clone()
-    steps_run = 0
-    if policy.optimise_steps:
-        gen = torch.Generator(device=dev).manual_seed(policy.seed)
-        if policy.code_space == "w":
-            var = ws_init.mean(1, keepdim=True).clone().requires_grad_(True)
-            expand = lambda v: v.expand(-1, ws_init.shape[1], -1)  # noqa: E731
-        elif policy.code_space == "group":
-            nt = ws_init.shape[1] - ns
-            var = torch.stack([ws_init[:, :ns].mean(1), ws_init[:, ns:].mean(1)], 1).clone().requires_grad_(True)
-            expand = lambda v: torch.cat([v[:, :1].expand(-1, ns, -1), v[:, 1:].expand(-1, nt, -1)], 1)  # noqa: E731
-        else:
-            var = ws_init.clone().requires_grad_(True)
-            expand = lambda v: v  # noqa: E731
-        std = float(ws_init.std()) if ws_init.numel() > 1 else 1.0
-        opt = torch.optim.Adam([var], lr=policy.optimise_lr, betas=(0.9, 0.999))
-        n_steps = policy.optimise_steps
-        coarse_until = int(round(policy.coarse_fraction * n_steps)) if policy.coarse_resolution else 0
-        plateau = _Plateau(policy.plateau_patience, policy.plateau_tol)
-        for step in range(n_steps):
-            lr = _lr_at(step, n_steps, policy, policy.optimise_lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            decay = max(0.0, 1.0 - step / (0.75 * n_steps)) ** 2
-            noise = torch.randn(var.shape, generator=gen, device=dev) * (std * policy.code_noise * decay)
-            coarse = step < coarse_until
-            if step == coarse_until:
-                plateau = _Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here
-            loss, _, _ = objective(base, expand(var + noise), policy.coarse_resolution if coarse else None)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps_run = step + 1
-            value = float(loss.detach()) if policy.plateau_patience > 0 or progress is not None else 0.0
-            report(progress, 1 + steps_run, total, f"codes loss {value:.4f}" + (" (coarse)" if coarse else ""),
-                   cancel)
-            # a plateau ends the stage, but never inside the coarse phase (the fine phase must run)
-            if plateau(value) and not coarse and step < n_steps - 1:
-                notes.append(f"code optimisation stopped early on a plateau after {steps_run} of {n_steps} steps")
-                report(progress, 1 + n_steps, total, "codes converged", cancel)
-                break
-        ws = expand(var.detach()).clone()
+    ws, steps_run = optimise_codes(objective, base, ws_init, ns, policy, total, notes, progress, cancel)
     measure("optimise", base, ws, t0, steps_run)
 
     # -- stage 3: pivotal tuning -------------------------------------------------------------------
@@ -468,34 +222,7 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
     delta = None
     if policy.tune_steps:
         t0 = time.perf_counter()
-        tuned = copy.deepcopy(base).train(False).requires_grad_(True)
-        opt = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=policy.tune_lr,
-                               betas=(0.9, 0.999))
-        plateau = _Plateau(policy.plateau_patience, policy.plateau_tol)
-        steps_run = 0
-        n_tune = policy.tune_steps
-        ramp_steps = policy.tune_rampup * n_tune
-        coarse_until = int(round(policy.tune_coarse_fraction * n_tune)) if policy.coarse_resolution else 0
-        for step in range(n_tune):
-            for g in opt.param_groups:
-                g["lr"] = tune_lr_at(step, policy)
-            coarse = step < coarse_until
-            if coarse_until and step == coarse_until:
-                plateau = _Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here
-            loss, _, _ = objective(tuned, ws, policy.coarse_resolution if coarse else None)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps_run = step + 1
-            value = float(loss.detach()) if policy.plateau_patience > 0 or progress is not None else 0.0
-            report(progress, 1 + policy.optimise_steps + steps_run, total, f"tuning loss {value:.4f}", cancel)
-            # a plateau ends the stage, but never inside the warm-up or the coarse phase
-            if plateau(value) and not coarse and step + 1 >= ramp_steps and step < n_tune - 1:
-                notes.append(f"pivotal tuning stopped early on a plateau after {steps_run} of "
-                             f"{policy.tune_steps} steps")
-                report(progress, total, total, "tuning converged", cancel)
-                break
-        tuned.requires_grad_(False)
+        tuned, steps_run = tune_generator(objective, base, ws, policy, total, notes, progress, cancel)
         delta = WeightDelta.between(base, tuned, policy.delta_dtype)
         tuned_module = delta.apply(base, check=False).requires_grad_(False).eval()
         measure("tune", tuned_module, ws, t0, steps_run)

@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The inversion loss of N views of one head (:class:`Objective`): ``l2 * MSE + ssim * (1 - MS-SSIM) +
+semantic * CE + lpips * LPIPS`` per view, combined with Cauchy view weights
+(:func:`~ide3d_core.inversion.views.robust_weights`); see :mod:`ide3d_core.inversion.procedure`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ide3d_core.inversion.losses import ms_ssim
+from ide3d_core.inversion.policy import InversionPolicy
+from ide3d_core.inversion.views import robust_weights
+
+
+
+class Objective:
+    """The inversion loss of N views of one head, rendered in one batch from one set of tri-planes."""
+
+    def __init__(self, targets: torch.Tensor, labels: torch.Tensor, cameras: torch.Tensor,
+                 semantic: torch.Tensor, policy: InversionPolicy, lpips: Optional[nn.Module]) -> None:
+        """targets [N, 3, R, R] in [-1, 1]; labels [N, R, R] int64; cameras [N, 25]; semantic [N] 0/1 (which
+        views have a mask worth fitting)."""
+        self.targets, self.labels, self.cameras, self.semantic = targets, labels, cameras, semantic
+        self.policy, self.lpips = policy, lpips
+        s = policy.ssim_resolution
+        self.ssim_pool = targets.shape[-1] // s if s and targets.shape[-1] > s else 1
+        self.ssim_targets = F.avg_pool2d(targets, self.ssim_pool) if self.ssim_pool > 1 else targets
+
+    def per_view(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(losses [N], images [N, 3, R, R]) of codes ws [1, num_ws, w_dim]."""
+        from ide3d_core.networks.generator import TriPlanes
+
+        n = self.targets.shape[0]
+        planes = generator.planes(ws)
+        if n > 1:
+            planes = TriPlanes(planes.semantic.expand(n, -1, -1, -1, -1), planes.texture.expand(n, -1, -1, -1, -1))
+        out = generator.render(planes, self.cameras, ws.expand(n, -1, -1), neural_resolution=neural_resolution)
+        img, p = out.image, self.policy
+        loss = p.l2_weight * (img - self.targets).pow(2).mean((1, 2, 3))
+        if p.ssim_weight:
+            x = F.avg_pool2d(img, self.ssim_pool) if self.ssim_pool > 1 else img
+            if min(x.shape[-2:]) >= 11:
+                loss = loss + p.ssim_weight * (1.0 - ms_ssim(x, self.ssim_targets))
+        if p.semantic_weight and bool(self.semantic.any()):
+            labels = self.labels
+            if labels.shape[-2:] != out.semantic.shape[-2:]:
+                labels = F.interpolate(labels[:, None].float(), size=out.semantic.shape[-2:], mode="nearest")[:, 0]
+            ce = F.cross_entropy(out.semantic, labels.long(), reduction="none").mean((1, 2))
+            loss = loss + p.semantic_weight * ce * self.semantic
+        if self.lpips is not None and p.lpips_weight:
+            loss = loss + p.lpips_weight * self.lpips(img, self.targets).reshape(n, -1).mean(1)
+        return loss, img
+
+    def __call__(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(robustly weighted loss, per-view losses [N] (detached), images)."""
+        losses, img = self.per_view(generator, ws, neural_resolution)
+        w = robust_weights(losses, self.policy.robust_scale)
+        return (w * losses).sum(), losses.detach(), img

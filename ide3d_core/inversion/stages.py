@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The two optimisation stages of an inversion (stages 2 and 3 of
+:func:`~ide3d_core.inversion.procedure.invert_views`; see :mod:`ide3d_core.inversion.procedure`):
+
+* :func:`optimise_codes` -- Adam on the codes (in W, "group" or W+) with the generator frozen, the PTI
+  learning-rate ramp (:func:`~ide3d_core.inversion.policy.code_lr_at`) and decaying code noise; the first
+  ``coarse_fraction`` of the steps render at ``coarse_resolution``;
+* :func:`tune_generator` -- pivotal tuning: Adam on every weight of a copy of the generator with the codes
+  frozen (:func:`~ide3d_core.inversion.policy.tune_lr_at`, optionally coarse first steps).
+
+Both stop early on a loss plateau (:class:`~ide3d_core.inversion.policy.Plateau`), never inside a coarse
+phase or the tuning warm-up, note it in ``notes`` and report each step through ``progress`` (steps
+``1 + k`` of ``total`` for the codes, ``1 + optimise_steps + k`` for the tuning) with ``cancel`` checked.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ide3d_core.inversion.objective import Objective
+from ide3d_core.inversion.policy import InversionPolicy, Plateau, code_lr_at, tune_lr_at
+from ide3d_core.progress import CancelToken, ProgressFn, report
+
+
+def optimise_codes(objective: Objective, base: nn.Module, ws_init: torch.Tensor, num_shape_ws: int,
+                   policy: InversionPolicy, total: int, notes: list[str], progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> tuple[torch.Tensor, int]:
+    """(codes [1, num_ws, w_dim], steps run) after ``policy.optimise_steps`` steps from ``ws_init``
+    [1, num_ws, w_dim]; ``num_shape_ws`` is the number of shape layers (the "group" space's split).
+    With no steps: a copy of ``ws_init`` and 0."""
+    ns = num_shape_ws
+    dev = ws_init.device
+    ws = ws_init.clone()
+    steps_run = 0
+    if policy.optimise_steps:
+        gen = torch.Generator(device=dev).manual_seed(policy.seed)
+        if policy.code_space == "w":
+            var = ws_init.mean(1, keepdim=True).clone().requires_grad_(True)
+            expand = lambda v: v.expand(-1, ws_init.shape[1], -1)  # noqa: E731
+        elif policy.code_space == "group":
+            nt = ws_init.shape[1] - ns
+            var = torch.stack([ws_init[:, :ns].mean(1), ws_init[:, ns:].mean(1)], 1).clone().requires_grad_(True)
+            expand = lambda v: torch.cat([v[:, :1].expand(-1, ns, -1), v[:, 1:].expand(-1, nt, -1)], 1)  # noqa: E731
+        else:
+            var = ws_init.clone().requires_grad_(True)
+            expand = lambda v: v  # noqa: E731
+        std = float(ws_init.std()) if ws_init.numel() > 1 else 1.0
+        opt = torch.optim.Adam([var], lr=policy.optimise_lr, betas=(0.9, 0.999))
+        n_steps = policy.optimise_steps
+        coarse_until = int(round(policy.coarse_fraction * n_steps)) if policy.coarse_resolution else 0
+        plateau = Plateau(policy.plateau_patience, policy.plateau_tol)
+        for step in range(n_steps):
+            lr = code_lr_at(step, n_steps, policy, policy.optimise_lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            decay = max(0.0, 1.0 - step / (0.75 * n_steps)) ** 2
+            noise = torch.randn(var.shape, generator=gen, device=dev) * (std * policy.code_noise * decay)
+            coarse = step < coarse_until
+            if step == coarse_until:
+                plateau = Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here
+            loss, _, _ = objective(base, expand(var + noise), policy.coarse_resolution if coarse else None)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps_run = step + 1
+            value = float(loss.detach()) if policy.plateau_patience > 0 or progress is not None else 0.0
+            report(progress, 1 + steps_run, total, f"codes loss {value:.4f}" + (" (coarse)" if coarse else ""),
+                   cancel)
+            # a plateau ends the stage, but never inside the coarse phase (the fine phase must run)
+            if plateau(value) and not coarse and step < n_steps - 1:
+                notes.append(f"code optimisation stopped early on a plateau after {steps_run} of {n_steps} steps")
+                report(progress, 1 + n_steps, total, "codes converged", cancel)
+                break
+        ws = expand(var.detach()).clone()
+    return ws, steps_run
+
+
+def tune_generator(objective: Objective, base: nn.Module, ws: torch.Tensor, policy: InversionPolicy, total: int,
+                   notes: list[str], progress: ProgressFn | None = None, cancel: CancelToken | None = None
+                   ) -> tuple[nn.Module, int]:
+    """(tuned copy of ``base`` with gradients off, steps run) after up to ``policy.tune_steps`` (> 0) steps
+    of pivotal tuning on the frozen codes ``ws`` [1, num_ws, w_dim]; ``base`` is left unchanged."""
+    tuned = copy.deepcopy(base).train(False).requires_grad_(True)
+    opt = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=policy.tune_lr,
+                           betas=(0.9, 0.999))
+    plateau = Plateau(policy.plateau_patience, policy.plateau_tol)
+    steps_run = 0
+    n_tune = policy.tune_steps
+    ramp_steps = policy.tune_rampup * n_tune
+    coarse_until = int(round(policy.tune_coarse_fraction * n_tune)) if policy.coarse_resolution else 0
+    for step in range(n_tune):
+        for g in opt.param_groups:
+            g["lr"] = tune_lr_at(step, policy)
+        coarse = step < coarse_until
+        if coarse_until and step == coarse_until:
+            plateau = Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here
+        loss, _, _ = objective(tuned, ws, policy.coarse_resolution if coarse else None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps_run = step + 1
+        value = float(loss.detach()) if policy.plateau_patience > 0 or progress is not None else 0.0
+        report(progress, 1 + policy.optimise_steps + steps_run, total, f"tuning loss {value:.4f}", cancel)
+        # a plateau ends the stage, but never inside the warm-up or the coarse phase
+        if plateau(value) and not coarse and step + 1 >= ramp_steps and step < n_tune - 1:
+            notes.append(f"pivotal tuning stopped early on a plateau after {steps_run} of "
+                         f"{policy.tune_steps} steps")
+            report(progress, total, total, "tuning converged", cancel)
+            break
+    tuned.requires_grad_(False)
+    return tuned, steps_run
