@@ -90,6 +90,9 @@ def parse_args(argv=None):
     p.add_argument("--pose-noise", type=float, default=3.0, help="multiview: camera error in degrees (0 = skip)")
     p.add_argument("--mv-steps", type=int, default=None, help="multiview: code steps (default: the policy's)")
     p.add_argument("--mv-tune-steps", type=int, default=None, help="multiview: tuning steps (default: the policy's)")
+    p.add_argument("--schedule-extra", default="",
+                   help="schedule: extra rows 'NAME=field:value+field:value;...' (InversionPolicy overrides)")
+    p.add_argument("--schedule-skip-thorough", action="store_true", help="schedule: leave out the 200+100 row")
     p.add_argument("--mv-policy", default="",
                    help="multiview: other InversionPolicy fields, e.g. 'code_space=w+,init=frontal,robust_scale=2' "
                         "(default: the policy's defaults)")
@@ -350,8 +353,13 @@ def schedule(args, g, enc, truth, device):
 
     yaws = [float(y) for y in args.novel_yaws.split(",")]
     rows = {}
-    for name, policy in (("thorough (old default, 200+100 steps)", THOROUGH_POLICY),
-                         ("fast (new default)", InversionPolicy())):
+    policies = [("thorough (old default, 200+100 steps)", THOROUGH_POLICY), ("fast (new default)", InversionPolicy())]
+    if args.schedule_skip_thorough:
+        policies = policies[1:]
+    for item in filter(None, (x.strip() for x in args.schedule_extra.split(";"))):
+        name, _, text = item.partition("=")
+        policies.append((name, InversionPolicy(**policy_overrides(text.replace(":", "=").replace("+", ",")))))
+    for name, policy in policies:
         py, ss, ious, chs, secs, steps = [], [], [], [], [], []
         for i in _heads(args):
             img, lab, cam = truth.view(i, 0.0)
@@ -382,7 +390,7 @@ def policy_overrides(text: str) -> dict:
     for item in filter(None, (x.strip() for x in text.split(","))):
         key, _, value = item.partition("=")
         if key not in types:
-            raise SystemExit(f"--mv-policy: InversionPolicy has no field {key!r}")
+            raise SystemExit(f"policy override: InversionPolicy has no field {key!r}")
         kind = types[key]
         out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
     return out
