@@ -7,11 +7,10 @@ rounding; ``tests/test_ray_march.py``):
 
 * ``"torch"`` (:func:`march_torch`): PyTorch over all rays at once: boolean masks, ``nonzero`` compaction,
   gathers and scatters, a sort, cumulative sums, a fix-up loop; the decodes through the fused
-  :mod:`ops.triplane_decode` kernel or the decoder modules. It is also the path of the texture swap
-  (region restyling) under every setting.
+  :mod:`ops.triplane_decode` kernel or the decoder modules.
 * ``"c"`` (:func:`march_c`): :func:`ops.ray_march.ray_march`, the whole march in one C call per item,
   parallel over tiles of rays (``torch.get_num_threads()`` threads): none of the PyTorch glue above, which
-  took about half of a 256 px frame on one core.
+  took about half of a 256 px frame on one core. The texture swap (region restyling) included.
 
 ``"auto"`` (the default of ``FastRenderSettings.march``) is "c" where the kernel is built, the tensors
 are on the CPU, the decoders pack for the fused kernel, ``impl`` is not "torch" and ``fused`` is on; else
@@ -225,7 +224,7 @@ def march_impl(s, sem: _Planes, tex: _Planes, swap, device: torch.device) -> str
     """The march "torch" or "c" that settings ``s`` (``FastRenderSettings``) choose for an item."""
     if s.march not in MARCHES:
         raise ValueError(f"march must be one of {MARCHES}, got {s.march!r}")
-    if s.march == "torch" or swap is not None:
+    if s.march == "torch":
         return "torch"
     if s.march == "c":
         if rm.load() is None:
@@ -239,13 +238,14 @@ def march_impl(s, sem: _Planes, tex: _Planes, swap, device: torch.device) -> str
 
 
 @torch.no_grad()
-def march_c(generator, sem: _Planes, tex: _Planes, grid, batch: int, origins: torch.Tensor, dirs: torch.Tensor,
-            near: torch.Tensor, far: torch.Tensor, s):
-    """:func:`march_torch`'s contract through :func:`ops.ray_march.ray_march` (no texture swap)."""
+def march_c(generator, sem: _Planes, tex: _Planes, swap, grid, batch: int, origins: torch.Tensor,
+            dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor, s):
+    """:func:`march_torch`'s contract through :func:`ops.ray_march.ray_march`."""
     cfg = generator.config
+    other, classes = (None, ()) if swap is None else (swap[0], tuple(int(i) for i in swap[1]))
     field = rm.MarchField(sem.planes, tex.planes, tuple(triplane.PLANE_AXES[name] for name in cfg.plane_axes),
                           cfg.box_size, cfg.aggregation, sem.packed, float(generator.semantic_decoder.density_bias),
-                          tex.packed, sem.cl, tex.cl)
+                          tex.packed, sem.cl, tex.cl, other, classes)
     steps = rm.MarchSteps(cfg.coarse_samples, cfg.fine_samples, s.stop_optical_depth, s.min_transmittance,
                           s.min_weight, s.coarse_chunk, MAX_FIXUP_ROUNDS)
     out = rm.ray_march(field, grid.occupied[batch], origins, dirs, near, far, steps, impl="c")
@@ -258,5 +258,5 @@ def march(generator, sem: _Planes, tex: _Planes, swap, grid, batch: int, origins
     tensors) through the march ``s`` (``FastRenderSettings``) chooses (:func:`march_impl`) ->
     ``(features [R, F], probs [R, 19], opacity [R, 1], depth [R, 1], samples evaluated)``."""
     if march_impl(s, sem, tex, swap, origins.device) == "c":
-        return march_c(generator, sem, tex, grid, batch, origins, dirs, near, far, s)
+        return march_c(generator, sem, tex, swap, grid, batch, origins, dirs, near, far, s)
     return march_torch(generator, sem, tex, swap, grid, batch, origins, dirs, near, far, s)

@@ -92,7 +92,7 @@ class FastRenderSettings:
     flush_denormals: bool = True
     #: The march of the rays (:mod:`ide3d_core.fast_march`): "torch" (PyTorch ops over all rays), "c"
     #: (:func:`ops.ray_march.ray_march`, one fused call per item) or "auto" ("c" where it is built and
-    #: applies, else "torch"). The texture swap always runs the PyTorch march.
+    #: applies, else "torch").
     march: str = "auto"
 
     def __post_init__(self) -> None:

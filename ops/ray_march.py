@@ -24,8 +24,9 @@ this layer restates instead of importing: ops is below ide3d_core):
 5. Fix-up: compositing with unevaluated densities taken as 0 over-estimates every transmittance; the
    occupied unevaluated samples whose transmittance exceeds ``min_transmittance`` are decoded and the
    composite redone, at most ``max_rounds`` times.
-6. Samples with final weight ``> min_weight`` get the texture decoder's colour ``[F]`` and the softmax of
-   their class logits ``[K]``; ``features``/``probs`` are the weighted sums, ``opacity`` the sum of the
+6. Samples with final weight ``> min_weight`` get the texture decoder's colour ``[F]`` (from the swap
+   texture where their arg-max class is swapped: :class:`MarchField`) and the softmax of their class
+   logits ``[K]``; ``features``/``probs`` are the weighted sums, ``opacity`` the sum of the
    weights, ``depth = sum w t + (1 - opacity) far``.
 
 The field (:class:`MarchField`) is decoded as :func:`ops.triplane_decode.triplane_decode` does (semantic
@@ -64,6 +65,7 @@ typedef struct {
     int64_t sP, sC, tP, tC, n_planes; const int32_t *axes; float box; int32_t agg;
     const float *s_w1t, *s_b1, *s_w2t, *s_b2; int64_t s_hp, s_op, s_o; float density_bias;
     const float *t_w1t, *t_b1, *t_w2t, *t_b2; int64_t t_hp, t_op, t_o;
+    const float *swap_planes; const uint8_t *swap_classes;  /* texture swap: NULL, or planes + [K] mask */
     const uint8_t *occupied; int64_t R;
     const float *origins, *dirs, *coarse; int64_t nc, nf; float near, far;
     float stop_optical_depth, min_transmittance, min_weight; int64_t chunk, max_rounds;
@@ -143,7 +145,7 @@ int ray_march(const rm_args *a, int64_t start, int64_t end) {
 #endif
     const int64_t nc = a->nc, nf = a->nf, N = nc + nf, T = RM_TILE, so = a->s_o, K = so - 1, to = a->t_o;
     const int64_t TN = T * N, n1 = N + 1;
-    float *fmem = malloc(sizeof(float) * (size_t)(3 * (nc + 1) + 2 * n1 + 12 * TN + TN * so + TN * to + T + K));
+    float *fmem = malloc(sizeof(float) * (size_t)(3 * (nc + 1) + 2 * n1 + 12 * TN + TN * so + 2 * TN * to + T + K));
     int32_t *imem = malloc(sizeof(int32_t) * (size_t)(3 * TN));
     uint8_t *occ = malloc((size_t)TN), *cocc = malloc((size_t)TN), *dirty = malloc((size_t)T);
     int status = 0;
@@ -153,6 +155,7 @@ int ray_march(const rm_args *a, int64_t start, int64_t end) {
     float *cdep = fine + n1, *csig = cdep + TN, *dep = csig + TN, *sig = dep + TN, *tau = sig + TN, *tr = tau + TN;
     float *delta = tr + TN, *wts = delta + TN, *pts = wts + TN;
     float *pool = pts + 3 * TN, *col = pool + TN * so, *ctau = col + TN * to, *kw = ctau + T, *ex = kw + TN;
+    float *col2 = ex + K;
     int32_t *crow = imem, *row = crow + TN, *idx = row + TN;
     rm_deltas(a->coarse, nc, a->near, a->far, cedges, cdelta);
     for (int64_t r0 = start; r0 < end; r0 += T) {
@@ -282,6 +285,23 @@ int ray_march(const rm_args *a, int64_t start, int64_t end) {
             triplane_decode(a->tex_planes, a->tP, a->tC, a->n_planes, a->axes, pts, a->box, a->agg, a->t_w1t, a->t_b1,
                             a->t_hp, a->t_w2t, a->t_b2, a->t_op, to, 2, 0.0f, col, NULL, 0, m);
         }
+        if (m > 0 && a->swap_planes) {  /* samples whose arg-max class is swapped: the other texture */
+            int64_t m2 = 0;
+            for (int64_t k = 0; k < m; k++) {
+                const float *lg = pool + (int64_t)row[idx[k]] * so + 1;
+                int64_t best = 0;
+                for (int64_t c = 1; c < K; c++) best = lg[c] > lg[best] ? c : best;
+                if (!a->swap_classes[best]) continue;
+                for (int c = 0; c < 3; c++) pts[3 * m2 + c] = pts[3 * k + c];  /* in place: m2 <= k */
+                imem[m2++] = (int32_t)k;  /* crow (the coarse rows) is free scratch here */
+            }
+            if (m2 > 0) {
+                triplane_decode(a->swap_planes, a->tP, a->tC, a->n_planes, a->axes, pts, a->box, a->agg, a->t_w1t,
+                                a->t_b1, a->t_hp, a->t_w2t, a->t_b2, a->t_op, to, 2, 0.0f, col2, NULL, 0, m2);
+                for (int64_t q = 0; q < m2; q++)
+                    for (int64_t c = 0; c < to; c++) col[imem[q] * to + c] = col2[q * to + c];
+            }
+        }
         for (int64_t k = 0; k < m; k++) {
             const int64_t s = idx[k], ray = r0 + s / N;
             const float w = kw[k], *lg = pool + (int64_t)row[s] * so + 1;
@@ -313,7 +333,7 @@ class _Args(ctypes.Structure):
                 ("s_w1t", _vp), ("s_b1", _vp), ("s_w2t", _vp), ("s_b2", _vp), ("s_hp", _i64), ("s_op", _i64),
                 ("s_o", _i64), ("density_bias", _f),
                 ("t_w1t", _vp), ("t_b1", _vp), ("t_w2t", _vp), ("t_b2", _vp), ("t_hp", _i64), ("t_op", _i64),
-                ("t_o", _i64), ("occupied", _vp), ("R", _i64), ("origins", _vp), ("dirs", _vp), ("coarse", _vp),
+                ("t_o", _i64), ("swap_planes", _vp), ("swap_classes", _vp), ("occupied", _vp), ("R", _i64), ("origins", _vp), ("dirs", _vp), ("coarse", _vp),
                 ("nc", _i64), ("nf", _i64), ("near", _f), ("far", _f), ("stop_optical_depth", _f),
                 ("min_transmittance", _f), ("min_weight", _f), ("chunk", _i64), ("max_rounds", _i64),
                 ("features", _vp), ("probs", _vp), ("opacity", _vp), ("depth", _vp), ("evaluated", _vp)]
@@ -335,7 +355,10 @@ class MarchField:
     axes ``plane_axes[k]``, ``grid_sample`` semantics on ``point * 2 / box_size``), ``aggregation``, the
     decoders packed as :class:`ops.triplane_decode.MLP` (semantic: density + ``K`` logits, with
     ``density_bias``; texture: ``F`` colour features). ``semantic_cl``/``texture_cl``: the planes'
-    :func:`ops.triplane.channels_last_planes`, built on first use by the kernel when None."""
+    :func:`ops.triplane.channels_last_planes`, built on first use by the kernel when None.
+    ``swap_texture`` (planes shaped like ``texture``) and ``swap_classes`` (class ids): region restyling,
+    the colour of a sample whose arg-max class logit is one of ``swap_classes`` comes from
+    ``swap_texture`` (same texture decoder)."""
 
     semantic: torch.Tensor
     texture: torch.Tensor
@@ -347,6 +370,8 @@ class MarchField:
     texture_mlp: MLP
     semantic_cl: torch.Tensor | None = None
     texture_cl: torch.Tensor | None = None
+    swap_texture: torch.Tensor | None = None
+    swap_classes: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -458,6 +483,11 @@ def ray_march_torch(field: MarchField, occupied: torch.Tensor, origins: torch.Te
     pts = (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3)
     colour = triplane_decode_torch(field.texture, pts, *args, field.texture_mlp, "colour")
     colour = colour.reshape(r, depths.shape[1], -1)
+    if field.swap_texture is not None:
+        other = triplane_decode_torch(field.swap_texture, pts, *args, field.texture_mlp, "colour")
+        label = logits.argmax(-1, keepdim=True)
+        swapped = torch.isin(label, torch.tensor(sorted(set(field.swap_classes)), dtype=label.dtype, device=dev))
+        colour = torch.where(swapped, other.reshape(colour.shape), colour)
     wk = torch.where(keep, weights, 0.0)[..., None]
     features = (wk * colour).sum(1)
     probs = (wk * logits.float().softmax(-1)).sum(1)
@@ -484,13 +514,17 @@ def _kernel(field: MarchField, occupied, origins, dirs, near, far, steps: MarchS
     features, probs = torch.empty(r, f), torch.empty(r, k)
     opacity, depth = torch.empty(r, 1), torch.empty(r, 1)
     evaluated = torch.zeros(r, dtype=torch.int64)
-    keep = (sem_cl, tex_cl, occ, o, d, coarse, axes)  # alive for the call
+    swap_cl = None if field.swap_texture is None else channels_last_planes(field.swap_texture)
+    swap_mask = torch.zeros(k, dtype=torch.uint8)
+    swap_mask[[int(i) for i in field.swap_classes]] = 1
+    keep = (sem_cl, tex_cl, occ, o, d, coarse, axes, swap_cl, swap_mask)  # alive for the call
     args = _Args(sem_cl.data_ptr(), tex_cl.data_ptr(), sem_cl.shape[1], sem_cl.shape[3], tex_cl.shape[1],
                  tex_cl.shape[3], sem_cl.shape[0], axes.data_ptr(), float(field.box_size),
                  _AGG_CODE[field.aggregation], sm.w1t.data_ptr(), sm.b1p.data_ptr(), sm.w2t.data_ptr(),
                  sm.b2p.data_ptr(), sm.w1t.shape[1], sm.w2t.shape[1], sm.out_features, float(field.density_bias),
                  tm.w1t.data_ptr(), tm.b1p.data_ptr(), tm.w2t.data_ptr(), tm.b2p.data_ptr(), tm.w1t.shape[1],
-                 tm.w2t.shape[1], f, occ.data_ptr(), occ.shape[-1], o.data_ptr(), d.data_ptr(), coarse.data_ptr(),
+                 tm.w2t.shape[1], f, None if swap_cl is None else swap_cl.data_ptr(), swap_mask.data_ptr(),
+                 occ.data_ptr(), occ.shape[-1], o.data_ptr(), d.data_ptr(), coarse.data_ptr(),
                  steps.coarse, steps.fine, near_f, far_f, float(steps.stop_optical_depth),
                  float(steps.min_transmittance), float(steps.min_weight), steps.coarse_chunk, steps.max_rounds,
                  features.data_ptr(), probs.data_ptr(), opacity.data_ptr(), depth.data_ptr(), evaluated.data_ptr())
@@ -523,6 +557,11 @@ def ray_march(field: MarchField, occupied: torch.Tensor, origins: torch.Tensor, 
         raise ValueError(f"invalid march steps: {steps}")
     if field.semantic_mlp.out_features < 2:
         raise ValueError("the semantic decoder needs a density and at least one class logit")
+    if field.swap_texture is not None and (field.swap_texture.shape != field.texture.shape or not all(
+            0 <= int(i) < field.semantic_mlp.out_features - 1 for i in field.swap_classes)):
+        raise ValueError(f"swap_texture must be shaped like texture {tuple(field.texture.shape)} and swap_classes "
+                         f"in 0..{field.semantic_mlp.out_features - 2}, got {tuple(field.swap_texture.shape)}, "
+                         f"{field.swap_classes}")
     tensors = (field.semantic, field.texture, occupied, origins, dirs)
     if impl == "auto":
         impl = "c" if kernel_available(*tensors) else "torch"

@@ -164,10 +164,9 @@ def test_kernel_matches_torch_march_and_twin_on_the_bundled_model(model, camera)
     sem_mlp, tex_mlp = fm.decoder_mlp(G.semantic_decoder), fm.decoder_mlp(G.texture_decoder)
     sem, tex = fm._Planes(planes.semantic[0], "auto", sem_mlp), fm._Planes(planes.texture[0], "auto", tex_mlp)
     assert fm.march_impl(s, sem, tex, None, origins.device) == "c"
-    assert fm.march_impl(s, sem, tex, (planes.texture[0], (13,)), origins.device) == "torch"  # the swap
-    args = (G, sem, tex, grid, 0, origins[0], dirs[0], near[0], far[0], s)
+    args = (G, sem, tex, None, grid, 0, origins[0], dirs[0], near[0], far[0], s)
     out = rm.MarchResult(*fm.march_c(*args))
-    old = rm.MarchResult(*fm.march_torch(G, sem, tex, None, *args[3:]))
+    old = rm.MarchResult(*fm.march_torch(*args))
     assert float(old.opacity.max()) > 0.9 and float(old.opacity.min()) == 0, "the rays must hit and miss the head"
     _close(out, old, tol=2e-3, mean_tol=1e-5)
     axes = tuple(triplane.PLANE_AXES[name] for name in G.config.plane_axes)
@@ -189,3 +188,47 @@ def test_render_fast_same_frame_with_either_march(model):
         b = fr.render_fast(G, planes, c, ws, grid, neural_resolution=32, settings=fr.FastRenderSettings(march="c"))
     assert fr.psnr(a.image, b.image) >= 60.0
     assert float((a.semantic.argmax(1) == b.semantic.argmax(1)).float().mean()) >= 0.999
+
+
+@needs_model
+@needs_kernel
+def test_texture_swap_in_the_kernel_matches_the_torch_march(model):
+    # Region restyling: hair and skin coloured from another head's texture planes. Truth for "it swapped":
+    # the features differ from the unswapped march where those classes are seen.
+    G, ws, planes, grid = model
+    other = G.planes(G.codes_from_seeds([9], truncation_psi=0.7)).texture[0]
+    origins, dirs, near, far = G.camera_rays(torch.from_numpy(C.stack_labels([C.orbit_camera(0.2, 0.1)])), 24)
+    s = fr.FastRenderSettings()
+    sem_mlp, tex_mlp = fm.decoder_mlp(G.semantic_decoder), fm.decoder_mlp(G.texture_decoder)
+    sem, tex = fm._Planes(planes.semantic[0], "auto", sem_mlp), fm._Planes(planes.texture[0], "auto", tex_mlp)
+    args = (G, sem, tex, (other, (13, 1)), grid, 0, origins[0], dirs[0], near[0], far[0], s)
+    assert fm.march_impl(s, sem, tex, args[3], origins.device) == "c"
+    out = rm.MarchResult(*fm.march_c(*args))
+    old = rm.MarchResult(*fm.march_torch(*args))
+    _close(out, old, tol=2e-3, mean_tol=1e-5)
+    plain = rm.MarchResult(*fm.march_c(G, sem, tex, None, *args[4:]))
+    assert float((plain.features - out.features).abs().max()) > 0.1, "the swap changed nothing (a vacuous check)"
+
+
+@needs_kernel
+def test_kernel_texture_swap_matches_twin_on_a_random_field():
+    # Truth: swapping every class is the march of the other texture; swapping some classes lies between.
+    base = _random_field(7)
+    other = torch.randn(base.texture.shape, generator=torch.Generator().manual_seed(8))
+    names = ("semantic", "texture", "plane_axes", "box_size", "aggregation", "semantic_mlp", "density_bias",
+             "texture_mlp")
+    parts = {n: getattr(base, n) for n in names}
+    swapped = lambda classes: rm.MarchField(**parts, swap_texture=other, swap_classes=classes)  # noqa: E731
+    o, d = _rays(50, 7)
+    occ = torch.ones(5, 5, 5, dtype=torch.bool)
+    everything = rm.ray_march_torch(swapped((0, 1, 2, 3)), occ, o, d, 2.2, 3.3, STEPS)
+    _close(everything, rm.ray_march_torch(rm.MarchField(**{**parts, "texture": other}), occ, o, d, 2.2, 3.3, STEPS),
+           tol=1e-6, mean_tol=1e-7)
+    ref = rm.ray_march_torch(swapped((0, 2)), occ, o, d, 2.2, 3.3, STEPS)
+    _close(rm.ray_march(swapped((0, 2)), occ, o, d, 2.2, 3.3, STEPS, impl="c"), ref)
+    _close(rm.ray_march(swapped((0, 1, 2, 3)), occ, o, d, 2.2, 3.3, STEPS, impl="c"), everything)
+    plain = rm.ray_march_torch(base, occ, o, d, 2.2, 3.3, STEPS)
+    for other_result in (plain, everything):
+        assert float((other_result.features - ref.features).abs().max()) > 1e-3, "a vacuous check"
+    with pytest.raises(ValueError, match="swap_texture"):
+        rm.ray_march(swapped((99,)), occ, o, d, 2.2, 3.3, STEPS)
