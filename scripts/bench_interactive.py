@@ -10,7 +10,9 @@ Rows (bundled model unless --model, batch 1, 256 px output):
   image; its super-resolution is the folded twin, bf16 where the CPU has native bf16) and at
   ``quality="preview"`` (half the neural resolution); the fast path with the tri-plane sampling kernel
   + decoder modules (``FastRenderSettings(fused=False)``) vs the fused sample + decode kernel
-  (:mod:`ops.triplane_decode`, the default); the grid's own cost is a row, and the
+  (:mod:`ops.triplane_decode`, the default); the PyTorch march of the rays
+  (``FastRenderSettings(march="torch")``) vs the fused C march (:mod:`ops.ray_march`, the default where
+  it is built); the grid's own cost is a row, and the
   super-resolution's: reference vs folded float32 vs folded bf16.
 * mask edit to new frame (a painted canonical map -> canonical editor -> new codes -> tri-planes ->
   frame): the reference frame vs the fast frame (folded tri-planes as the service builds them: bf16 where
@@ -127,6 +129,9 @@ def main() -> None:
         unfused = fast_render.FastRenderSettings(fused=False, flush_denormals=False)
         uf_ms, uf_cpu, uf_out = timed(lambda: fast_render.render_fast(G, planes, c, ws, grid, settings=unfused),
                                       args.repeats)
+        torch_march = fast_render.FastRenderSettings(march="torch")
+        tm_ms, tm_cpu, tm_out = timed(lambda: fast_render.render_fast(G, planes, c, ws, grid, settings=torch_march),
+                                      args.repeats)
         no_ftz = fast_render.FastRenderSettings(flush_denormals=False)
         nf_ms, nf_cpu, _ = timed(lambda: fast_render.render_fast(G, planes, c, ws, grid, settings=no_ftz), args.repeats)
         pre_ms, pre_cpu, pre = timed(lambda: fast_render.render_quality(G, planes, c, ws, "preview", grid),
@@ -148,6 +153,8 @@ def main() -> None:
             ("  same, preview quality (32 px rays)", old_ms, old_cpu, pre_ms, pre_cpu, agreement(ref, pre), "re-render"),
             ("  fast path: sampling kernel + decoder modules (old) vs fused sample + decode (new)", uf_ms, uf_cpu,
              new_ms, new_cpu, f"unfused {agreement(ref, uf_out)}; old without, new with denormals flushed", ""),
+            ("  fast path: PyTorch march (old) vs fused C march, ops.ray_march (new)", tm_ms, tm_cpu, new_ms,
+             new_cpu, f"PyTorch march {agreement(ref, tm_out)}", ""),
             ("  fused, denormals kept (old) vs flushed during the render (new)", nf_ms, nf_cpu, new_ms, new_cpu, "", ""),
             ("  part: occupancy grid (once per planes)", float("nan"), float("nan"), grid_ms, grid_cpu,
              f"{100 * grid.fraction():.0f} % of the cells occupied", ""),
