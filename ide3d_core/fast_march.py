@@ -218,9 +218,7 @@ def march_torch(generator, sem: _Planes, tex: _Planes, swap, grid, batch: int,
     return features, probs, opacity, depth, samples.count + keep.numel()
 
 
-
-
-def march_impl(s, sem: _Planes, tex: _Planes, swap, device: torch.device) -> str:
+def march_impl(s, sem: _Planes, tex: _Planes, device: torch.device) -> str:
     """The march "torch" or "c" that settings ``s`` (``FastRenderSettings``) choose for an item."""
     if s.march not in MARCHES:
         raise ValueError(f"march must be one of {MARCHES}, got {s.march!r}")
@@ -257,6 +255,6 @@ def march(generator, sem: _Planes, tex: _Planes, swap, grid, batch: int, origins
     """Rays ``origins, dirs [R, 3]`` of batch item ``batch`` (bounds ``near``/``far`` one-element
     tensors) through the march ``s`` (``FastRenderSettings``) chooses (:func:`march_impl`) ->
     ``(features [R, F], probs [R, 19], opacity [R, 1], depth [R, 1], samples evaluated)``."""
-    if march_impl(s, sem, tex, swap, origins.device) == "c":
+    if march_impl(s, sem, tex, origins.device) == "c":
         return march_c(generator, sem, tex, swap, grid, batch, origins, dirs, near, far, s)
     return march_torch(generator, sem, tex, swap, grid, batch, origins, dirs, near, far, s)

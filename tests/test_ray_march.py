@@ -138,9 +138,9 @@ def test_no_compiler_falls_back_to_the_twin(monkeypatch, tmp_path):
         with pytest.raises(RuntimeError, match="not available"):
             rm.ray_march(field, occ, o, d, 2.2, 3.3, STEPS, impl="c")
         planes = fm._Planes(torch.zeros(3, 5, 8, 8), "auto", field.semantic_mlp)
-        assert fm.march_impl(fr.FastRenderSettings(), planes, planes, None, torch.device("cpu")) == "torch"
+        assert fm.march_impl(fr.FastRenderSettings(), planes, planes, torch.device("cpu")) == "torch"
         with pytest.raises(RuntimeError, match="not available"):
-            fm.march_impl(fr.FastRenderSettings(march="c"), planes, planes, None, torch.device("cpu"))
+            fm.march_impl(fr.FastRenderSettings(march="c"), planes, planes, torch.device("cpu"))
     finally:
         _native.reset()
 
@@ -163,7 +163,7 @@ def test_kernel_matches_torch_march_and_twin_on_the_bundled_model(model, camera)
     s = fr.FastRenderSettings()
     sem_mlp, tex_mlp = fm.decoder_mlp(G.semantic_decoder), fm.decoder_mlp(G.texture_decoder)
     sem, tex = fm._Planes(planes.semantic[0], "auto", sem_mlp), fm._Planes(planes.texture[0], "auto", tex_mlp)
-    assert fm.march_impl(s, sem, tex, None, origins.device) == "c"
+    assert fm.march_impl(s, sem, tex, origins.device) == "c"
     args = (G, sem, tex, None, grid, 0, origins[0], dirs[0], near[0], far[0], s)
     out = rm.MarchResult(*fm.march_c(*args))
     old = rm.MarchResult(*fm.march_torch(*args))
@@ -202,7 +202,7 @@ def test_texture_swap_in_the_kernel_matches_the_torch_march(model):
     sem_mlp, tex_mlp = fm.decoder_mlp(G.semantic_decoder), fm.decoder_mlp(G.texture_decoder)
     sem, tex = fm._Planes(planes.semantic[0], "auto", sem_mlp), fm._Planes(planes.texture[0], "auto", tex_mlp)
     args = (G, sem, tex, (other, (13, 1)), grid, 0, origins[0], dirs[0], near[0], far[0], s)
-    assert fm.march_impl(s, sem, tex, args[3], origins.device) == "c"
+    assert fm.march_impl(s, sem, tex, origins.device) == "c"
     out = rm.MarchResult(*fm.march_c(*args))
     old = rm.MarchResult(*fm.march_torch(*args))
     _close(out, old, tol=2e-3, mean_tol=1e-5)
