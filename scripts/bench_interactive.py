@@ -95,12 +95,15 @@ def import_rows(args) -> list:
         return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3, steps
 
     new_ms, new_cpu, steps = run(InversionPolicy())
+    full_ms, full_cpu, _ = run(InversionPolicy(skip_empty=False))
     old_ms = old_cpu = float("nan")
     note = f"default policy, steps run {steps}"
     if args.import_old:
         old_ms, old_cpu, old_steps = run(THOROUGH_POLICY)
         note += f"; old {old_steps}"
-    return [("photo import (prepare + hybrid inversion)", old_ms, old_cpu, new_ms, new_cpu, note, "import")]
+    return [("photo import (prepare + hybrid inversion)", old_ms, old_cpu, new_ms, new_cpu, note, "import"),
+            ("  same schedule, every ray sample evaluated (old) vs skip_empty (new)", full_ms, full_cpu, new_ms,
+             new_cpu, "occupancy grid of the current planes every step", "import")]
 
 
 def main() -> None:

@@ -273,3 +273,21 @@ def test_portrait_records_every_source_view(setup):
     # one view: the document is a single-view document (no source views)
     one = invert(g, photo, mask=mask, camera=cams[1], policy=InversionPolicy(optimise_steps=0, tune_steps=0))
     assert decode_portrait(encode_portrait(one.portrait(g, source_image=photo, sources=[(photo, mask)]))).source_views == ()
+
+
+def test_bf16_autocast_policy_tunes_like_float32(setup):
+    """``autocast="all"``: the same procedure under bfloat16 autocast (where the CPU has native bf16) still
+    lowers the loss and lands near the float32 run; on other CPUs it is the float32 run exactly."""
+    from ide3d_core.fast_render import network_dtype
+
+    g, _, cam, target, mask = setup
+    base = dict(optimise_steps=6, tune_steps=6, optimise_lr=0.05, tune_lr=2e-3, plateau_patience=0)
+    r32 = invert(g, target, mask=mask, camera=cam[0].numpy(), policy=InversionPolicy(**base))
+    r16 = invert(g, target, mask=mask, camera=cam[0].numpy(), policy=InversionPolicy(autocast="all", **base))
+    assert r16.stages["tune"]["loss"] < r16.stages["init"]["loss"]
+    if network_dtype("auto", torch.device("cpu")) == torch.bfloat16:
+        assert r16.stages["tune"]["psnr"] == pytest.approx(r32.stages["tune"]["psnr"], abs=0.5)
+    else:
+        assert r16.stages["tune"]["psnr"] == r32.stages["tune"]["psnr"]
+    with pytest.raises(ValueError, match="autocast"):
+        InversionPolicy(autocast="fp8")

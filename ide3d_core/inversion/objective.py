@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ide3d_core.fast_render import network_dtype, occupancy_grid
 from ide3d_core.inversion.losses import ms_ssim
 from ide3d_core.inversion.policy import InversionPolicy
 from ide3d_core.inversion.views import robust_weights
@@ -30,17 +31,33 @@ class Objective:
         self.ssim_pool = targets.shape[-1] // s if s and targets.shape[-1] > s else 1
         self.ssim_targets = F.avg_pool2d(targets, self.ssim_pool) if self.ssim_pool > 1 else targets
 
-    def per_view(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(losses [N], images [N, 3, R, R]) of codes ws [1, num_ws, w_dim]."""
+    def per_view(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None,
+                 bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(losses [N], images [N, 3, R, R]) of codes ws [1, num_ws, w_dim]; ``bf16``: the render under
+        bfloat16 autocast where the device has native bf16 (the losses always in float32)."""
+        dev = self.targets.device
+        with torch.autocast(dev.type, dtype=torch.bfloat16,
+                            enabled=bf16 and network_dtype("auto", dev) == torch.bfloat16):
+            out = self._render(generator, ws, neural_resolution)
+        return self._losses(out)
+
+    def _render(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None):
         from ide3d_core.networks.generator import TriPlanes
 
         n = self.targets.shape[0]
         planes = generator.planes(ws)
         if n > 1:
             planes = TriPlanes(planes.semantic.expand(n, -1, -1, -1, -1), planes.texture.expand(n, -1, -1, -1, -1))
-        out = generator.render(planes, self.cameras, ws.expand(n, -1, -1), neural_resolution=neural_resolution)
-        img, p = out.image, self.policy
+        occupied = None
+        if self.policy.skip_empty:
+            grid = occupancy_grid(generator, TriPlanes(planes.semantic[:1].detach(), planes.texture[:1].detach()))
+            occupied = lambda points: grid.lookup(points, 0)  # noqa: E731  (every view shares the planes)
+        return generator.render(planes, self.cameras, ws.expand(n, -1, -1), neural_resolution=neural_resolution,
+                                occupied=occupied)
+
+    def _losses(self, out) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.targets.shape[0]
+        img, p = out.image.float(), self.policy
         loss = p.l2_weight * (img - self.targets).pow(2).mean((1, 2, 3))
         if p.ssim_weight:
             x = F.avg_pool2d(img, self.ssim_pool) if self.ssim_pool > 1 else img
@@ -50,15 +67,16 @@ class Objective:
             labels = self.labels
             if labels.shape[-2:] != out.semantic.shape[-2:]:
                 labels = F.interpolate(labels[:, None].float(), size=out.semantic.shape[-2:], mode="nearest")[:, 0]
-            ce = F.cross_entropy(out.semantic, labels.long(), reduction="none").mean((1, 2))
+            ce = F.cross_entropy(out.semantic.float(), labels.long(), reduction="none").mean((1, 2))
             loss = loss + p.semantic_weight * ce * self.semantic
         if self.lpips is not None and p.lpips_weight:
             loss = loss + p.lpips_weight * self.lpips(img, self.targets).reshape(n, -1).mean(1)
         return loss, img
 
-    def __call__(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(robustly weighted loss, per-view losses [N] (detached), images)."""
-        losses, img = self.per_view(generator, ws, neural_resolution)
+    def __call__(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None,
+                 bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(robustly weighted loss, per-view losses [N] (detached), images); ``bf16``: the networks under
+        bfloat16 autocast where the device has native bf16 (the losses in float32)."""
+        losses, img = self.per_view(generator, ws, neural_resolution, bf16)
         w = robust_weights(losses, self.policy.robust_scale)
         return (w * losses).sum(), losses.detach(), img

@@ -43,6 +43,14 @@ class InversionPolicy:
     tune_rampup: float = 0.0
     #: fraction of the tuning steps rendered at ``coarse_resolution`` (the rest at the model's own)
     tune_coarse_fraction: float = 0.0
+    #: render only the ray samples inside the cells of an occupancy grid of the current planes (rebuilt every
+    #: step from the detached planes, dilated by one cell, so the surface can still move a cell a step):
+    #: the forward pass equals the full one to about 80 dB at a third of the field evaluations (issue 15)
+    skip_empty: bool = True
+    #: bfloat16 autocast of the generator's networks (the ray sampling stays float32) in "off" (no stage),
+    #: "tune" (the pivotal tuning) or "all" (both stages); used only where the CPU has native bf16 (AVX-512
+    #: BF16 or AMX, :func:`ide3d_core.fast_render.network_dtype`), float32 elsewhere
+    autocast: str = "off"
     plateau_patience: int = 6  #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
     plateau_tol: float = 0.002  #: relative gain of the smoothed loss that counts as progress
     l2_weight: float = 1.0
@@ -58,6 +66,8 @@ class InversionPolicy:
     def __post_init__(self) -> None:
         if self.code_space not in ("w", "group", "w+"):
             raise ValueError(f"code_space must be 'w', 'group' or 'w+', got {self.code_space!r}")
+        if self.autocast not in ("off", "tune", "all"):
+            raise ValueError(f"autocast must be 'off', 'tune' or 'all', got {self.autocast!r}")
         if self.init not in ("frontal", "mean"):
             raise ValueError(f"init must be 'frontal' or 'mean', got {self.init!r}")
         if self.optimise_steps < 0 or self.tune_steps < 0:
@@ -72,14 +82,15 @@ class InversionPolicy:
         """The schedule fields a portrait document records."""
         return {k: getattr(self, k) for k in ("code_space", "init", "optimise_steps", "tune_steps", "tune_lr",
                                               "tune_rampup", "coarse_resolution", "coarse_fraction",
-                                              "tune_coarse_fraction", "plateau_patience")}
+                                              "tune_coarse_fraction", "plateau_patience", "skip_empty",
+                                              "autocast")}
 
 
 #: The earlier default (issue 6): 200 code + 100 tuning steps at full resolution in W+, no early stopping,
 #: MS-SSIM at full size. More than 15 minutes per photo on a 2-core CPU; kept for comparisons and as ``--thorough``.
 THOROUGH_POLICY = InversionPolicy(optimise_steps=200, optimise_lr=0.01, coarse_resolution=0, coarse_fraction=0.0,
                                   tune_steps=100, tune_lr=3e-4, plateau_patience=0, ssim_resolution=0,
-                                  code_space="w+")
+                                  code_space="w+", skip_empty=False)
 
 
 def code_lr_at(step: int, total: int, policy: InversionPolicy, base_lr: float) -> float:

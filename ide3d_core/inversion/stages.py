@@ -60,7 +60,8 @@ def optimise_codes(objective: Objective, base: nn.Module, ws_init: torch.Tensor,
             coarse = step < coarse_until
             if step == coarse_until:
                 plateau = Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here
-            loss, _, _ = objective(base, expand(var + noise), policy.coarse_resolution if coarse else None)
+            loss, _, _ = objective(base, expand(var + noise), policy.coarse_resolution if coarse else None,
+                                   bf16=policy.autocast == "all")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -96,7 +97,8 @@ def tune_generator(objective: Objective, base: nn.Module, ws: torch.Tensor, poli
         coarse = step < coarse_until
         if coarse_until and step == coarse_until:
             plateau = Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here
-        loss, _, _ = objective(tuned, ws, policy.coarse_resolution if coarse else None)
+        loss, _, _ = objective(tuned, ws, policy.coarse_resolution if coarse else None,
+                               bf16=policy.autocast in ("tune", "all"))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -35,6 +35,7 @@ shapes or Python branches on tensor values, random draws only from an explicit `
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -237,10 +238,14 @@ class Generator(nn.Module):
     # -- rendering -----------------------------------------------------------------------------
     def render(self, planes: TriPlanes, c: torch.Tensor, ws: torch.Tensor,
                neural_resolution: int | None = None, generator: torch.Generator | None = None,
-               texture_swap: TextureSwap | None = None) -> RenderResult:
+               texture_swap: TextureSwap | None = None,
+               occupied: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RenderResult:
         """Render cached tri-planes from cameras ``c [B, 25]``; ``ws`` supplies the super-resolution codes.
 
-        ``generator`` jitters the ray samples (training); None renders deterministically."""
+        ``generator`` jitters the ray samples (training); None renders deterministically.
+        ``occupied``: ``points [B, M, 3] -> bool [B, M]``, False where the field may be taken as empty
+        (for example an occupancy grid's lookup, :func:`ide3d_core.fast_render.occupancy_grid`); only the
+        True points are evaluated (and get gradients), the others get no density. None evaluates all."""
         cfg = self.config
         self._check_ws(ws)
         b = planes.semantic.shape[0]
@@ -251,11 +256,19 @@ class Generator(nn.Module):
         origins, dirs, near, far = self.camera_rays(c, h)
         half = 0.5 * cfg.box_size
 
-        def field(points: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            f = self.query(planes, points, texture_swap)
-            inside = (points.abs() <= half).all(dim=-1, keepdim=True)
-            return f.sigma * inside.to(f.sigma.dtype), (f.features, f.semantic.float().softmax(dim=-1))
+        def field_of(pl: TriPlanes, swap: TextureSwap | None):
+            def field(points: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+                f = self.query(pl, points, swap)
+                inside = (points.abs() <= half).all(dim=-1, keepdim=True)
+                return f.sigma * inside.to(f.sigma.dtype), (f.features, f.semantic.float().softmax(dim=-1))
+            return field
 
+        field = field_of(planes, texture_swap)
+        if occupied is not None:
+            def item_field(i: int):
+                swap = None if texture_swap is None else (texture_swap[0][i:i + 1], texture_swap[1])
+                return field_of(TriPlanes(planes.semantic[i:i + 1], planes.texture[i:i + 1]), swap)
+            field = _only_where(item_field, occupied, b, cfg.num_classes)
         rays = render_rays(field, origins, dirs, near, far, cfg.coarse_samples, cfg.fine_samples, generator)
         comp = rays.composite
         features, probs = comp.values
@@ -300,3 +313,27 @@ class Generator(nn.Module):
     def forward(self, ws: torch.Tensor, c: torch.Tensor, neural_resolution: int | None = None,
                 generator: torch.Generator | None = None) -> RenderResult:
         return self.render(self.planes(ws), c, ws, neural_resolution=neural_resolution, generator=generator)
+
+
+
+def _only_where(item_field, occupied: Callable[[torch.Tensor], torch.Tensor], batch: int, num_classes: int):
+    """A field (points ``[B, M, 3]`` -> (sigma ``[B, M, 1]``, (features ``[B, M, F]``, class probabilities
+    ``[B, M, K]``))) that evaluates ``item_field(i)`` (the field of batch item ``i``, on ``[1, M', 3]``)
+    only where ``occupied(points)`` is True; elsewhere sigma and features are 0 and the probabilities are
+    the background class's (weightless without density). Differentiable through the evaluated points."""
+
+    def sparse(points: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        keep = occupied(points)
+        m = points.shape[1]
+        sig, feat, prob = [], [], []
+        for i in range(batch):
+            idx = keep[i].nonzero()[:, 0]
+            s_i, (f_i, p_i) = item_field(i)(points[i:i + 1, idx])
+            sig.append(s_i.new_zeros(m, s_i.shape[-1]).index_put((idx,), s_i[0]))
+            feat.append(f_i.new_zeros(m, f_i.shape[-1]).index_put((idx,), f_i[0]))
+            background = p_i.new_zeros(m, num_classes)
+            background[:, BACKGROUND_CLASS] = 1.0
+            prob.append(background.index_put((idx,), p_i[0]))
+        return torch.stack(sig), (torch.stack(feat), torch.stack(prob))
+
+    return sparse
