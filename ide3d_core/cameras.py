@@ -37,6 +37,15 @@ The 25-float label
 cam2world in OpenCV convention, exactly as in EG3D/IDE-3D ``dataset.json`` files. ``pack_label`` and
 ``unpack_label`` are the only functions that build or read it.
 
+Blender
+-------
+The conversions between the model world and the Blender world, and between a Blender camera's settings
+(:class:`BlenderCamera`: lens, sensor, shift, resolution, pixel aspect) and a :class:`Camera`, live in
+:mod:`ide3d_core.camera_blender` (``model_to_blender_matrix``, ``model_points_to_blender``,
+``blender_points_to_model``, ``BlenderCamera``, ``camera_from_blender``, ``blender_from_camera``). It uses
+the constants above; this module re-exports its public names (loaded on first use), so they can be
+imported from here as before.
+
 This module needs only numpy (the Blender add-on imports it inside Blender's Python); the batched
 torch ray generator imports torch lazily.
 """
@@ -50,6 +59,14 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    # Re-exported through __getattr__ at the end of this module.
+    from .camera_blender import BlenderCamera as BlenderCamera  # noqa: F401
+    from .camera_blender import (blender_from_camera as blender_from_camera,  # noqa: F401
+                                 blender_points_to_model as blender_points_to_model,
+                                 camera_from_blender as camera_from_blender,
+                                 model_points_to_blender as model_points_to_blender,
+                                 model_to_blender_matrix as model_to_blender_matrix)
 
 # ----------------------------------------------------------------------------------------------
 # Constants of the convention
@@ -67,8 +84,6 @@ METRES_PER_UNIT = 0.5
 #: Rotation taking model-world directions to Blender-world directions (+90 degrees about x):
 #: y (up) -> Z, +z (face direction) -> -Y.
 R_MODEL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
-#: Flip between a Blender camera's axes (x right, y up, -z forward) and OpenCV's (x right, y down, z fwd).
-_BLENDER_TO_CV = np.diag([1.0, -1.0, -1.0])
 
 LABEL_DIM = 25
 
@@ -407,117 +422,21 @@ def rays_from_labels(labels: "torch.Tensor", height: int, width: int) -> tuple["
 
 
 # ----------------------------------------------------------------------------------------------
-# Model world <-> Blender world, Blender camera <-> typed camera (pure numbers, no bpy)
+# Re-exports of the Blender conversions (ide3d_core.camera_blender imports this module, so they are
+# loaded on first access rather than at import: either module may be imported first)
 # ----------------------------------------------------------------------------------------------
 
-def model_to_blender_matrix() -> np.ndarray:
-    """4x4 similarity taking model-world points to Blender-world points (metres, Z up)."""
-    m = np.eye(4)
-    m[:3, :3] = METRES_PER_UNIT * R_MODEL_TO_BLENDER
-    return m
+_BLENDER_NAMES = frozenset({"BlenderCamera", "blender_from_camera", "blender_points_to_model",
+                            "camera_from_blender", "model_points_to_blender", "model_to_blender_matrix"})
 
 
-def model_points_to_blender(points: np.ndarray) -> np.ndarray:
-    """(..., 3) model-world points -> (..., 3) Blender-world points in metres."""
-    return METRES_PER_UNIT * np.asarray(points, dtype=np.float64) @ R_MODEL_TO_BLENDER.T
+def __getattr__(name: str):
+    if name in _BLENDER_NAMES:
+        from . import camera_blender  # relative: the add-on's vendored copies sit side by side
+
+        return getattr(camera_blender, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def blender_points_to_model(points: np.ndarray) -> np.ndarray:
-    """(..., 3) Blender-world points in metres -> (..., 3) model-world points."""
-    return np.asarray(points, dtype=np.float64) @ R_MODEL_TO_BLENDER / METRES_PER_UNIT
-
-
-@dataclass(frozen=True)
-class BlenderCamera:
-    """The numbers of a Blender camera that decide its projection (all plain floats/strings).
-
-    Attributes:
-        matrix_world: (4, 4) the camera object's world matrix (may carry scale; it is ignored, as
-            Blender's ``world_to_camera_view`` ignores it).
-        lens: focal length in mm. sensor_width, sensor_height: mm. sensor_fit: 'AUTO' | 'HORIZONTAL' |
-            'VERTICAL'. shift_x, shift_y: in units of the larger... as Blender (fraction of the
-            fitted sensor dimension). resolution_x/y, resolution_percentage, pixel_aspect_x/y: the
-            scene's render settings.
-    """
-
-    matrix_world: np.ndarray
-    lens: float = 50.0
-    sensor_width: float = 36.0
-    sensor_height: float = 24.0
-    sensor_fit: str = "AUTO"
-    shift_x: float = 0.0
-    shift_y: float = 0.0
-    resolution_x: int = 512
-    resolution_y: int = 512
-    resolution_percentage: int = 100
-    pixel_aspect_x: float = 1.0
-    pixel_aspect_y: float = 1.0
-
-    def pixel_size(self) -> tuple[int, int]:
-        """Rendered image size (width, height) in pixels after the percentage scale."""
-        s = self.resolution_percentage / 100.0
-        return int(self.resolution_x * s), int(self.resolution_y * s)
-
-
-def _effective_fit(bc: BlenderCamera, w: float, h: float) -> str:
-    if bc.sensor_fit not in ("AUTO", "HORIZONTAL", "VERTICAL"):
-        raise ValueError(f"unknown sensor_fit {bc.sensor_fit!r}")
-    if bc.sensor_fit == "AUTO":
-        return "HORIZONTAL" if bc.pixel_aspect_x * w >= bc.pixel_aspect_y * h else "VERTICAL"
-    return bc.sensor_fit
-
-
-def camera_from_blender(bc: BlenderCamera) -> tuple[Camera, int, int]:
-    """Typed model-world camera and image size (width, height) of a Blender camera.
-
-    Formulas from Blender's ``BKE_camera_params_compute_viewplane`` (verified against
-    ``world_to_camera_view`` in ``shared/reference/blender.md`` section 4): the sensor size is
-    ``sensor_height`` only when ``sensor_fit == 'VERTICAL'`` explicitly.
-    """
-    w, h = bc.pixel_size()
-    if w < 1 or h < 1:
-        raise ValueError(f"render size must be positive, got {w}x{h}")
-    fit = _effective_fit(bc, w, h)
-    ycor = bc.pixel_aspect_y / bc.pixel_aspect_x
-    sensor = bc.sensor_height if bc.sensor_fit == "VERTICAL" else bc.sensor_width
-    viewfac = w if fit == "HORIZONTAL" else ycor * h
-    fx = bc.lens * viewfac / sensor
-    fy = fx / ycor
-    cx = w / 2.0 - bc.shift_x * viewfac
-    cy = h / 2.0 + bc.shift_y * viewfac / ycor
-    k = intrinsics(fx / w, fy / h, cx / w, cy / h)
-
-    mw = np.asarray(bc.matrix_world, dtype=np.float64)
-    rot = mw[:3, :3] / np.linalg.norm(mw[:3, :3], axis=0, keepdims=True)
-    c2w_blender = np.eye(4)
-    c2w_blender[:3, :3] = rot @ _BLENDER_TO_CV
-    c2w_blender[:3, 3] = mw[:3, 3]
-    c2w = np.eye(4)
-    c2w[:3, :3] = R_MODEL_TO_BLENDER.T @ c2w_blender[:3, :3]
-    c2w[:3, 3] = blender_points_to_model(c2w_blender[:3, 3])
-    return Camera(c2w, k), w, h
-
-
-def blender_from_camera(camera: Camera, width: int, height: int,
-                        sensor_width: float = 36.0) -> BlenderCamera:
-    """A Blender camera (HORIZONTAL sensor fit, 100 %) reproducing ``camera`` at ``width`` x ``height``.
-
-    Non-square normalised focal lengths become a pixel aspect ratio; an off-centre principal point
-    becomes a lens shift."""
-    k = camera.intrinsics
-    fx, fy = k[0, 0] * width, k[1, 1] * height
-    cx, cy = k[0, 2] * width, k[1, 2] * height
-    ycor = fx / fy
-    pax, pay = (1.0, ycor) if ycor >= 1.0 else (1.0 / ycor, 1.0)
-    viewfac = float(width)
-    lens = fx * sensor_width / viewfac
-    shift_x = (width / 2.0 - cx) / viewfac
-    shift_y = (cy - height / 2.0) * ycor / viewfac
-    mw = np.eye(4)
-    mw[:3, :3] = R_MODEL_TO_BLENDER @ camera.cam2world[:3, :3] @ _BLENDER_TO_CV
-    mw[:3, 3] = model_points_to_blender(camera.cam2world[:3, 3])
-    return BlenderCamera(matrix_world=mw, lens=float(lens), sensor_width=float(sensor_width),
-                         sensor_height=float(sensor_width), sensor_fit="HORIZONTAL",
-                         shift_x=float(shift_x), shift_y=float(shift_y), resolution_x=int(width),
-                         resolution_y=int(height), resolution_percentage=100,
-                         pixel_aspect_x=float(pax), pixel_aspect_y=float(pay))
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _BLENDER_NAMES)

@@ -18,7 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
 ADDON_DIR = REPO / "blender_addon"
-VENDORED = {"cameras.py": REPO / "ide3d_core" / "cameras.py", "labels.py": REPO / "ide3d_core" / "labels.py",
+VENDORED = {"cameras.py": REPO / "ide3d_core" / "cameras.py",
+            "camera_blender.py": REPO / "ide3d_core" / "camera_blender.py",
+            "labels.py": REPO / "ide3d_core" / "labels.py",
             "protocol.py": REPO / "ide3d_core" / "service" / "protocol.py",
             "protocol_requests.py": REPO / "ide3d_core" / "service" / "protocol_requests.py",
             "atomic_file.py": REPO / "ide3d_core" / "atomic_file.py"}
