@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -358,7 +359,9 @@ def schedule(args, g, enc, truth, device):
         policies = policies[1:]
     for item in filter(None, (x.strip() for x in args.schedule_extra.split(";"))):
         name, _, text = item.partition("=")
-        policies.append((name, InversionPolicy(**policy_overrides(text.replace(":", "=").replace("+", ",")))))
+        # fields are joined by '+' before the next 'field:' (so a value may itself end in '+', e.g. code_space:w+)
+        fields = re.split(r"\+(?=[a-z_]+:)", text)
+        policies.append((name, InversionPolicy(**policy_overrides(",".join(f.replace(":", "=", 1) for f in fields)))))
     for name, policy in policies:
         py, ss, ious, chs, secs, steps = [], [], [], [], [], []
         for i in _heads(args):

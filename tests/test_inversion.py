@@ -291,3 +291,22 @@ def test_bf16_autocast_policy_tunes_like_float32(setup):
         assert r16.stages["tune"]["psnr"] == r32.stages["tune"]["psnr"]
     with pytest.raises(ValueError, match="autocast"):
         InversionPolicy(autocast="fp8")
+
+
+def test_step_defaults_agree_everywhere():
+    """The service request, the add-on's properties and `ide3d invert --help` state InversionPolicy's own
+    step defaults (the add-on and the vendored protocol cannot import it: torch)."""
+    import re
+    from pathlib import Path
+
+    from ide3d_core.service.protocol_requests import InvertRequest
+
+    pol = InversionPolicy()
+    assert (InvertRequest("x").steps, InvertRequest("x").tune_steps) == (pol.optimise_steps, pol.tune_steps)
+    root = Path(__file__).resolve().parents[1]
+    props = (root / "blender_addon" / "properties.py").read_text()
+    assert re.search(rf"photo_steps: IntProperty\([^)]*default={pol.optimise_steps},", props)
+    assert re.search(rf"photo_tune_steps: IntProperty\([^)]*default={pol.tune_steps},", props)
+    cli = (root / "ide3d_core" / "commands" / "portrait_cli.py").read_text()
+    assert f"code optimisation steps (default {pol.optimise_steps})" in cli
+    assert f"pivotal tuning steps (default {pol.tune_steps})" in cli

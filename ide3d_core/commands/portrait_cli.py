@@ -136,7 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prepare", action="store_true",
                    help="run every photo through the photo pipeline first (any size and framing)")
     p.add_argument("--steps", type=int, default=None, help="code optimisation steps (default 24)")
-    p.add_argument("--tune-steps", type=int, default=None, help="pivotal tuning steps (default 10)")
+    p.add_argument("--tune-steps", type=int, default=None, help="pivotal tuning steps (default 6)")
     p.add_argument("--thorough", action="store_true",
                    help="the earlier slow schedule (200 + 100 steps at full resolution, no early stop)")
     p.add_argument("--code-space", choices=("w", "group", "w+"), default=None,
