@@ -310,3 +310,18 @@ def test_step_defaults_agree_everywhere():
     cli = (root / "ide3d_core" / "commands" / "portrait_cli.py").read_text()
     assert f"code optimisation steps (default {pol.optimise_steps})" in cli
     assert f"pivotal tuning steps (default {pol.tune_steps})" in cli
+
+
+def test_tuning_with_a_frozen_synthesis_changes_only_decoders_and_superresolution(setup):
+    g, _, cam, target, mask = setup
+    policy = InversionPolicy(optimise_steps=2, tune_steps=6, tune_lr=2e-3, plateau_patience=0, tune_synthesis=False)
+    res = invert(g, target, mask=mask, camera=cam[0].numpy(), policy=policy)
+    base, tuned = dict(g.named_parameters()), dict(res.generator.named_parameters())
+    moved = {n for n in base if not torch.equal(base[n], tuned[n])}
+    assert moved and all(not n.startswith("synthesis.") for n in moved), sorted(moved)[:5]
+    assert any(n.startswith("superresolution.") for n in moved)
+    assert res.stages["tune"]["psnr"] > res.stages["optimise"]["psnr"]
+    # the reported PSNR is that of the tuned generator's own full render (planes not cached any more)
+    with torch.no_grad():
+        img = res.generator(res.ws, cam).image
+    assert float(psnr(img, target)) == pytest.approx(res.stages["tune"]["psnr"], abs=1e-3)

@@ -27,6 +27,8 @@ class Objective:
         views have a mask worth fitting)."""
         self.targets, self.labels, self.cameras, self.semantic = targets, labels, cameras, semantic
         self.policy, self.lpips = policy, lpips
+        #: planes to render instead of ``generator.planes(ws)`` (the tuning with a frozen synthesis)
+        self.fixed_planes = None
         s = policy.ssim_resolution
         self.ssim_pool = targets.shape[-1] // s if s and targets.shape[-1] > s else 1
         self.ssim_targets = F.avg_pool2d(targets, self.ssim_pool) if self.ssim_pool > 1 else targets
@@ -45,7 +47,7 @@ class Objective:
         from ide3d_core.networks.generator import TriPlanes
 
         n = self.targets.shape[0]
-        planes = generator.planes(ws)
+        planes = self.fixed_planes if self.fixed_planes is not None else generator.planes(ws)
         if n > 1:
             planes = TriPlanes(planes.semantic.expand(n, -1, -1, -1, -1), planes.texture.expand(n, -1, -1, -1, -1))
         occupied = None

@@ -41,6 +41,9 @@ class InversionPolicy:
     #: ``tune_lr / (ramp steps)``: Adam's first steps move every weight by about the learning rate whatever
     #: its gradient, so a high ``tune_lr`` without a ramp first disturbs the model (0 = no ramp)
     tune_rampup: float = 0.0
+    #: tune the tri-plane synthesis too (PTI); False tunes only the decoders and the super-resolution, so the
+    #: frozen codes' planes are computed once and a tuning step skips the synthesis forward and backward
+    tune_synthesis: bool = True
     #: fraction of the tuning steps rendered at ``coarse_resolution`` (the rest at the model's own)
     tune_coarse_fraction: float = 0.0
     #: render only the ray samples inside the cells of an occupancy grid of the current planes (rebuilt every
@@ -83,7 +86,7 @@ class InversionPolicy:
         return {k: getattr(self, k) for k in ("code_space", "init", "optimise_steps", "tune_steps", "tune_lr",
                                               "tune_rampup", "coarse_resolution", "coarse_fraction",
                                               "tune_coarse_fraction", "plateau_patience", "skip_empty",
-                                              "autocast")}
+                                              "autocast", "tune_synthesis")}
 
 
 #: The earlier default (issue 6): 200 code + 100 tuning steps at full resolution in W+, no early stopping,
