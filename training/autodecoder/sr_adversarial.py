@@ -40,6 +40,13 @@ same figures within the noise (``scripts/eval_model.py --samples 8``: sharpness 
 three vs 0.109 unpolished; fit 19.51-19.53 dB vs 19.41): the discriminator was still near chance
 (logistic loss 1.365, chance 1.386), so its gradient had not yet shaped the super-resolution. It needs
 far more steps than a CPU sitting gives before it can be said to help.
+
+A longer run (2026-12-03: 95 minutes on one quiet thread, 2,943 steps of 4 heads over the whole 512-head
+bank of ``ad2``, default hyper-parameters) did move it: the sample sharpness ratio went from 0.127 (the L1
+polish on the same field) to 0.149 (``scripts/eval_model.py --samples 24``), and SWD improved at two of the
+three yaws. The fit PSNR went from 20.13 to 20.57 dB, against 20.83 for the shipped model. The
+discriminator's logistic loss was 1.36 at the end, still near chance. Full table in docs/training.md
+("Candidates evaluated and not shipped").
 """
 from __future__ import annotations
 
