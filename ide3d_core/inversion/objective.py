@@ -27,27 +27,27 @@ class Objective:
         views have a mask worth fitting)."""
         self.targets, self.labels, self.cameras, self.semantic = targets, labels, cameras, semantic
         self.policy, self.lpips = policy, lpips
-        #: planes to render instead of ``generator.planes(ws)`` (the tuning with a frozen synthesis)
-        self.fixed_planes = None
+        #: bf16 autocast is honoured only where the device has native bf16 (else float32)
+        self.bf16_native = network_dtype("auto", targets.device) == torch.bfloat16
         s = policy.ssim_resolution
         self.ssim_pool = targets.shape[-1] // s if s and targets.shape[-1] > s else 1
         self.ssim_targets = F.avg_pool2d(targets, self.ssim_pool) if self.ssim_pool > 1 else targets
 
     def per_view(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None,
-                 bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 bf16: bool = False, planes=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(losses [N], images [N, 3, R, R]) of codes ws [1, num_ws, w_dim]; ``bf16``: the render under
-        bfloat16 autocast where the device has native bf16 (the losses always in float32)."""
-        dev = self.targets.device
-        with torch.autocast(dev.type, dtype=torch.bfloat16,
-                            enabled=bf16 and network_dtype("auto", dev) == torch.bfloat16):
-            out = self._render(generator, ws, neural_resolution)
+        bfloat16 autocast where the device has native bf16 (the losses always in float32); ``planes``: the
+        codes' tri-planes when the caller already has them (tuning with a frozen synthesis), else computed."""
+        with torch.autocast(self.targets.device.type, dtype=torch.bfloat16, enabled=bf16 and self.bf16_native):
+            out = self._render(generator, ws, neural_resolution, planes)
         return self._losses(out)
 
-    def _render(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None):
+    def _render(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None, planes):
         from ide3d_core.networks.generator import TriPlanes
 
         n = self.targets.shape[0]
-        planes = self.fixed_planes if self.fixed_planes is not None else generator.planes(ws)
+        if planes is None:
+            planes = generator.planes(ws)
         if n > 1:
             planes = TriPlanes(planes.semantic.expand(n, -1, -1, -1, -1), planes.texture.expand(n, -1, -1, -1, -1))
         occupied = None
@@ -76,9 +76,9 @@ class Objective:
         return loss, img
 
     def __call__(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None,
-                 bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(robustly weighted loss, per-view losses [N] (detached), images); ``bf16``: the networks under
-        bfloat16 autocast where the device has native bf16 (the losses in float32)."""
-        losses, img = self.per_view(generator, ws, neural_resolution, bf16)
+                 bf16: bool = False, planes=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(robustly weighted loss, per-view losses [N] (detached), images); ``bf16`` and ``planes`` as in
+        :meth:`per_view`."""
+        losses, img = self.per_view(generator, ws, neural_resolution, bf16, planes)
         w = robust_weights(losses, self.policy.robust_scale)
         return (w * losses).sum(), losses.detach(), img

@@ -84,18 +84,11 @@ def tune_generator(objective: Objective, base: nn.Module, ws: torch.Tensor, poli
     """(tuned copy of ``base`` with gradients off, steps run) after up to ``policy.tune_steps`` (> 0) steps
     of pivotal tuning on the frozen codes ``ws`` [1, num_ws, w_dim]; ``base`` is left unchanged."""
     tuned = copy.deepcopy(base).train(False).requires_grad_(True)
+    planes = None  # with the synthesis frozen the codes' planes never change: computed once
     if not policy.tune_synthesis:
         tuned.synthesis.requires_grad_(False)
         with torch.no_grad():
-            objective.fixed_planes = tuned.planes(ws)
-    try:
-        return _tune(objective, tuned, ws, policy, total, notes, progress, cancel)
-    finally:
-        objective.fixed_planes = None
-
-
-def _tune(objective: Objective, tuned: nn.Module, ws: torch.Tensor, policy: InversionPolicy, total: int,
-          notes: list[str], progress: ProgressFn | None, cancel: CancelToken | None) -> tuple[nn.Module, int]:
+            planes = tuned.planes(ws)
     opt = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=policy.tune_lr,
                            betas=(0.9, 0.999))
     plateau = Plateau(policy.plateau_patience, policy.plateau_tol)
@@ -110,7 +103,7 @@ def _tune(objective: Objective, tuned: nn.Module, ws: torch.Tensor, policy: Inve
         if coarse_until and step == coarse_until:
             plateau = Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here
         loss, _, _ = objective(tuned, ws, policy.coarse_resolution if coarse else None,
-                               bf16=policy.autocast in ("tune", "all"))
+                               bf16=policy.autocast in ("tune", "all"), planes=planes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -315,7 +315,6 @@ class Generator(nn.Module):
         return self.render(self.planes(ws), c, ws, neural_resolution=neural_resolution, generator=generator)
 
 
-
 def _only_where(item_field, occupied: Callable[[torch.Tensor], torch.Tensor], batch: int, num_classes: int):
     """A field (points ``[B, M, 3]`` -> (sigma ``[B, M, 1]``, (features ``[B, M, F]``, class probabilities
     ``[B, M, K]``))) that evaluates ``item_field(i)`` (the field of batch item ``i``, on ``[1, M', 3]``)
