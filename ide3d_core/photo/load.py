@@ -70,24 +70,7 @@ def load_image(source: str | Path | bytes | np.ndarray, *, max_side: int = MAX_S
     """
     if isinstance(source, np.ndarray):
         return _from_array(source, "<array>", max_side)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data, name = bytes(source), "<bytes>"
-    else:
-        path = Path(source)
-        name = str(path)
-        if not path.exists():
-            raise PhotoError(name, "no such file", "check the path")
-        if not path.is_file():
-            raise PhotoError(name, "is not a file", "give the path of a photo file")
-        size = path.stat().st_size
-        if size == 0:
-            raise PhotoError(name, "the file is empty (0 bytes)", "choose a photo file (JPEG, PNG, WebP, TIFF)")
-        if size > MAX_FILE_BYTES:
-            raise PhotoError(name, f"the file is {size / 2**20:.0f} MiB",
-                             f"use a photo under {MAX_FILE_BYTES // 2**20} MiB")
-        data = path.read_bytes()
-    if not data:
-        raise PhotoError(name, "the data is empty (0 bytes)", "choose a photo file (JPEG, PNG, WebP, TIFF)")
+    data, name = _read_source(source, "photo")
     try:
         return _decode_pillow(data, name, max_side, max_pixels)
     except _PillowCannotOpen:
@@ -294,22 +277,27 @@ def load_label_image(source: str | Path | bytes, *, max_pixels: int = MAX_LABEL_
         return np.ascontiguousarray(np.asarray(im.convert("RGB")))
 
 
-def _read_source(source: str | Path | bytes) -> tuple[bytes, str]:
-    """The bytes and display name of a path or bytes, with the file checks of :func:`load_image`."""
+def _read_source(source: str | Path | bytes, kind: str = "image") -> tuple[bytes, str]:
+    """The bytes and display name of a path or bytes, after the file checks every loader shares: it exists,
+    is a file, is not empty and is under :data:`MAX_FILE_BYTES`. ``kind`` ("photo" or "image") words the
+    advice. Raises :class:`PhotoError`."""
+    formats = "JPEG, PNG, WebP, TIFF" if kind == "photo" else "PNG, JPEG, WebP, TIFF"
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), "<bytes>"
-    else:
-        path = Path(source)
-        name = str(path)
-        if not path.exists():
-            raise PhotoError(name, "no such file", "check the path")
-        if not path.is_file():
-            raise PhotoError(name, "is not a file", "give the path of an image file")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise PhotoError(name, f"the file is {size / 2**20:.0f} MiB",
-                             f"use an image under {MAX_FILE_BYTES // 2**20} MiB")
-        data = path.read_bytes()
-    if not data:
-        raise PhotoError(name, "the file is empty (0 bytes)", "choose an image file (PNG, JPEG, WebP, TIFF)")
-    return data, name
+        if not data:
+            raise PhotoError(name, "the data is empty (0 bytes)", f"choose a {kind} file ({formats})")
+        return data, name
+    path = Path(source)
+    name = str(path)
+    if not path.exists():
+        raise PhotoError(name, "no such file", "check the path")
+    if not path.is_file():
+        raise PhotoError(name, "is not a file", f"give the path of a{'n' if kind == 'image' else ''} {kind} file")
+    size = path.stat().st_size
+    if size == 0:
+        raise PhotoError(name, "the file is empty (0 bytes)", f"choose a{'n' if kind == 'image' else ''} {kind} "
+                         f"file ({formats})")
+    if size > MAX_FILE_BYTES:
+        raise PhotoError(name, f"the file is {size / 2**20:.0f} MiB",
+                         f"use a{'n' if kind == 'image' else ''} {kind} under {MAX_FILE_BYTES // 2**20} MiB")
+    return path.read_bytes(), name
