@@ -46,8 +46,10 @@ The conversions between the model world and the Blender world, and between a Ble
 the constants above; this module re-exports its public names (loaded on first use), so they can be
 imported from here as before.
 
-This module needs only numpy (the Blender add-on imports it inside Blender's Python); the batched
-torch ray generator imports torch lazily.
+This module needs only numpy (the Blender add-on imports it inside Blender's Python). The batched torch
+side of the same convention (``rays_from_labels``: rays through pixel centres; ``turn_labels``: a camera
+moved along its orbit, the pose correction of inversion) lives in :mod:`ide3d_core.camera_torch` and is
+re-exported from here on first use.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    from .camera_torch import rays_from_labels as rays_from_labels, turn_labels as turn_labels  # noqa: F401
 
     # Re-exported through __getattr__ at the end of this module.
     from .camera_blender import BlenderCamera as BlenderCamera  # noqa: F401
@@ -385,49 +387,15 @@ def stack_labels(cameras: Sequence[Camera]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Batched torch rays (the renderer's entry point)
-# ----------------------------------------------------------------------------------------------
-
-def rays_from_labels(labels: "torch.Tensor", height: int, width: int) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Rays through pixel centres for a batch of cameras, in torch (any device and float dtype).
-
-    Args:
-        labels: (B, 25) packed camera labels.
-        height, width: image size in pixels.
-    Returns:
-        origins: (B, height*width, 3) model world.
-        directions: (B, height*width, 3) unit vectors, model world; pixels in row-major order
-        (row 0 at the top).
-    """
-    import torch
-
-    if labels.ndim != 2 or labels.shape[1] != LABEL_DIM:
-        raise ValueError(f"labels must be (B, {LABEL_DIM}), got {tuple(labels.shape)}")
-    b = labels.shape[0]
-    c2w = labels[:, :16].reshape(b, 4, 4)
-    k = labels[:, 16:].reshape(b, 3, 3)
-    dev, dt = labels.device, labels.dtype
-    u = (torch.arange(width, device=dev, dtype=dt) + 0.5) / width
-    v = (torch.arange(height, device=dev, dtype=dt) + 0.5) / height
-    vv, uu = torch.meshgrid(v, u, indexing="ij")  # (H, W)
-    uu, vv = uu.reshape(1, -1), vv.reshape(1, -1)
-    x = (uu - k[:, 0, 2:3]) / k[:, 0, 0:1]
-    y = (vv - k[:, 1, 2:3]) / k[:, 1, 1:2]
-    d = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # (B, HW, 3)
-    d = d / d.norm(dim=-1, keepdim=True)
-    dirs = d @ c2w[:, :3, :3].transpose(1, 2)
-    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    origins = c2w[:, None, :3, 3].expand(b, height * width, 3)
-    return origins, dirs
-
-
-# ----------------------------------------------------------------------------------------------
-# Re-exports of the Blender conversions (ide3d_core.camera_blender imports this module, so they are
-# loaded on first access rather than at import: either module may be imported first)
+# Re-exports of the Blender conversions and of the torch side (both modules import this one, so they
+# are loaded on first access rather than at import: either module may be imported first)
 # ----------------------------------------------------------------------------------------------
 
 _BLENDER_NAMES = frozenset({"BlenderCamera", "blender_from_camera", "blender_points_to_model",
                             "camera_from_blender", "model_points_to_blender", "model_to_blender_matrix"})
+
+
+_TORCH_NAMES = frozenset({"rays_from_labels", "turn_labels"})
 
 
 def __getattr__(name: str):
@@ -435,8 +403,12 @@ def __getattr__(name: str):
         from . import camera_blender  # relative: the add-on's vendored copies sit side by side
 
         return getattr(camera_blender, name)
+    if name in _TORCH_NAMES:
+        from . import camera_torch  # torch-only: never reached inside Blender
+
+        return getattr(camera_torch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _BLENDER_NAMES)
+    return sorted(set(globals()) | _BLENDER_NAMES | _TORCH_NAMES)

@@ -34,15 +34,24 @@ class Objective:
         self.ssim_targets = F.avg_pool2d(targets, self.ssim_pool) if self.ssim_pool > 1 else targets
 
     def per_view(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None,
-                 bf16: bool = False, planes=None) -> tuple[torch.Tensor, torch.Tensor]:
+                 bf16: bool = False, planes=None, cameras: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(losses [N], images [N, 3, R, R]) of codes ws [1, num_ws, w_dim]; ``bf16``: the render under
         bfloat16 autocast where the device has native bf16 (the losses always in float32); ``planes``: the
-        codes' tri-planes when the caller already has them (tuning with a frozen synthesis), else computed."""
+        codes' tri-planes when the caller already has them (tuning with a frozen synthesis), else computed;
+        ``cameras``: [N, 25] labels to render with instead of the objective's (pose refinement; may carry
+        gradients)."""
         with torch.autocast(self.targets.device.type, dtype=torch.bfloat16, enabled=bf16 and self.bf16_native):
-            out = self._render(generator, ws, neural_resolution, planes)
+            out = self._render(generator, ws, neural_resolution, planes,
+                               self.cameras if cameras is None else cameras)
         return self._losses(out)
 
-    def _render(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None, planes):
+    def with_cameras(self, cameras: torch.Tensor) -> "Objective":
+        """The same objective for other cameras [N, 25] (the refined poses of the tuning stage)."""
+        return Objective(self.targets, self.labels, cameras.detach(), self.semantic, self.policy, self.lpips)
+
+    def _render(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None, planes,
+                cameras: torch.Tensor):
         from ide3d_core.networks.generator import TriPlanes
 
         n = self.targets.shape[0]
@@ -54,7 +63,7 @@ class Objective:
         if self.policy.skip_empty:
             grid = occupancy_grid(generator, TriPlanes(planes.semantic[:1].detach(), planes.texture[:1].detach()))
             occupied = lambda points: grid.lookup(points, 0)  # noqa: E731  (every view shares the planes)
-        return generator.render(planes, self.cameras, ws.expand(n, -1, -1), neural_resolution=neural_resolution,
+        return generator.render(planes, cameras, ws.expand(n, -1, -1), neural_resolution=neural_resolution,
                                 occupied=occupied)
 
     def _losses(self, out) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,9 +85,10 @@ class Objective:
         return loss, img
 
     def __call__(self, generator: nn.Module, ws: torch.Tensor, neural_resolution: int | None = None,
-                 bf16: bool = False, planes=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(robustly weighted loss, per-view losses [N] (detached), images); ``bf16`` and ``planes`` as in
-        :meth:`per_view`."""
-        losses, img = self.per_view(generator, ws, neural_resolution, bf16, planes)
+                 bf16: bool = False, planes=None, cameras: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(robustly weighted loss, per-view losses [N] (detached), images); ``bf16``, ``planes`` and
+        ``cameras`` as in :meth:`per_view`."""
+        losses, img = self.per_view(generator, ws, neural_resolution, bf16, planes, cameras)
         w = robust_weights(losses, self.policy.robust_scale)
         return (w * losses).sum(), losses.detach(), img

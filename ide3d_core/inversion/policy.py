@@ -54,6 +54,13 @@ class InversionPolicy:
     #: "tune" (the pivotal tuning) or "all" (both stages); used only where the CPU has native bf16 (AVX-512
     #: BF16 or AMX, :func:`ide3d_core.fast_render.network_dtype`), float32 elsewhere
     autocast: str = "off"
+    #: refine each view's camera during the code optimisation: a (yaw, pitch) turn about the world origin
+    #: (:func:`~ide3d_core.cameras.turn_labels`) per view, learned with the codes at ``pose_lr`` (radians,
+    #: Adam) under a Gaussian prior of ``pose_prior_deg`` degrees; estimated or noisy poses are then fitted
+    #: instead of bending the head to them (issue 17); the refined cameras are the result's
+    refine_pose: bool = False
+    pose_lr: float = 0.004
+    pose_prior_deg: float = 5.0
     plateau_patience: int = 6  #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
     plateau_tol: float = 0.002  #: relative gain of the smoothed loss that counts as progress
     l2_weight: float = 1.0
@@ -78,6 +85,8 @@ class InversionPolicy:
         for name in ("coarse_fraction", "tune_rampup", "tune_coarse_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.pose_lr < 0 or self.pose_prior_deg <= 0:
+            raise ValueError("pose_lr must be >= 0 and pose_prior_deg > 0")
         if self.coarse_resolution and self.coarse_resolution < 4:
             raise ValueError(f"coarse_resolution must be 0 or >= 4, got {self.coarse_resolution}")
 
@@ -86,7 +95,7 @@ class InversionPolicy:
         return {k: getattr(self, k) for k in ("code_space", "init", "optimise_steps", "tune_steps", "tune_lr",
                                               "tune_rampup", "coarse_resolution", "coarse_fraction",
                                               "tune_coarse_fraction", "plateau_patience", "skip_empty",
-                                              "autocast", "tune_synthesis")}
+                                              "autocast", "tune_synthesis", "refine_pose")}
 
 
 #: The earlier default (issue 6): 200 code + 100 tuning steps at full resolution in W+, no early stopping,

@@ -38,7 +38,9 @@ mask shows no face is skipped with a note; no usable view raises
 :class:`~ide3d_core.inversion.views.NoUsableViews`.
 
 Camera: when a view's ``camera`` is None the encoder's predicted yaw/pitch give an orbit camera (radius 2.7,
-pivot (0, 0, 0.2)); without an encoder the canonical camera is used (noted in the result).
+pivot (0, 0, 0.2)); without an encoder the canonical camera is used (noted in the result). With
+``policy.refine_pose`` every view's camera is turned about the head's centre by a (yaw, pitch) learned with
+the codes in stage 2; the tuning, the per-view report and the result use the refined cameras (noted).
 
 Odd views: after fitting, a view whose residual PSNR is more than ``odd_view_db`` below the median of the
 other views' is named in a note (apparently a different person, or a wrong camera).
@@ -58,7 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ide3d_core.cameras import canonical_camera, orbit_camera
+from ide3d_core.cameras import canonical_camera, orbit_camera, turn_labels
 from ide3d_core.inversion.losses import psnr
 from ide3d_core.inversion.objective import Objective
 from ide3d_core.inversion.policy import THOROUGH_POLICY, InversionPolicy, tune_lr_at
@@ -214,7 +216,16 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
 
     # -- stage 2: code optimisation ---------------------------------------------------------------
     t0 = time.perf_counter()
-    ws, steps_run = optimise_codes(objective, base, ws_init, ns, policy, total, notes, progress, cancel)
+    ws, steps_run, turns = optimise_codes(objective, base, ws_init, ns, policy, total, notes, progress, cancel)
+    if policy.refine_pose and steps_run:
+        objective = objective.with_cameras(turn_labels(objective.cameras, turns[:, 0], turns[:, 1]))
+        refined = objective.cameras.cpu().numpy().astype(np.float32)
+        for k, i in enumerate(used):
+            cameras[i] = refined[k]
+            angles[i] = yaw_pitch_deg(refined[k])
+        deg = np.degrees(turns.cpu().numpy())
+        turned = ", ".join(f"{names[i]} {deg[k, 0]:+.1f} / {deg[k, 1]:+.1f}" for k, i in enumerate(used))
+        notes.append(f"cameras refined (yaw / pitch turn in degrees): {turned}")
     measure("optimise", base, ws, t0, steps_run)
 
     # -- stage 3: pivotal tuning -------------------------------------------------------------------

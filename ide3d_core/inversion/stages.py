@@ -4,7 +4,8 @@
 
 * :func:`optimise_codes` -- Adam on the codes (in W, "group" or W+) with the generator frozen, the PTI
   learning-rate ramp (:func:`~ide3d_core.inversion.policy.code_lr_at`) and decaying code noise; the first
-  ``coarse_fraction`` of the steps render at ``coarse_resolution``;
+  ``coarse_fraction`` of the steps render at ``coarse_resolution``; with ``refine_pose`` each view's camera
+  is turned by a learned (yaw, pitch) at the same time (:func:`~ide3d_core.cameras.turn_labels`);
 * :func:`tune_generator` -- pivotal tuning: Adam on every weight of a copy of the generator with the codes
   frozen (:func:`~ide3d_core.inversion.policy.tune_lr_at`, optionally coarse first steps).
 
@@ -15,10 +16,12 @@ phase or the tuning warm-up, note it in ``notes`` and report each step through `
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
 
+from ide3d_core.cameras import turn_labels
 from ide3d_core.inversion.objective import Objective
 from ide3d_core.inversion.policy import InversionPolicy, Plateau, code_lr_at, tune_lr_at
 from ide3d_core.progress import CancelToken, ProgressFn, report
@@ -26,14 +29,18 @@ from ide3d_core.progress import CancelToken, ProgressFn, report
 
 def optimise_codes(objective: Objective, base: nn.Module, ws_init: torch.Tensor, num_shape_ws: int,
                    policy: InversionPolicy, total: int, notes: list[str], progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None) -> tuple[torch.Tensor, int]:
-    """(codes [1, num_ws, w_dim], steps run) after ``policy.optimise_steps`` steps from ``ws_init``
-    [1, num_ws, w_dim]; ``num_shape_ws`` is the number of shape layers (the "group" space's split).
-    With no steps: a copy of ``ws_init`` and 0."""
+                   cancel: CancelToken | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """(codes [1, num_ws, w_dim], steps run, camera turns [N, 2]) after ``policy.optimise_steps`` steps from
+    ``ws_init`` [1, num_ws, w_dim]; ``num_shape_ws`` is the number of shape layers (the "group" space's
+    split). The turns are each view's (yaw, pitch) correction in radians (zeros unless
+    ``policy.refine_pose``); the refined cameras are ``turn_labels(objective.cameras, *turns.T)``.
+    With no steps: a copy of ``ws_init``, 0 and zeros."""
     ns = num_shape_ws
     dev = ws_init.device
     ws = ws_init.clone()
     steps_run = 0
+    n_views = objective.cameras.shape[0]
+    turn = torch.zeros(n_views, 2, device=dev, dtype=torch.float32)
     if policy.optimise_steps:
         gen = torch.Generator(device=dev).manual_seed(policy.seed)
         if policy.code_space == "w":
@@ -47,21 +54,28 @@ def optimise_codes(objective: Objective, base: nn.Module, ws_init: torch.Tensor,
             var = ws_init.clone().requires_grad_(True)
             expand = lambda v: v  # noqa: E731
         std = float(ws_init.std()) if ws_init.numel() > 1 else 1.0
-        opt = torch.optim.Adam([var], lr=policy.optimise_lr, betas=(0.9, 0.999))
+        groups = [{"params": [var], "base_lr": policy.optimise_lr}]
+        if policy.refine_pose:
+            turn.requires_grad_(True)
+            groups.append({"params": [turn], "base_lr": policy.pose_lr})
+        opt = torch.optim.Adam(groups, lr=policy.optimise_lr, betas=(0.9, 0.999))
+        prior = (math.radians(policy.pose_prior_deg)) ** 2
         n_steps = policy.optimise_steps
         coarse_until = int(round(policy.coarse_fraction * n_steps)) if policy.coarse_resolution else 0
         plateau = Plateau(policy.plateau_patience, policy.plateau_tol)
         for step in range(n_steps):
-            lr = code_lr_at(step, n_steps, policy, policy.optimise_lr)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = code_lr_at(step, n_steps, policy, g["base_lr"])
             decay = max(0.0, 1.0 - step / (0.75 * n_steps)) ** 2
             noise = torch.randn(var.shape, generator=gen, device=dev) * (std * policy.code_noise * decay)
             coarse = step < coarse_until
             if step == coarse_until:
                 plateau = Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here
+            cams = turn_labels(objective.cameras, turn[:, 0], turn[:, 1]) if policy.refine_pose else None
             loss, _, _ = objective(base, expand(var + noise), policy.coarse_resolution if coarse else None,
-                                   bf16=policy.autocast == "all")
+                                   bf16=policy.autocast == "all", cameras=cams)
+            if policy.refine_pose:  # a weak Gaussian prior: a turn the images do not ask for decays
+                loss = loss + 1e-3 * turn.pow(2).sum() / prior
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -75,7 +89,7 @@ def optimise_codes(objective: Objective, base: nn.Module, ws_init: torch.Tensor,
                 report(progress, 1 + n_steps, total, "codes converged", cancel)
                 break
         ws = expand(var.detach()).clone()
-    return ws, steps_run
+    return ws, steps_run, turn.detach()
 
 
 def tune_generator(objective: Objective, base: nn.Module, ws: torch.Tensor, policy: InversionPolicy, total: int,

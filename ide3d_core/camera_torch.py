@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The batched torch side of the camera convention of :mod:`ide3d_core.cameras` (frames, the 25-float
+label, pixel centres: all defined there): rays through pixel centres for a batch of labels
+(:func:`rays_from_labels`) and cameras moved along their orbit about the head (:func:`turn_labels`, the
+differentiable pose correction of inversion). Re-exported by :mod:`ide3d_core.cameras`.
+"""
+from __future__ import annotations
+
+import torch
+
+from ide3d_core.cameras import CANONICAL_PIVOT, LABEL_DIM
+
+
+def rays_from_labels(labels: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through pixel centres for a batch of cameras, in torch (any device and float dtype).
+
+    Args:
+        labels: (B, 25) packed camera labels.
+        height, width: image size in pixels.
+    Returns:
+        origins: (B, height*width, 3) model world.
+        directions: (B, height*width, 3) unit vectors, model world; pixels in row-major order
+        (row 0 at the top).
+    """
+    if labels.ndim != 2 or labels.shape[1] != LABEL_DIM:
+        raise ValueError(f"labels must be (B, {LABEL_DIM}), got {tuple(labels.shape)}")
+    b = labels.shape[0]
+    c2w = labels[:, :16].reshape(b, 4, 4)
+    k = labels[:, 16:].reshape(b, 3, 3)
+    dev, dt = labels.device, labels.dtype
+    u = (torch.arange(width, device=dev, dtype=dt) + 0.5) / width
+    v = (torch.arange(height, device=dev, dtype=dt) + 0.5) / height
+    vv, uu = torch.meshgrid(v, u, indexing="ij")  # (H, W)
+    uu, vv = uu.reshape(1, -1), vv.reshape(1, -1)
+    x = (uu - k[:, 0, 2:3]) / k[:, 0, 0:1]
+    y = (vv - k[:, 1, 2:3]) / k[:, 1, 1:2]
+    d = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # (B, HW, 3)
+    d = d / d.norm(dim=-1, keepdim=True)
+    dirs = d @ c2w[:, :3, :3].transpose(1, 2)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    origins = c2w[:, None, :3, 3].expand(b, height * width, 3)
+    return origins, dirs
+
+
+def turn_labels(labels: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+    """Cameras moved along their orbit about the *world origin* (the head box's centre), still aiming at the
+    same point with the same roll; differentiable in the angles. This is how an orbit pose error looks: the
+    camera of :func:`orbit_camera` at ``(yaw + dyaw, pitch + dpitch)`` is exactly the one at ``(yaw, pitch)``
+    turned by ``(dyaw, dpitch)``.
+
+    Args:
+        labels: (B, 25) packed labels.
+        yaw: (B,) radians about the world ``+y`` axis; positive moves a camera toward ``+x``, as a
+            positive :func:`orbit_camera` yaw does.
+        pitch: (B,) radians up along the camera's meridian (about ``up x position``, taken as given, not
+            differentiated); positive moves the camera up, as a positive orbit pitch does.
+    Returns:
+        (B, 25) labels, intrinsics unchanged: the position turned by ``rot(+y, yaw) @ rot(up x position,
+        -pitch)``; the orientation that looks from there at the aim point (the point of the original axis
+        nearest ``CANONICAL_PIVOT``: the pivot itself for orbit cameras) with world ``+y`` up, rolled about
+        its axis by the original camera's roll. Undefined for a camera looking straight up or down.
+    """
+    if labels.ndim != 2 or labels.shape[1] != LABEL_DIM:
+        raise ValueError(f"labels must be (B, {LABEL_DIM}), got {tuple(labels.shape)}")
+    b, dt, dev = labels.shape[0], labels.dtype, labels.device
+    c2w = labels[:, :16].reshape(b, 4, 4)
+    rot0, pos0 = c2w[:, :3, :3].detach(), c2w[:, :3, 3]
+    up = torch.tensor([0.0, 1.0, 0.0], dtype=dt, device=dev).expand(b, 3)
+    axis = torch.cross(up, pos0.detach(), dim=-1)
+    norm = axis.norm(dim=-1, keepdim=True)
+    axis = torch.where(norm > 1e-6, axis / norm.clamp_min(1e-12), rot0[:, :, 0])
+    pos = (_rodrigues(up, yaw.to(dt)) @ _rodrigues(axis, -pitch.to(dt)) @ pos0[..., None])[..., 0]
+    fwd0 = rot0[:, :, 2]
+    pivot = torch.tensor(CANONICAL_PIVOT, dtype=dt, device=dev)
+    aim = pos0 + ((pivot - pos0) * fwd0).sum(-1, keepdim=True) * fwd0
+    right0, down0 = _level_frame(fwd0, up)
+    roll = torch.atan2((rot0[:, :, 0] * down0).sum(-1), (rot0[:, :, 0] * right0).sum(-1))
+    fwd = aim - pos
+    fwd = fwd / fwd.norm(dim=-1, keepdim=True)
+    right, down = _level_frame(fwd, up)
+    c, s = torch.cos(roll)[:, None], torch.sin(roll)[:, None]
+    rot = torch.stack([c * right + s * down, c * down - s * right, fwd], -1)
+    top = torch.cat([rot, pos[..., None]], 2)
+    return torch.cat([top.reshape(b, 12), c2w[:, 3].reshape(b, 4), labels[:, 16:]], 1)
+
+
+def _level_frame(fwd: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3) unit forward axes -> the OpenCV right and down axes of an unrolled camera (world ``up``)."""
+    right = torch.cross(fwd, up, dim=-1)
+    right = right / right.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return right, torch.cross(fwd, right, dim=-1)
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """(B, 3) -> (B, 3, 3) cross-product matrices: ``_skew(v) @ u == cross(v, u)``."""
+    x, y, z = v.unbind(-1)
+    zero = torch.zeros_like(x)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(-1, 3, 3)
+
+
+def _rodrigues(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """(B, 3) unit axes and (B,) radians -> (B, 3, 3) right-handed rotation matrices."""
+    k = _skew(axis)
+    s, c = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
+    eye = torch.eye(3, dtype=axis.dtype, device=axis.device).expand_as(k)
+    return eye + s * k + (1.0 - c) * (k @ k)
