@@ -116,7 +116,8 @@ class IDE3D_OT_import_photo(ImportHelper, BackendOperator, bpy.types.Operator):
                 raise UserError(f"no such file: {path}")
         state = context.scene.ide3d
         return [(P.InvertRequest(photo_file=paths[0], steps=state.photo_steps, tune_steps=state.photo_tune_steps,
-                                 more_photo_files=tuple(paths[1:])), apply.portrait)]
+                                 more_photo_files=tuple(paths[1:]), refine_camera=state.photo_refine_camera),
+                 apply.portrait)]
 
 
 class IDE3D_OT_history(BackendOperator, bpy.types.Operator):

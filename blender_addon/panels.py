@@ -26,6 +26,7 @@ class IDE3D_PT_portrait(_Panel, bpy.types.Panel):
         row = col.row(align=True)
         row.prop(state, "photo_steps")
         row.prop(state, "photo_tune_steps")
+        col.prop(state, "photo_refine_camera")
         col.operator("ide3d.import_photo", icon="IMAGE_DATA")
         row = layout.row(align=True)
         row.operator("ide3d.open_portrait", icon="FILE_FOLDER", text="Open")

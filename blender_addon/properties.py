@@ -55,6 +55,9 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
                              description="Code optimisation steps of a photo import")
     photo_tune_steps: IntProperty(name="Tune Steps", default=6, min=0, max=5000,
                                   description="Pivotal tuning steps of a photo import")
+    photo_refine_camera: BoolProperty(name="Refine Camera", default=True,
+                                      description="Refine each photo's estimated camera (a few degrees) together "
+                                                  "with the portrait's codes")
     portrait_id: StringProperty(name="Portrait Id", default="")
     revision: StringProperty(name="Revision", default="")
     document_path: StringProperty(name="Document File", default="", subtype="FILE_PATH")

@@ -34,7 +34,7 @@ def photos(tmp_path_factory):
 
 def test_cli_inverts_several_photos_into_one_portrait(photos, capsys):
     d = photos
-    common = ["--model", "config:tiny", "--quiet", "--steps", "2", "--tune-steps", "1"]
+    common = ["--model", "config:tiny", "--quiet", "--steps", "2", "--tune-steps", "1", "--fixed-camera"]
     assert main(["invert", str(d / "y-30.png"), str(d / "y0.png"), str(d / "y30.png"),
                  "--mask", str(d / "y-30_mask.png"), str(d / "y0_mask.png"), "-",
                  "--camera", str(d / "y-30.json"), str(d / "y0.json"), str(d / "y30.json"),

@@ -2,7 +2,7 @@
 """``ide3d invert | edit | restyle | render``: portrait documents on the command line.
 
     ide3d invert PHOTO [PHOTO ...] [--mask M [M ...]] [--camera camera.json [...] | --yaw Y --pitch P]
-                 [--prepare] [--steps N] [--tune-steps N] [--thorough] --out P.ide3d
+                 [--prepare] [--steps N] [--tune-steps N] [--fixed-camera] [--thorough] --out P.ide3d
     ide3d edit P.ide3d (--mask painted.png [--mode residual|direct] | --undo | --redo) --out Q.ide3d
     ide3d restyle P.ide3d --regions hair,cloth (--style-seed 7 | --style-portrait R.ide3d) --out Q.ide3d
     ide3d render P.ide3d [--yaw 30 --pitch -5 | --canonical] [--orbit N] --out view.png
@@ -137,6 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run every photo through the photo pipeline first (any size and framing)")
     p.add_argument("--steps", type=int, default=None, help="code optimisation steps (default 24)")
     p.add_argument("--tune-steps", type=int, default=None, help="pivotal tuning steps (default 6)")
+    p.add_argument("--fixed-camera", action="store_true",
+                   help="keep every camera as given or estimated (default: refine each view's camera, a few "
+                        "degrees along its orbit, together with the codes)")
     p.add_argument("--thorough", action="store_true",
                    help="the earlier slow schedule (200 + 100 steps at full resolution, no early stop)")
     p.add_argument("--code-space", choices=("w", "group", "w+"), default=None,
@@ -245,6 +248,8 @@ def run_invert(args: argparse.Namespace) -> int:
               "(train them with `ide3d train-encoders`)", file=sys.stderr)
     policy = THOROUGH_POLICY if args.thorough else InversionPolicy()
     kw = {"code_space": args.code_space} if args.code_space else {}
+    if args.fixed_camera:
+        kw["refine_pose"] = False
     for name, value in (("optimise_steps", args.steps), ("tune_steps", args.tune_steps)):
         if value is not None:
             if value < 0:

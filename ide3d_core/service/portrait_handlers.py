@@ -185,7 +185,8 @@ class PortraitHandlers:
         if req.steps < 0 or req.tune_steps < 0:
             raise BadRequest("step counts must be >= 0")
         g = self.generator()
-        policy = InversionPolicy(optimise_steps=int(req.steps), tune_steps=int(req.tune_steps))
+        policy = InversionPolicy(optimise_steps=int(req.steps), tune_steps=int(req.tune_steps),
+                                 refine_pose=bool(req.refine_camera))
         files = (req.photo_file, *req.more_photo_files)
         inner = 6 * len(files) + policy.optimise_steps + policy.tune_steps + 1
         total = inner + 2

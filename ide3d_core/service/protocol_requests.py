@@ -63,13 +63,15 @@ class InvertRequest:
     detect, align, pose, mask; a further photo without a face is skipped with a note), then hybrid
     inversion of all of them together (``ide3d_core.operations.invert.invert_photos``) with ``steps``
     code-optimisation and ``tune_steps`` pivotal-tuning steps (the defaults of ``InversionPolicy``).
-    ``more_photo_files``: further photos of the same head (Import Photos with several files)."""
+    ``more_photo_files``: further photos of the same head (Import Photos with several files).
+    ``refine_camera``: refine each photo's estimated camera with the codes (``InversionPolicy.refine_pose``)."""
 
     KIND: ClassVar[str] = "invert"
     photo_file: str
     steps: int = 24
     tune_steps: int = 6
     more_photo_files: tuple[str, ...] = ()
+    refine_camera: bool = True
 
 
 @dataclass(frozen=True)
