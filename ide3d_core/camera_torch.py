@@ -69,7 +69,7 @@ def turn_labels(labels: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor) ->
     axis = torch.cross(up, pos0.detach(), dim=-1)
     norm = axis.norm(dim=-1, keepdim=True)
     axis = torch.where(norm > 1e-6, axis / norm.clamp_min(1e-12), rot0[:, :, 0])
-    pos = (_rodrigues(up, yaw.to(dt)) @ _rodrigues(axis, -pitch.to(dt)) @ pos0[..., None])[..., 0]
+    pos = _rotate(_rotate(pos0, axis, -pitch.to(dt)), up, yaw.to(dt))
     fwd0 = rot0[:, :, 2]
     pivot = torch.tensor(CANONICAL_PIVOT, dtype=dt, device=dev)
     aim = pos0 + ((pivot - pos0) * fwd0).sum(-1, keepdim=True) * fwd0
@@ -91,16 +91,7 @@ def _level_frame(fwd: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, tor
     return right, torch.cross(fwd, right, dim=-1)
 
 
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    """(B, 3) -> (B, 3, 3) cross-product matrices: ``_skew(v) @ u == cross(v, u)``."""
-    x, y, z = v.unbind(-1)
-    zero = torch.zeros_like(x)
-    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(-1, 3, 3)
-
-
-def _rodrigues(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """(B, 3) unit axes and (B,) radians -> (B, 3, 3) right-handed rotation matrices."""
-    k = _skew(axis)
-    s, c = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
-    eye = torch.eye(3, dtype=axis.dtype, device=axis.device).expand_as(k)
-    return eye + s * k + (1.0 - c) * (k @ k)
+def _rotate(v: torch.Tensor, axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """(B, 3) vectors turned right-handedly about (B, 3) unit axes by (B,) radians (Rodrigues' formula)."""
+    c, s = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
+    return v * c + torch.cross(axis, v, dim=-1) * s + axis * (axis * v).sum(-1, keepdim=True) * (1.0 - c)

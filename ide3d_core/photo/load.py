@@ -282,22 +282,22 @@ def _read_source(source: str | Path | bytes, kind: str = "image") -> tuple[bytes
     is a file, is not empty and is under :data:`MAX_FILE_BYTES`. ``kind`` ("photo" or "image") words the
     advice. Raises :class:`PhotoError`."""
     formats = "JPEG, PNG, WebP, TIFF" if kind == "photo" else "PNG, JPEG, WebP, TIFF"
+    a_kind = f"an {kind}" if kind == "image" else f"a {kind}"
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), "<bytes>"
         if not data:
-            raise PhotoError(name, "the data is empty (0 bytes)", f"choose a {kind} file ({formats})")
+            raise PhotoError(name, "the data is empty (0 bytes)", f"choose {a_kind} file ({formats})")
         return data, name
     path = Path(source)
     name = str(path)
     if not path.exists():
         raise PhotoError(name, "no such file", "check the path")
     if not path.is_file():
-        raise PhotoError(name, "is not a file", f"give the path of a{'n' if kind == 'image' else ''} {kind} file")
+        raise PhotoError(name, "is not a file", f"give the path of {a_kind} file")
     size = path.stat().st_size
     if size == 0:
-        raise PhotoError(name, "the file is empty (0 bytes)", f"choose a{'n' if kind == 'image' else ''} {kind} "
-                         f"file ({formats})")
+        raise PhotoError(name, "the file is empty (0 bytes)", f"choose {a_kind} file ({formats})")
     if size > MAX_FILE_BYTES:
         raise PhotoError(name, f"the file is {size / 2**20:.0f} MiB",
-                         f"use a{'n' if kind == 'image' else ''} {kind} under {MAX_FILE_BYTES // 2**20} MiB")
+                         f"use {a_kind} under {MAX_FILE_BYTES // 2**20} MiB")
     return path.read_bytes(), name
