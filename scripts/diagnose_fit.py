@@ -61,10 +61,10 @@ def _head(bank: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
 
 def _from_run(run: Path, heads: int):
     from training.autodecoder.bank import load_bank
-    from training.autodecoder.loop import AutoDecoderConfig, Trainer, codes_to_ws
+    from training.autodecoder.loop import CONFIG_FILE, AutoDecoderConfig, Trainer, codes_to_ws
     from training.checkpoint import latest_checkpoint
 
-    cfg = AutoDecoderConfig.from_dict(json.loads((run / "autodecoder_config.json").read_text()))
+    cfg = AutoDecoderConfig.from_dict(json.loads((run / CONFIG_FILE).read_text()))
     bank = load_bank(run / "bank", cfg.bank)
     trainer = Trainer(run, cfg, bank)
     trainer.load(latest_checkpoint(run / "checkpoints"))
@@ -79,11 +79,11 @@ def _from_model(model: Path, bank_dir: Path, heads: int):
 
     from ide3d_core.networks.io import load_generator
     from training.autodecoder.bank import BankSpec, load_bank
-    from training.autodecoder.loop import codes_to_ws
+    from training.autodecoder.loop import CONFIG_FILE, codes_to_ws
 
-    cfg = json.loads((bank_dir.parent / "autodecoder_config.json").read_text())["bank"] \
-        if (bank_dir.parent / "autodecoder_config.json").exists() else {}
-    bank = load_bank(bank_dir, BankSpec(**cfg))
+    saved = bank_dir.parent / CONFIG_FILE
+    spec = BankSpec(**json.loads(saved.read_text())["bank"]) if saved.exists() else BankSpec()
+    bank = load_bank(bank_dir, spec)
     G = load_generator(str(model)).float().eval()
     fit = load_file(str(model / "fit_examples.safetensors"))
     for j in range(min(heads, fit["z"].shape[0])):
