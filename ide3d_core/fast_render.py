@@ -310,7 +310,7 @@ def _render_fast(generator, planes, c: torch.Tensor, ws: torch.Tensor, grid: Occ
     def superresolution(f, sem, w_sr):
         return fast_networks.superresolve(sr, f, sem, w_sr, dtype)
 
-    return generator.finish_render(features, probs, opacity, depth, ws, h, superresolution=superresolution)
+    return generator.finish_render(features, probs, opacity, depth, ws, h, superresolution=superresolution, c=c)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, peak_to_peak: float = 2.0) -> float:

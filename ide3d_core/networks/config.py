@@ -53,9 +53,10 @@ FIELD_LIMITS: dict[str, tuple[type, float, float]] = {
     "ray_near": (float, 1e-4, 1e4), "ray_far": (float, 1e-4, 1e4),
     "coarse_samples": (int, 2, 1024), "fine_samples": (int, 0, 1024),
     "code_prior_dim": (int, 0, 1024), "code_prior_components": (int, 0, 256),
+    "background_hidden": (int, 0, 1024),
 }
 #: Keys a config file may omit (added after the first bundled model; the default keeps its behaviour).
-OPTIONAL_KEYS = {"code_prior_dim": 0, "code_prior_components": 0}
+OPTIONAL_KEYS = {"code_prior_dim": 0, "code_prior_components": 0, "background_hidden": 0}
 #: Largest :meth:`GeneratorConfig.memory_estimate` (parameters + activations, bytes) accepted from a
 #: file. The paper's config needs about 2 GiB, the bundled one under 0.3 GiB.
 MAX_MODEL_BYTES = 12 * 2**30
@@ -133,6 +134,10 @@ class GeneratorConfig:
     fine_samples: int = 48
     #: Widths of the two super-resolution blocks (at H/2 and H).
     sr_channels: tuple[int, int] = (256, 128)
+    #: Hidden width of the environment background (:mod:`ide3d_core.networks.background`: a backdrop
+    #: colour from each ray's direction and the texture code, laid behind the super-resolved head);
+    #: 0 = none, the super-resolution paints the backdrop (the paper).
+    background_hidden: int = 0
 
     # -- derived numbers -----------------------------------------------------------------------
     @property
@@ -255,6 +260,8 @@ class GeneratorConfig:
         k = self.num_classes
         params += conv(self.feature_channels + k, s0) + conv(s0, s0) + conv(s0, 3, 1) + conv(s0, k, 1) \
             + conv(s0, s1) + conv(s1, s1) + conv(s1, 3, 1) + conv(s1, k, 1)
+        bh = self.background_hidden
+        params += (bh * (3 + 6 * 7 + 1) + (bh + 1) * bh + (w + 1) * 4 * bh + (bh + 1) * 3) if bh else 0
 
         p2 = self.plane_resolution ** 2
         act = 3 * (self.semantic_plane_channels + self.texture_plane_channels) * p2

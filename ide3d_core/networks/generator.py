@@ -42,6 +42,7 @@ from torch import nn
 
 from ide3d_core import triplane
 from ide3d_core.cameras import CANONICAL_RADIUS, canonical_camera, rays_from_labels
+from ide3d_core.networks.background import EnvironmentBackground, composite_background
 from ide3d_core.networks.config import CONFIGS, GeneratorConfig
 from ide3d_core.networks.decoders import SemanticDecoder, TextureDecoder
 from ide3d_core.networks.layers import init_parameters
@@ -134,6 +135,8 @@ class Generator(nn.Module):
         self.texture_decoder = TextureDecoder(cfg.plane_feature_dim(cfg.texture_plane_channels),
                                               cfg.decoder_hidden, cfg.feature_channels)
         self.superresolution = SuperResolution(cfg)
+        #: the environment background (None: the super-resolution paints the backdrop)
+        self.background = EnvironmentBackground(cfg.w_dim, cfg.background_hidden) if cfg.background_hidden else None
         init_parameters(self, torch.Generator().manual_seed(seed))
 
     # -- codes ---------------------------------------------------------------------------------
@@ -177,6 +180,11 @@ class Generator(nn.Module):
     def split_codes(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(w_s [B, num_shape_ws, w_dim], w_t [B, num_texture_ws, w_dim])``."""
         return ws[:, :self.num_shape_ws], ws[:, self.num_shape_ws:]
+
+    def background_code(self, ws: torch.Tensor) -> torch.Tensor:
+        """[B, w_dim] code of the environment background: the mean of the texture codes (all equal for an
+        auto-decoded code)."""
+        return ws[:, self.num_shape_ws:].mean(dim=1)
 
     def _check_ws(self, ws: torch.Tensor) -> None:
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
@@ -272,7 +280,7 @@ class Generator(nn.Module):
         rays = render_rays(field, origins, dirs, near, far, cfg.coarse_samples, cfg.fine_samples, generator)
         comp = rays.composite
         features, probs = comp.values
-        return self.finish_render(features, probs, comp.opacity, comp.depth, ws, h)
+        return self.finish_render(features, probs, comp.opacity, comp.depth, ws, h, c=c)
 
     def camera_rays(self, c: torch.Tensor, h: int
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -287,12 +295,15 @@ class Generator(nn.Module):
         return origins, dirs, (cfg.ray_near + shift).clamp_min(MIN_NEAR), cfg.ray_far + shift
 
     def finish_render(self, features: torch.Tensor, probs: torch.Tensor, opacity: torch.Tensor,
-                      depth: torch.Tensor, ws: torch.Tensor, h: int, superresolution=None) -> RenderResult:
+                      depth: torch.Tensor, ws: torch.Tensor, h: int, superresolution=None,
+                      c: torch.Tensor | None = None) -> RenderResult:
         """Composited rays -> :class:`RenderResult`: background class where rays end in nothing, the
-        semantic log-probabilities, super-resolution. ``features [B, h*h, F]``, ``probs [B, h*h, 19]``
-        (composited class probabilities), ``opacity``/``depth`` ``[B, h*h, 1]`` (float32).
-        ``superresolution``: a callable with :attr:`superresolution`'s signature to use instead (the fast
-        renderer's folded twin, :func:`ide3d_core.fast_networks.superresolve`)."""
+        semantic log-probabilities, super-resolution, the environment background behind the head.
+        ``features [B, h*h, F]``, ``probs [B, h*h, 19]`` (composited class probabilities),
+        ``opacity``/``depth`` ``[B, h*h, 1]`` (float32). ``superresolution``: a callable with
+        :attr:`superresolution`'s signature to use instead (the fast renderer's folded twin,
+        :func:`ide3d_core.fast_networks.superresolve`). ``c [B, 25]``: the cameras, needed by a model with
+        an environment background."""
         cfg = self.config
         b = features.shape[0]
 
@@ -306,6 +317,11 @@ class Generator(nn.Module):
         semantic_raw = to_image(torch.log(probs + SEMANTIC_LOG_EPS))
         w_sr = ws[:, cfg.num_shape_ws + cfg.num_head_ws:]
         image, semantic = (superresolution or self.superresolution)(features_raw, semantic_raw, w_sr)
+        if self.background is not None:
+            if c is None:
+                raise ValueError("this model has an environment background: finish_render needs the cameras c")
+            backdrop = self.background.render(c, self.background_code(ws), image.shape[-1])
+            image = composite_background(image, semantic, backdrop, BACKGROUND_CLASS)
         return RenderResult(image=image, image_raw=features_raw[:, :3], semantic=semantic,
                             semantic_raw=semantic_raw, depth=to_image(depth),
                             opacity=to_image(opacity), features_raw=features_raw)
