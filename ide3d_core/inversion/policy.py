@@ -63,7 +63,13 @@ class InversionPolicy:
     refine_pose: bool = True
     pose_lr: float = 0.004
     pose_prior_deg: float = 5.0
-    plateau_patience: int = 6  #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
+    #: learning rate of the environment background's mixing bias in the pivotal tuning (models with one,
+    #: :mod:`ide3d_core.networks.background`): the backdrop never pulls on the codes, so the tuning is what
+    #: fits it to the photo's backdrop, and at ``tune_lr`` its colours would hardly move in a few steps
+    background_lr: float = 0.05
+    #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never; a model with an environment
+    #: background always runs every step, :func:`~ide3d_core.inversion.procedure.invert_views`)
+    plateau_patience: int = 6
     plateau_tol: float = 0.002  #: relative gain of the smoothed loss that counts as progress
     l2_weight: float = 1.0
     ssim_weight: float = 0.5
@@ -87,6 +93,8 @@ class InversionPolicy:
         for name in ("coarse_fraction", "tune_rampup", "tune_coarse_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.background_lr >= 0:
+            raise ValueError(f"background_lr must be >= 0, got {self.background_lr}")
         if self.pose_lr < 0 or self.pose_prior_deg <= 0:
             raise ValueError("pose_lr must be >= 0 and pose_prior_deg > 0")
         if self.coarse_resolution and self.coarse_resolution < 4:

@@ -52,6 +52,8 @@ code-optimisation and pivotal-tuning loops in :mod:`~ide3d_core.inversion.stages
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 from typing import Callable, Sequence
@@ -108,6 +110,10 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
     """
     if not views:
         raise NoUsableViews("no views to invert")
+    if getattr(generator, "background", None) is not None and policy.plateau_patience:
+        # the backdrop's error, which the codes cannot change (ide3d_core.networks.background), would make
+        # the code stage's loss look flat and end it after a few steps: such a model runs every step
+        policy = dataclasses.replace(policy, plateau_patience=0)
     dev = next(generator.parameters()).device
     size = int(generator.img_resolution)
     base = generator.eval()

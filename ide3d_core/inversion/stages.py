@@ -103,8 +103,15 @@ def tune_generator(objective: Objective, base: nn.Module, ws: torch.Tensor, poli
         tuned.synthesis.requires_grad_(False)
         with torch.no_grad():
             planes = tuned.planes(ws)
-    opt = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=policy.tune_lr,
-                           betas=(0.9, 0.999))
+    # the environment background's mixing bias (its per-portrait colours and pattern weights) gets its own,
+    # higher rate (policy.background_lr); every other weight, the rest of the background included, tune_lr
+    backdrop = getattr(tuned, "background", None)
+    own = [backdrop.mix.bias] if backdrop is not None else []
+    groups = [{"params": [p for p in tuned.parameters() if p.requires_grad and all(p is not q for q in own)],
+               "scale": 1.0}]
+    if own:
+        groups.append({"params": own, "scale": policy.background_lr / policy.tune_lr if policy.tune_lr > 0 else 0.0})
+    opt = torch.optim.Adam(groups, lr=policy.tune_lr, betas=(0.9, 0.999))
     plateau = Plateau(policy.plateau_patience, policy.plateau_tol)
     steps_run = 0
     n_tune = policy.tune_steps
@@ -112,7 +119,7 @@ def tune_generator(objective: Objective, base: nn.Module, ws: torch.Tensor, poli
     coarse_until = int(round(policy.tune_coarse_fraction * n_tune)) if policy.coarse_resolution else 0
     for step in range(n_tune):
         for g in opt.param_groups:
-            g["lr"] = tune_lr_at(step, policy)
+            g["lr"] = tune_lr_at(step, policy) * g["scale"]
         coarse = step < coarse_until
         if coarse_until and step == coarse_until:
             plateau = Plateau(policy.plateau_patience, policy.plateau_tol)  # the loss scale changes here

@@ -19,9 +19,14 @@ direction alone is what a backdrop far behind the subject is, so the same code g
 turns correctly with any camera (orbit, Blender's free cameras), and a backdrop seen from one photo
 predicts the others.
 
+*Decision (measured, docs/generator.md):* the backdrop reads the texture code but never pulls on it (the
+code is detached). When it did, inversion moved the texture code to fit the photo's backdrop and the
+head lost 2.3 dB; now the head's pixels decide the code, and the pivotal tuning fits the backdrop
+through this network's own weights (``InversionPolicy.background_lr``).
+
 Compositing (:func:`composite_background`): after the super-resolution, with the super-resolved
-semantics' background probability as the matte, ``image + p_bg (background - image)``: the labels and
-the RGB agree on what is head.
+semantics' background probability as the matte (detached), ``image + p_bg (background - image)``: the
+labels and the RGB agree on what is head.
 """
 from __future__ import annotations
 
@@ -76,7 +81,8 @@ class EnvironmentBackground(nn.Module):
     def forward(self, dirs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if dirs.ndim != 3 or dirs.shape[-1] != 3 or w.ndim != 2 or w.shape[0] != dirs.shape[0]:
             raise ValueError(f"need dirs [B, N, 3] and w [B, w_dim], got {tuple(dirs.shape)}, {tuple(w.shape)}")
-        m = self.mix(w.to(dirs.dtype)).reshape(-1, 3, self.patterns + 1)
+        # the code is read, never pulled on (detached): see the module docstring
+        m = self.mix(w.detach().to(dirs.dtype)).reshape(-1, 3, self.patterns + 1)
         phi = self.patterns_of(dirs)  # [B, N, K]
         return torch.einsum("bnk,bck->bnc", phi, m[..., :-1]) + m[:, None, :, -1]
 
@@ -97,5 +103,7 @@ def composite_background(image: torch.Tensor, semantic: torch.Tensor, background
                          background_class: int = 0) -> torch.Tensor:
     """``image [B, 3, H, W]`` over ``background [B, 3, H, W]`` with the matte ``p_bg``, the background
     class's probability in ``semantic [B, K, H, W]`` (logits): ``image + p_bg (background - image)``."""
-    p_bg = semantic.float().softmax(dim=1)[:, background_class:background_class + 1]
+    # the matte is the semantics' (fitted by their own losses): a backdrop that does not match yet must not
+    # pull the silhouette (detached)
+    p_bg = semantic.detach().float().softmax(dim=1)[:, background_class:background_class + 1]
     return image + p_bg.to(image.dtype) * (background.to(image.dtype) - image)
