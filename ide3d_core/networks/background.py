@@ -19,10 +19,9 @@ direction alone is what a backdrop far behind the subject is, so the same code g
 turns correctly with any camera (orbit, Blender's free cameras), and a backdrop seen from one photo
 predicts the others.
 
-*Decision (measured, docs/generator.md):* the backdrop reads the texture code but never pulls on it (the
-code is detached). When it did, inversion moved the texture code to fit the photo's backdrop and the
-head lost 2.3 dB; now the head's pixels decide the code, and the pivotal tuning fits the backdrop
-through this network's own weights (``InversionPolicy.background_lr``).
+*Decision:* the backdrop reads the texture code but never pulls on it (the code is detached): the head's
+pixels decide the code, and the pivotal tuning fits the backdrop through this network's mixing bias
+(``InversionPolicy.background_lr``), so a photo's backdrop cannot trade against its head's texture.
 
 Compositing (:func:`composite_background`): after the super-resolution, with the super-resolved
 semantics' background probability as the matte (detached), ``image + p_bg (background - image)``: the
