@@ -107,29 +107,40 @@ def encode_portrait(portrait: Portrait) -> bytes:
                                    "mask": v.mask is not None, "params": v.params} for v in portrait.source_views]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(_HEADER, json.dumps(header, indent=1), compress_type=zipfile.ZIP_DEFLATED)
-        zf.writestr(_TENSORS, st_save(tensors), compress_type=zipfile.ZIP_STORED)
+        zf.writestr(_entry(_HEADER), json.dumps(header, indent=1), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(_entry(_TENSORS), st_save(tensors), compress_type=zipfile.ZIP_STORED)
         if portrait.source_image is not None:
             img = np.asarray(portrait.source_image)
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"source_image must be (H, W, 3) uint8, got {img.dtype} {img.shape}")
-            zf.writestr(_SOURCE, _png_bytes(img), compress_type=zipfile.ZIP_STORED)
+            zf.writestr(_entry(_SOURCE), _png_bytes(img), compress_type=zipfile.ZIP_STORED)
         if portrait.source_mask is not None:
             m = np.asarray(portrait.source_mask)
             if m.dtype != np.uint8 or m.ndim != 2:
                 raise ValueError(f"source_mask must be (H, W) uint8, got {m.dtype} {m.shape}")
-            zf.writestr(_SOURCE_MASK, _png_bytes(m), compress_type=zipfile.ZIP_STORED)
+            zf.writestr(_entry(_SOURCE_MASK), _png_bytes(m), compress_type=zipfile.ZIP_STORED)
         for i, v in enumerate(portrait.source_views):
             img, m = np.asarray(v.image), v.mask
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"source view {i} must be (H, W, 3) uint8, got {img.dtype} {img.shape}")
-            zf.writestr(_VIEW_IMAGE.format(i), _png_bytes(img), compress_type=zipfile.ZIP_STORED)
+            zf.writestr(_entry(_VIEW_IMAGE.format(i)), _png_bytes(img), compress_type=zipfile.ZIP_STORED)
             if m is not None:
                 m = np.asarray(m)
                 if m.dtype != np.uint8 or m.shape != img.shape[:2]:
                     raise ValueError(f"source view {i}: mask must be {img.shape[:2]} uint8, got {m.dtype} {m.shape}")
-                zf.writestr(_VIEW_MASK.format(i), _png_bytes(m), compress_type=zipfile.ZIP_STORED)
+                zf.writestr(_entry(_VIEW_MASK.format(i)), _png_bytes(m), compress_type=zipfile.ZIP_STORED)
     return buf.getvalue()
+
+
+#: Time stamp of every entry of a portrait file: fixed, so the same document always gives the same bytes
+#: (the zip module would stamp the current time, two-second steps, into the local headers).
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+    info.external_attr = 0o600 << 16  # what writestr gives a plain name
+    return info
 
 
 _require = checks.require

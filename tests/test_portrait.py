@@ -172,3 +172,15 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
     monkeypatch.undo()
     P.save_portrait(p2, path)
     _assert_same(P.load_portrait(path), p2)
+
+
+def test_encoding_does_not_depend_on_the_clock(monkeypatch):
+    # The zip module stamps the current time (two-second steps) into each entry written by name; a
+    # portrait's bytes must not change with the moment it is saved.
+    import time as time_module
+
+    _g, p = _portrait()
+    first = P.encode_portrait(p)
+    real = time_module.time
+    monkeypatch.setattr(time_module, "time", lambda: real() + 3600.0)
+    assert P.encode_portrait(p) == first
