@@ -78,12 +78,10 @@ def _from_model(model: Path, bank_dir: Path, heads: int):
     from safetensors.torch import load_file
 
     from ide3d_core.networks.io import load_generator
-    from training.autodecoder.bank import BankSpec, load_bank
-    from training.autodecoder.loop import CONFIG_FILE, codes_to_ws
+    from training.autodecoder.bank import load_bank
+    from training.autodecoder.loop import bank_spec_beside, codes_to_ws
 
-    saved = bank_dir.parent / CONFIG_FILE
-    spec = BankSpec(**json.loads(saved.read_text())["bank"]) if saved.exists() else BankSpec()
-    bank = load_bank(bank_dir, spec)
+    bank = load_bank(bank_dir, bank_spec_beside(bank_dir))
     G = load_generator(str(model)).float().eval()
     fit = load_file(str(model / "fit_examples.safetensors"))
     for j in range(min(heads, fit["z"].shape[0])):

@@ -6,6 +6,7 @@ way the service renders them: a square view covering the frame, then cropped). T
 truth for the occupancy grid. Small neural resolutions keep each test to a few seconds."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from ide3d_core import cameras as C
 from ide3d_core import fast_render as fr
 from ide3d_core.model_loading import BUNDLED_MODEL_DIR
 from ide3d_core.networks import Generator
+from ide3d_core.networks.config import CONFIGS
 from ide3d_core.networks.io import load_generator
 
 MIN_PSNR = 40.0
@@ -155,10 +157,12 @@ def test_fast_matches_reference_with_texture_swap(model):
     assert fr.psnr(plain.image, ref.image) < 50.0, "the swap changed nothing (a vacuous check)"
 
 
-def test_random_tiny_model_without_empty_space_matches():
+@pytest.mark.parametrize("background_hidden", [0, 16])
+def test_random_tiny_model_without_empty_space_matches(background_hidden):
     # An untrained field is dense everywhere: the grid marks (nearly) everything and the fast path
-    # must still give the reference's image (batch of two, default thresholds).
-    G = Generator("tiny").eval()
+    # must still give the reference's image (batch of two, default thresholds), with or without an
+    # environment background behind the head.
+    G = Generator(dataclasses.replace(CONFIGS["tiny"], background_hidden=background_hidden)).eval()
     with torch.no_grad():
         ws = G.codes_from_seeds([0, 1])
         planes = G.planes(ws)

@@ -107,8 +107,8 @@ def tune_generator(objective: Objective, base: nn.Module, ws: torch.Tensor, poli
     # higher rate (policy.background_lr); every other weight, the rest of the background included, tune_lr
     backdrop = getattr(tuned, "background", None)
     own = [backdrop.mix.bias] if backdrop is not None else []
-    groups = [{"params": [p for p in tuned.parameters() if p.requires_grad and all(p is not q for q in own)],
-               "scale": 1.0}]
+    own_ids = {id(p) for p in own}
+    groups = [{"params": [p for p in tuned.parameters() if p.requires_grad and id(p) not in own_ids], "scale": 1.0}]
     if own:
         groups.append({"params": own, "scale": policy.background_lr / policy.tune_lr if policy.tune_lr > 0 else 0.0})
     opt = torch.optim.Adam(groups, lr=policy.tune_lr, betas=(0.9, 0.999))

@@ -53,6 +53,12 @@ def encode_directions(dirs: torch.Tensor, octaves: int = OCTAVES) -> torch.Tenso
     return torch.cat([dirs, x.sin().flatten(-2), x.cos().flatten(-2)], dim=-1)
 
 
+def parameter_count(w_dim: int, hidden: int, patterns: int = PATTERNS, octaves: int = OCTAVES) -> int:
+    """Parameters of an :class:`EnvironmentBackground` (weights and biases of its four layers)."""
+    return ((3 + 6 * octaves + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * patterns
+            + (w_dim + 1) * 3 * (patterns + 1))
+
+
 class EnvironmentBackground(nn.Module):
     """``(dirs [B, N, 3] unit world directions, w [B, w_dim]) -> rgb [B, N, 3]`` (image range [-1, 1],
     not clamped).

@@ -260,8 +260,10 @@ class GeneratorConfig:
         k = self.num_classes
         params += conv(self.feature_channels + k, s0) + conv(s0, s0) + conv(s0, 3, 1) + conv(s0, k, 1) \
             + conv(s0, s1) + conv(s1, s1) + conv(s1, 3, 1) + conv(s1, k, 1)
-        bh = self.background_hidden
-        params += (bh * (3 + 6 * 7 + 1) + (bh + 1) * bh + (w + 1) * 4 * bh + (bh + 1) * 3) if bh else 0
+        if self.background_hidden:
+            from ide3d_core.networks.background import parameter_count
+
+            params += parameter_count(w, self.background_hidden)
 
         p2 = self.plane_resolution ** 2
         act = 3 * (self.semantic_plane_channels + self.texture_plane_channels) * p2

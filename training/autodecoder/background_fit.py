@@ -160,17 +160,6 @@ def generator_with_background(G0, hidden: int):
     return G.eval()
 
 
-@torch.no_grad()
-def encoder_background_codes(G, encoder, images: torch.Tensor, labels: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    """``[N, w_dim]`` background codes of the standard encoder's predictions from ``images [N, 3, R, R]``
-    and ``labels [N, R, R]``."""
-    out = []
-    for lo in range(0, images.shape[0], batch):
-        ws, _pose = encoder(images[lo:lo + batch].float(), labels[lo:lo + batch].long())
-        out.append(G.background_code(ws))
-    return torch.cat(out)
-
-
 def bank_backdrops(bank: dict[str, torch.Tensor]) -> BackdropPixels:
     """Backdrop pixels of every cached view of a bank (the 64 px views and the 128 px one)."""
     low = backdrop_pixels(bank["img64"].float(), bank["lab64"], bank["cam64"])
@@ -192,16 +181,15 @@ def fit_background_folder(model, bank_dir, out, cfg: BackgroundFitConfig = Backg
     from ide3d_core.atomic_file import write_atomic
     from ide3d_core.encoders import load_encoder
     from ide3d_core.networks.io import load_generator, save_generator
-    from training.autodecoder.bank import BankSpec, load_bank
-    from training.autodecoder.loop import CONFIG_FILE
+    from training.autodecoder.bank import load_bank
+    from training.autodecoder.loop import bank_spec_beside, codes_to_ws, encoder_group_codes
 
     model, bank_dir, out = Path(model), Path(bank_dir), Path(out)
-    saved = bank_dir.parent / CONFIG_FILE
-    spec = BankSpec(**json.loads(saved.read_text())["bank"]) if saved.exists() else BankSpec()
-    bank = load_bank(bank_dir, spec)
+    bank = load_bank(bank_dir, bank_spec_beside(bank_dir))
     G = generator_with_background(load_generator(model), hidden)
     encoder = load_encoder(model / "encoders" / "standard")
-    codes = encoder_background_codes(G, encoder, bank["img128"], bank["lab128"])
+    groups = encoder_group_codes(encoder, bank["img128"], bank["lab128"], G.num_shape_ws)
+    codes = G.background_code(codes_to_ws(groups, G))  # [N, w_dim]
     pix = bank_backdrops(bank)
     stats = fit_background(G.background, codes, pix, cfg, progress, cancel, minutes)
     stats.update(bank=str(bank_dir), heads=int(codes.shape[0]), pixels=int(pix.dirs.shape[0]),

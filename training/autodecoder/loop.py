@@ -166,13 +166,27 @@ def initial_codes(start: Generator, bank: dict[str, torch.Tensor], cfg: AutoDeco
     folder = Path(cfg.init_from) / "encoders" / "standard"
     if not (folder / "config.json").exists():
         raise ValueError(f"init_codes 'encoder' needs {folder} (a model folder with a standard encoder)")
-    enc = load_encoder(folder)
+    return encoder_group_codes(load_encoder(folder), bank["img128"], bank["lab128"], start.num_shape_ws, batch)
+
+
+@torch.no_grad()
+def encoder_group_codes(encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_shape_ws: int,
+                        batch: int = 32) -> torch.Tensor:
+    """[N, 2, w_dim] (w_s, w_t) of a standard encoder's W+ predictions from ``images [N, 3, R, R]`` and
+    ``labels [N, R, R]``, averaged over the shape and the texture layers (an auto-decoder code is one
+    vector per group)."""
     out = []
-    for lo in range(0, n, batch):
-        ws, _pose = enc(bank["img128"][lo:lo + batch].float(), bank["lab128"][lo:lo + batch].long())
-        k = start.num_shape_ws
-        out.append(torch.stack([ws[:, :k].mean(1), ws[:, k:].mean(1)], 1))
+    for lo in range(0, images.shape[0], batch):
+        ws, _pose = encoder(images[lo:lo + batch].float(), labels[lo:lo + batch].long())
+        out.append(torch.stack([ws[:, :num_shape_ws].mean(1), ws[:, num_shape_ws:].mean(1)], 1))
     return torch.cat(out)
+
+
+def bank_spec_beside(bank_dir: str | Path) -> BankSpec:
+    """The :class:`BankSpec` of a run's bank folder, read from the run's configuration beside it (the
+    default spec when there is none)."""
+    saved = Path(bank_dir).parent / CONFIG_FILE
+    return BankSpec(**json.loads(saved.read_text())["bank"]) if saved.exists() else BankSpec()
 
 
 def _sparse_rays(G: Generator, planes: TriPlanes, cams: torch.Tensor, pix: torch.Tensor, res: int,
