@@ -24,6 +24,11 @@ Stages (each can be switched off through :class:`InversionPolicy`):
    model's neural resolution (optionally: a learning-rate warm-up, ``tune_rampup``, and coarse first steps,
    ``tune_coarse_fraction``; both off by default, see docs/multiview.md); it also stops early on a plateau.
 
+Backdrop (models with an environment background only): after stage 1 and again after stage 2, the
+portrait's backdrop is solved in closed form from every view's background pixels and written into a copy
+of the generator (:mod:`~ide3d_core.inversion.backdrop`); stages 2 and 3 start from that copy, and the
+result's weight delta carries it (also when no tuning runs).
+
 Loss of one view (no downloaded weights needed): ``l2 * MSE + ssim * (1 - MS-SSIM) + semantic * CE(rendered
 semantic logits, mask)`` plus ``lpips * LPIPS`` when the caller passes an LPIPS module (its weights are the
 user's to supply). MS-SSIM is computed at ``ssim_resolution`` (2x2 average pooled: a sixth of its full-size
@@ -62,6 +67,7 @@ import torch
 from torch import nn
 
 from ide3d_core.cameras import canonical_camera, orbit_camera, turn_labels
+from ide3d_core.inversion.backdrop import solve_backdrop
 from ide3d_core.inversion.losses import psnr
 from ide3d_core.inversion.objective import Objective
 from ide3d_core.inversion.policy import THOROUGH_POLICY, InversionPolicy, tune_lr_at
@@ -109,10 +115,6 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
     """
     if not views:
         raise NoUsableViews("no views to invert")
-    if getattr(generator, "background", None) is not None and policy.plateau_patience:
-        # the backdrop's error, which the codes cannot change (ide3d_core.networks.background), would make
-        # the code stage's loss look flat and end it after a few steps: such a model runs every step
-        policy = dataclasses.replace(policy, plateau_patience=0)
     dev = next(generator.parameters()).device
     size = int(generator.img_resolution)
     base = generator.eval()
@@ -216,12 +218,15 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
         stages[stage] = {"psnr": float(p.mean()), "loss": float(loss), "seconds": time.perf_counter() - t_start,
                          "steps": steps}
 
-    measure("init", base, ws_init, t0, 0)
+    # a model with an environment background: the portrait's backdrop, solved from the views' background
+    # pixels (ide3d_core.inversion.backdrop), before the codes move and again after
+    start, _ = solve_backdrop(base, objective.targets, objective.labels, objective.cameras, ws_init)
+    measure("init", start, ws_init, t0, 0)
     report(progress, 1, total, "initialised", cancel)
 
     # -- stage 2: code optimisation ---------------------------------------------------------------
     t0 = time.perf_counter()
-    ws, steps_run, turns = optimise_codes(objective, base, ws_init, ns, policy, total, notes, progress, cancel)
+    ws, steps_run, turns = optimise_codes(objective, start, ws_init, ns, policy, total, notes, progress, cancel)
     if policy.refine_pose and steps_run:
         objective = objective.with_cameras(turn_labels(objective.cameras, turns[:, 0], turns[:, 1]))
         refined = objective.cameras.cpu().numpy().astype(np.float32)
@@ -231,14 +236,18 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
         deg = np.degrees(turns.cpu().numpy())
         turned = ", ".join(f"{names[i]} {deg[k, 0]:+.1f} / {deg[k, 1]:+.1f}" for k, i in enumerate(used))
         notes.append(f"cameras refined (yaw / pitch turn in degrees): {turned}")
-    measure("optimise", base, ws, t0, steps_run)
+    start, pixels = solve_backdrop(start, objective.targets, objective.labels, objective.cameras, ws)
+    if getattr(base, "background", None) is not None:
+        notes.append(f"backdrop solved from {pixels} background pixels" if pixels else
+                     "too few background pixels: the backdrop is the codes' own")
+    measure("optimise", start, ws, t0, steps_run)
 
     # -- stage 3: pivotal tuning -------------------------------------------------------------------
-    tuned_module: nn.Module = base
-    delta = None
+    tuned_module: nn.Module = start
+    delta = None if start is base else WeightDelta.between(base, start, policy.delta_dtype)
     if policy.tune_steps:
         t0 = time.perf_counter()
-        tuned, steps_run = tune_generator(objective, base, ws, policy, total, notes, progress, cancel)
+        tuned, steps_run = tune_generator(objective, start, ws, policy, total, notes, progress, cancel)
         delta = WeightDelta.between(base, tuned, policy.delta_dtype)
         tuned_module = delta.apply(base, check=False).requires_grad_(False).eval()
         measure("tune", tuned_module, ws, t0, steps_run)

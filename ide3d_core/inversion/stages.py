@@ -103,10 +103,17 @@ def tune_generator(objective: Objective, base: nn.Module, ws: torch.Tensor, poli
         tuned.synthesis.requires_grad_(False)
         with torch.no_grad():
             planes = tuned.planes(ws)
-    # the environment background's mixing bias (its per-portrait colours and pattern weights) gets its own,
-    # higher rate (policy.background_lr); every other weight, the rest of the background included, tune_lr
+    # the environment background: solved in closed form before the tuning (ide3d_core.inversion.backdrop), so
+    # frozen by default (background_lr 0: Adam's first steps, of about the learning rate whatever the
+    # gradient, moved an exactly solved flat backdrop by 0.15 in 3 steps); else its mixing bias at
+    # background_lr and the rest at tune_lr
     backdrop = getattr(tuned, "background", None)
-    own = [backdrop.mix.bias] if backdrop is not None else []
+    own = []
+    if backdrop is not None:
+        if policy.background_lr == 0:
+            backdrop.requires_grad_(False)
+        else:
+            own = [backdrop.mix.bias]
     own_ids = {id(p) for p in own}
     groups = [{"params": [p for p in tuned.parameters() if p.requires_grad and id(p) not in own_ids], "scale": 1.0}]
     if own:

@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The portrait's own backdrop, solved in closed form from the views' background pixels (models with an
+environment background, :mod:`ide3d_core.networks.background`).
+
+The backdrop is ``M phi(d)``: patterns of the ray direction shared by every head, mixed by a 3 x (K + 1)
+matrix that the texture code predicts. The codes carry little of a photo's backdrop (the encoders read
+the head), and a few tuning steps cannot move the matrix far, so the inversion solves it instead: the
+background pixels of every view (their labels, eroded by one pixel so that no silhouette pixel counts),
+their ray directions, and ridge least squares towards the code's own matrix
+(:func:`~ide3d_core.networks.background.solve_mixing`). The result is written into a copy of the
+generator's mixing bias, so the portrait's weight delta carries it and every later render (free
+cameras, the canonical editor, the mesh texture) shows the same backdrop. With several views, all their
+pixels enter one solve: each view shows other directions of the same environment.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ide3d_core.cameras import rays_from_labels
+from ide3d_core.networks.generator import BACKGROUND_CLASS
+from ide3d_core.networks.background import solve_mixing
+
+#: the most pixels a solve uses (an even stride over the background pixels): the 3 (K + 1) unknowns are
+#: fixed long before, and the patterns' network is evaluated once per pixel
+MAX_PIXELS = 16384
+#: fewer background pixels than this and the backdrop is left as the code gives it
+MIN_PIXELS = 64
+
+
+def background_pixels(targets: torch.Tensor, labels: torch.Tensor, cameras: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``targets [N, 3, R, R]`` (image range), ``labels [N, R, R]``, ``cameras [N, 25]`` -> (directions
+    [P, 3] unit world, colours [P, 3]) of the pixels labelled background whose 3 x 3 neighbourhood is too,
+    at most :data:`MAX_PIXELS` (an even stride)."""
+    n, _, r, _ = targets.shape
+    bg = (labels.reshape(n, 1, r, r) == BACKGROUND_CLASS).float()
+    clean = (-F.max_pool2d(-bg, 3, stride=1, padding=1) > 0.5).reshape(n, r * r)
+    _, dirs = rays_from_labels(cameras.float(), r, r)  # [N, R*R, 3]
+    rgb = targets.float().reshape(n, 3, r * r).permute(0, 2, 1)
+    d, c = dirs[clean], rgb[clean]
+    if d.shape[0] > MAX_PIXELS:
+        keep = torch.linspace(0, d.shape[0] - 1, MAX_PIXELS, device=d.device).long()
+        d, c = d[keep], c[keep]
+    return d, c
+
+
+def solve_backdrop(generator: nn.Module, targets: torch.Tensor, labels: torch.Tensor, cameras: torch.Tensor,
+                   ws: torch.Tensor, strength: float = 1e-4) -> tuple[nn.Module, int]:
+    """(generator whose backdrop for the codes ``ws [1, num_ws, w_dim]`` best fits the views' background
+    pixels, pixels used). A copy when it changes; ``generator`` itself, untouched, when it has no
+    environment background or the views show fewer than :data:`MIN_PIXELS` background pixels (then 0)."""
+    backdrop = getattr(generator, "background", None)
+    if backdrop is None:
+        return generator, 0
+    dirs, rgb = background_pixels(targets, labels, cameras)
+    if dirs.shape[0] < MIN_PIXELS:
+        return generator, 0
+    out = copy.deepcopy(generator)
+    bd = out.background
+    with torch.no_grad():
+        w = out.background_code(ws[:1]).float()
+        phi = bd.patterns_of(dirs.to(bd.mix.weight.dtype)).float()
+        m = solve_mixing(phi, rgb, bd.mixing(w)[0].float(), strength)
+        bd.set_mixing(w, m)
+    return out, int(dirs.shape[0])
