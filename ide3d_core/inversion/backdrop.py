@@ -7,9 +7,9 @@ matrix that the texture code predicts. The codes carry little of a photo's backd
 the head), and a few tuning steps cannot move the matrix far, so the inversion solves it instead: the
 background pixels of every view (their labels, eroded by one pixel so that no silhouette pixel counts),
 their ray directions, and ridge least squares towards the code's own matrix
-(:func:`~ide3d_core.networks.background.solve_mixing`). The result is written into a copy of the
-generator's mixing bias, so the portrait's weight delta carries it and every later render (free
-cameras, the canonical editor, the mesh texture) shows the same backdrop. With several views, all their
+(:func:`~ide3d_core.networks.background.solve_mixing`). The result is fixed in a copy of the generator
+(the mixing no longer reads the code), so the portrait's weight delta carries it and every later render
+(free cameras, the canonical editor, restyles, the mesh texture) shows the same backdrop. With several views, all their
 pixels enter one solve: each view shows other directions of the same environment.
 """
 from __future__ import annotations
@@ -65,5 +65,5 @@ def solve_backdrop(generator: nn.Module, targets: torch.Tensor, labels: torch.Te
         w = out.background_code(ws[:1]).float()
         phi = bd.patterns_of(dirs.to(bd.mix.weight.dtype)).float()
         m = solve_mixing(phi, rgb, bd.mixing(w)[0].float(), strength)
-        bd.set_mixing(w, m)
+        bd.fix_mixing(m)
     return out, int(dirs.shape[0])

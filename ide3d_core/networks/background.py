@@ -20,8 +20,12 @@ turns correctly with any camera (orbit, Blender's free cameras), and a backdrop 
 predicts the others.
 
 *Decision:* the backdrop reads the texture code but never pulls on it (the code is detached): the head's
-pixels decide the code, and the pivotal tuning fits the backdrop through this network's mixing bias
-(``InversionPolicy.background_lr``), so a photo's backdrop cannot trade against its head's texture.
+pixels decide the code. A portrait's backdrop is instead solved in closed form from its views' background
+pixels (:func:`solve_mixing`, :mod:`ide3d_core.inversion.backdrop`) and fixed in the portrait's generator
+(:meth:`EnvironmentBackground.fix_mixing`), so a photo's backdrop cannot trade against its head's texture
+and editing the head never moves it.
+The map from codes to mixings serves generated heads; the encoders' codes carry almost nothing of a
+backdrop, so it gives them a plausible average one.
 
 Compositing (:func:`composite_background`): after the super-resolution, with the super-resolved
 semantics' background probability as the matte (detached), ``image + p_bg (background - image)``: the
@@ -88,13 +92,12 @@ class EnvironmentBackground(nn.Module):
         code is read, never pulled on (detached): see the module docstring."""
         return self.mix(w.detach().to(self.mix.weight.dtype)).reshape(-1, 3, self.patterns + 1)
 
-    def set_mixing(self, w: torch.Tensor, mixing: torch.Tensor) -> None:
-        """Move the mixing bias so that the code ``w [1, w_dim]`` gets the mixing matrix ``mixing [3,
-        patterns + 1]`` (a per-portrait backdrop, :func:`solve_mixing`); other codes move by the same
-        amount."""
+    def fix_mixing(self, mixing: torch.Tensor) -> None:
+        """Make every code's mixing matrix ``mixing [3, patterns + 1]``: a portrait's own backdrop
+        (:func:`solve_mixing`), which no later change of its codes (a restyle, a global style) moves."""
         with torch.no_grad():
-            now = self.mixing(w.reshape(1, -1))[0]
-            self.mix.bias.add_((mixing.to(now) - now).reshape(-1).to(self.mix.bias.dtype))
+            self.mix.weight.zero_()
+            self.mix.bias.copy_((mixing.reshape(-1) / self.mix.lr_mult).to(self.mix.bias))
 
     def forward(self, dirs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if dirs.ndim != 3 or dirs.shape[-1] != 3 or w.ndim != 2 or w.shape[0] != dirs.shape[0]:
