@@ -41,8 +41,9 @@ def model():
 
     torch.set_num_threads(2)
     G = load_generator(BUNDLED_MODEL_DIR).float().eval().requires_grad_(False)
-    assert dataclasses.replace(G.config, code_prior_dim=0, code_prior_components=0) == CONFIGS["default"]
-    assert G.config.code_prior_dim > 0
+    assert dataclasses.replace(G.config, code_prior_dim=0, code_prior_components=0,
+                               background_hidden=0) == CONFIGS["default"]
+    assert G.config.code_prior_dim > 0 and G.config.background_hidden > 0
     return G
 
 

@@ -182,7 +182,7 @@ def test_fix_mixing_and_the_code_map():
 
 
 def test_pivotal_tuning_fits_a_new_backdrop():
-    """A photo of the bundled model's own head (with a new, untrained background) in front of a flat colour
+    """A photo of the bundled model's own head (with its background, or a new one) in front of a flat colour
     the backdrop has never drawn: inversion (the backdrop solved from the photo's background pixels, then
     tuned) must bring the backdrop pixels most of the way to that colour, say how many pixels it used, and
     keep that backdrop whatever later happens to the texture code."""
