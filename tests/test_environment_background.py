@@ -96,6 +96,17 @@ def test_backdrop_depends_on_the_texture_code_only():
     assert not torch.allclose(a, t)
 
 
+def test_the_backdrop_pulls_on_neither_codes_nor_cameras():
+    """Camera refinement and code optimisation see the backdrop but get no gradient from it (the module
+    docstring and ``render`` say why); the patterns and mixing still learn."""
+    net = EnvironmentBackground(8, 8)
+    c = torch.from_numpy(C.stack_labels([C.orbit_camera(0.3, 0.1)])).float().requires_grad_(True)
+    w = torch.randn(1, 8, requires_grad=True)
+    net.render(c, w, 16).square().sum().backward()
+    assert c.grad is None and w.grad is None
+    assert net.mix.bias.grad is not None and float(net.fc0.weight.grad.abs().sum()) > 0
+
+
 def test_fit_represents_procedural_backdrops():
     """Truth: the procedural renderer's backdrops (stripes, blotches, gradients under a grain: an environment
     at infinity). Each head has two views among the yaws -30 .. 30 degrees. Fitted with a free mixing per
