@@ -9,8 +9,8 @@ background pixels of every view (their labels, eroded by one pixel so that no si
 their ray directions, and ridge least squares towards the code's own matrix
 (:func:`~ide3d_core.networks.background.solve_mixing`). The result is fixed in a copy of the generator
 (the mixing no longer reads the code), so the portrait's weight delta carries it and every later render
-(free cameras, the canonical editor, restyles, the mesh texture) shows the same backdrop. With several views, all their
-pixels enter one solve: each view shows other directions of the same environment.
+(free cameras, the canonical editor, restyles, the mesh texture) shows the same backdrop. With several
+views, all their pixels enter one solve: each view shows other directions of the same environment.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ide3d_core.cameras import rays_from_labels
-from ide3d_core.networks.generator import BACKGROUND_CLASS
 from ide3d_core.networks.background import solve_mixing
+from ide3d_core.networks.generator import BACKGROUND_CLASS
 
 #: the most pixels a solve uses (an even stride over the background pixels): the 3 (K + 1) unknowns are
 #: fixed long before, and the patterns' network is evaluated once per pixel

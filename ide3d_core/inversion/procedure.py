@@ -57,7 +57,6 @@ code-optimisation and pivotal-tuning loops in :mod:`~ide3d_core.inversion.stages
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import Callable, Sequence
