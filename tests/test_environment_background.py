@@ -97,13 +97,16 @@ def test_backdrop_depends_on_the_texture_code_only():
 
 
 def test_the_backdrop_pulls_on_neither_codes_nor_cameras():
-    """Camera refinement and code optimisation see the backdrop but get no gradient from it (the module
-    docstring and ``render`` say why); the patterns and mixing still learn."""
+    """Code optimisation and (multi-view) camera refinement see the backdrop but get no gradient from it;
+    a one-view inversion asks for the camera's (``camera_grad``; ``EnvironmentBackground.render`` says
+    why); the patterns and mixing always learn."""
     net = EnvironmentBackground(8, 8)
-    c = torch.from_numpy(C.stack_labels([C.orbit_camera(0.3, 0.1)])).float().requires_grad_(True)
     w = torch.randn(1, 8, requires_grad=True)
-    net.render(c, w, 16).square().sum().backward()
-    assert c.grad is None and w.grad is None
+    for camera_grad in (False, True):
+        c = torch.from_numpy(C.stack_labels([C.orbit_camera(0.3, 0.1)])).float().requires_grad_(True)
+        net.render(c, w, 16, camera_grad).square().sum().backward()
+        assert w.grad is None
+        assert (c.grad is not None and float(c.grad.abs().sum()) > 0) == camera_grad
     assert net.mix.bias.grad is not None and float(net.fc0.weight.grad.abs().sum()) > 0
 
 

@@ -63,8 +63,10 @@ class Objective:
         if self.policy.skip_empty:
             grid = occupancy_grid(generator, TriPlanes(planes.semantic[:1].detach(), planes.texture[:1].detach()))
             occupied = lambda points: grid.lookup(points, 0)  # noqa: E731  (every view shares the planes)
+        # one view: its backdrop (solved under its camera) may hold the refined pose; several: not
+        # (EnvironmentBackground.render says why, measured)
         return generator.render(planes, cameras, ws.expand(n, -1, -1), neural_resolution=neural_resolution,
-                                occupied=occupied)
+                                occupied=occupied, backdrop_camera_grad=n == 1)
 
     def _losses(self, out) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.targets.shape[0]

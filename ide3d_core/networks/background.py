@@ -105,16 +105,21 @@ class EnvironmentBackground(nn.Module):
         m = self.mixing(w).to(dirs.dtype)
         return mix_patterns(self.patterns_of(dirs), m)
 
-    def render(self, c: torch.Tensor, w: torch.Tensor, resolution: int) -> torch.Tensor:
-        """The backdrop seen by cameras ``c [B, 25]`` (no gradient to them): ``[B, 3, resolution,
-        resolution]``. Evaluated at half the resolution and upsampled bilinearly (the backdrops are smooth
-        at that scale; a quarter of the cost)."""
+    def render(self, c: torch.Tensor, w: torch.Tensor, resolution: int, camera_grad: bool = False) -> torch.Tensor:
+        """The backdrop seen by cameras ``c [B, 25]``: ``[B, 3, resolution, resolution]``. Evaluated at half
+        the resolution and upsampled bilinearly (the backdrops are smooth at that scale; a quarter of the
+        cost).
+
+        ``camera_grad``: whether the backdrop pulls on the cameras (default: no). *Decision (measured,
+        docs/multiview.md):* inversion solves a portrait's mixing under the cameras of the moment. With
+        one view that mixing agrees with its camera by construction, and the backdrop holds a refined pose
+        near it: issue 14's evaluation scored 26.06 dB with the pull, 25.52 without. With several views
+        whose poses are refined, the mixing is a compromise between cameras that are still wrong, and the
+        pull holds them there: with 3 degrees of pose noise, three views fell below one (25.86 vs 26.23 dB);
+        without it, 26.75. So :class:`~ide3d_core.inversion.objective.Objective` asks for it with one view
+        only."""
         r = max(4, resolution // 2)
-        # the backdrop never pulls on the cameras either (detached): a portrait's mixing is solved under the
-        # cameras of the moment, so with several views whose poses are refined it would hold them where
-        # they were wrong (measured, docs/multiview.md: with 3 degrees of pose noise three views fell below
-        # one view, 25.86 vs 26.23 dB; detached 26.75 vs 26.09)
-        _origins, dirs = rays_from_labels(c.detach().to(torch.float32), r, r)
+        _origins, dirs = rays_from_labels((c if camera_grad else c.detach()).to(torch.float32), r, r)
         rgb = self(dirs, w.float())
         img = rgb.permute(0, 2, 1).reshape(c.shape[0], 3, r, r)
         if r != resolution:

@@ -247,13 +247,16 @@ class Generator(nn.Module):
     def render(self, planes: TriPlanes, c: torch.Tensor, ws: torch.Tensor,
                neural_resolution: int | None = None, generator: torch.Generator | None = None,
                texture_swap: TextureSwap | None = None,
-               occupied: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RenderResult:
+               occupied: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               backdrop_camera_grad: bool = False) -> RenderResult:
         """Render cached tri-planes from cameras ``c [B, 25]``; ``ws`` supplies the super-resolution codes.
 
         ``generator`` jitters the ray samples (training); None renders deterministically.
         ``occupied``: ``points [B, M, 3] -> bool [B, M]``, False where the field may be taken as empty
         (for example an occupancy grid's lookup, :func:`ide3d_core.fast_render.occupancy_grid`); only the
-        True points are evaluated (and get gradients), the others get no density. None evaluates all."""
+        True points are evaluated (and get gradients), the others get no density. None evaluates all.
+        ``backdrop_camera_grad``: let the environment background's pixels pull on ``c``
+        (:meth:`EnvironmentBackground.render`)."""
         cfg = self.config
         self._check_ws(ws)
         b = planes.semantic.shape[0]
@@ -280,7 +283,8 @@ class Generator(nn.Module):
         rays = render_rays(field, origins, dirs, near, far, cfg.coarse_samples, cfg.fine_samples, generator)
         comp = rays.composite
         features, probs = comp.values
-        return self.finish_render(features, probs, comp.opacity, comp.depth, ws, h, c=c)
+        return self.finish_render(features, probs, comp.opacity, comp.depth, ws, h, c=c,
+                                  backdrop_camera_grad=backdrop_camera_grad)
 
     def camera_rays(self, c: torch.Tensor, h: int
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -296,14 +300,14 @@ class Generator(nn.Module):
 
     def finish_render(self, features: torch.Tensor, probs: torch.Tensor, opacity: torch.Tensor,
                       depth: torch.Tensor, ws: torch.Tensor, h: int, superresolution=None,
-                      c: torch.Tensor | None = None) -> RenderResult:
+                      c: torch.Tensor | None = None, backdrop_camera_grad: bool = False) -> RenderResult:
         """Composited rays -> :class:`RenderResult`: background class where rays end in nothing, the
         semantic log-probabilities, super-resolution, the environment background behind the head.
         ``features [B, h*h, F]``, ``probs [B, h*h, 19]`` (composited class probabilities),
         ``opacity``/``depth`` ``[B, h*h, 1]`` (float32). ``superresolution``: a callable with
         :attr:`superresolution`'s signature to use instead (the fast renderer's folded twin,
         :func:`ide3d_core.fast_networks.superresolve`). ``c [B, 25]``: the cameras, needed by a model with
-        an environment background."""
+        an environment background; ``backdrop_camera_grad`` as in :meth:`render`."""
         cfg = self.config
         b = features.shape[0]
 
@@ -320,7 +324,7 @@ class Generator(nn.Module):
         if self.background is not None:
             if c is None:
                 raise ValueError("this model has an environment background: finish_render needs the cameras c")
-            backdrop = self.background.render(c, self.background_code(ws), image.shape[-1])
+            backdrop = self.background.render(c, self.background_code(ws), image.shape[-1], backdrop_camera_grad)
             image = composite_background(image, semantic, backdrop, BACKGROUND_CLASS)
         return RenderResult(image=image, image_raw=features_raw[:, :3], semantic=semantic,
                             semantic_raw=semantic_raw, depth=to_image(depth),
