@@ -255,3 +255,26 @@ def test_a_restarted_run_can_take_its_codes_from_the_models_standard_encoder(tin
     assert not torch.allclose(codes[0], codes[1])
     with pytest.raises(ValueError, match="init_codes"):
         dataclasses.replace(cfg, init_codes="random")
+
+
+def test_a_run_resumes_after_its_starting_model_gains_a_background(tiny_dir, tmp_path):
+    """A run names its starting model folder (the bundled model, for the shipped runs). When that folder's
+    generator later gains an environment background (``ide3d train-background``), the run must still
+    resume from its checkpoint: the loop trains the field and the super-resolution, never the background,
+    so its generator has none whatever the starting model has."""
+    import dataclasses
+
+    init = tmp_path / "init"
+    save_generator(Generator("tiny"), init)
+    cfg = dataclasses.replace(cfg_for(tiny_dir), init_from=str(init))
+    run = new_run(tmp_path / "run", tiny_dir)
+    train(run, cfg, max_steps=2)
+    with_bg = Generator(dataclasses.replace(load_generator(init).config, background_hidden=8))
+    with_bg.load_state_dict(load_generator(init).state_dict(), strict=False)
+    save_generator(with_bg, init)  # the starting model gains a background after the run began
+    train(run, None, max_steps=3)  # resumes
+    from training.checkpoint import latest_checkpoint, load_checkpoint
+
+    tensors, meta = load_checkpoint(latest_checkpoint(run / "checkpoints"))
+    assert meta["step"] == 3
+    assert not any(k.startswith("G.background.") for k in tensors)

@@ -213,13 +213,17 @@ def _training_generator(folder: str) -> tuple[Generator, Generator]:
     """``(G, start)``: the generator trained here and the starting model of ``folder``. ``G`` always has
     the mapping-network architecture (an auto-decoder never uses its mapping, and checkpoints keep one
     layout) with every other weight copied from ``start``, which may be an exported model whose code
-    prior draws the initial codes (a new run started from the bundled model)."""
+    prior draws the initial codes (a new run started from the bundled model). ``G`` never has an
+    environment background: the loop trains the field and the super-resolution, the background is fitted
+    apart (``ide3d train-background``), and a run's checkpoints keep their layout when the model it
+    started from gains one (a run started from ``ide3d_core/models/default`` before it had a background
+    could not resume after it did)."""
     start = load_generator(folder).float()
-    G = Generator(dataclasses.replace(start.config, code_prior_dim=0, code_prior_components=0))
+    G = Generator(dataclasses.replace(start.config, code_prior_dim=0, code_prior_components=0, background_hidden=0))
     own = G.state_dict()
     with torch.no_grad():
         for k, v in start.state_dict().items():
-            if not k.startswith("mapping."):
+            if not k.startswith(("mapping.", "background.")):
                 own[k].copy_(v)
     return G.train(), start.eval()
 
