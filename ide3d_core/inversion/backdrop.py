@@ -31,15 +31,24 @@ MAX_PIXELS = 16384
 MIN_PIXELS = 64
 
 
+def clean_background(labels: torch.Tensor, cameras: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``labels [M, R, R]``, ``cameras [M, 25]`` -> (``keep [M, R*R]`` bool: labelled background and so is
+    the 3 x 3 neighbourhood (the anti-aliased silhouette mixes head and backdrop), ``dirs [M, R*R, 3]`` the
+    pixel-centre unit world ray directions)."""
+    m, r = labels.shape[0], labels.shape[-1]
+    bg = (labels.reshape(m, 1, r, r) == BACKGROUND_CLASS).float()
+    keep = (-F.max_pool2d(-bg, 3, stride=1, padding=1) > 0.5).reshape(m, r * r)
+    _, dirs = rays_from_labels(cameras.reshape(m, -1).float(), r, r)
+    return keep, dirs
+
+
 def background_pixels(targets: torch.Tensor, labels: torch.Tensor, cameras: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """``targets [N, 3, R, R]`` (image range), ``labels [N, R, R]``, ``cameras [N, 25]`` -> (directions
-    [P, 3] unit world, colours [P, 3]) of the pixels labelled background whose 3 x 3 neighbourhood is too,
-    at most :data:`MAX_PIXELS` (an even stride)."""
+    [P, 3] unit world, colours [P, 3]) of the :func:`clean_background` pixels, at most :data:`MAX_PIXELS`
+    (an even stride)."""
     n, _, r, _ = targets.shape
-    bg = (labels.reshape(n, 1, r, r) == BACKGROUND_CLASS).float()
-    clean = (-F.max_pool2d(-bg, 3, stride=1, padding=1) > 0.5).reshape(n, r * r)
-    _, dirs = rays_from_labels(cameras.float(), r, r)  # [N, R*R, 3]
+    clean, dirs = clean_background(labels, cameras)
     rgb = targets.float().reshape(n, 3, r * r).permute(0, 2, 1)
     d, c = dirs[clean], rgb[clean]
     if d.shape[0] > MAX_PIXELS:

@@ -27,9 +27,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ide3d_core.cameras import rays_from_labels
+from ide3d_core.inversion.backdrop import clean_background
 from ide3d_core.networks.background import EnvironmentBackground, mix_patterns, solve_mixing
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
@@ -68,15 +67,12 @@ class BackdropPixels:
     head: torch.Tensor
 
 
-def backdrop_pixels(images: torch.Tensor, labels: torch.Tensor, cameras: torch.Tensor,
-                    background_class: int = 0) -> BackdropPixels:
+def backdrop_pixels(images: torch.Tensor, labels: torch.Tensor, cameras: torch.Tensor) -> BackdropPixels:
     """``images [N, V, 3, R, R]`` in [-1, 1], ``labels [N, V, R, R]``, ``cameras [N, V, 25]`` -> the pixels
-    labelled background whose 3 x 3 neighbourhood is background too."""
+    labelled background whose 3 x 3 neighbourhood is background too (inversion's own selection,
+    :func:`ide3d_core.inversion.backdrop.clean_background`)."""
     n, v, _, r, _ = images.shape
-    bg = (labels.reshape(n * v, 1, r, r) == background_class).float()
-    clean = -F.max_pool2d(-bg, 3, stride=1, padding=1) > 0.5  # eroded: no anti-aliased edge pixels
-    _, dirs = rays_from_labels(cameras.reshape(n * v, -1).float(), r, r)  # [NV, R*R, 3]
-    keep = clean.reshape(n * v, r * r)
+    keep, dirs = clean_background(labels.reshape(n * v, r, r), cameras.reshape(n * v, -1))
     rgb = images.reshape(n * v, 3, r * r).permute(0, 2, 1).float()
     head = torch.arange(n).repeat_interleave(v)[:, None].expand(-1, r * r)
     return BackdropPixels(dirs=dirs[keep], rgb=rgb[keep], head=head[keep])
