@@ -228,6 +228,20 @@ def _vertex_density(generator, sem: torch.Tensor, r: int) -> torch.Tensor:
     return generator.semantic_decoder(feats)[0].reshape(b, 1, v, v, v).float()
 
 
+def bf16_is_native(device: torch.device | str) -> bool:
+    """True where bfloat16 arithmetic runs natively: CPUs with AVX-512 BF16 or AMX, CUDA devices that
+    support it. Elsewhere (an AVX2-only CPU such as AMD Zen 3, most laptops) oneDNN falls back to slow
+    reference kernels: measured on a Zen 3 core, an auto-decoder step took 94 s under bf16 autocast
+    against about 2 s in float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, probe, None) for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe is not None and probe() for probe in probes)
+
+
 def network_dtype(name: str, device: torch.device) -> torch.dtype:
     """The dtype ``name`` (one of :data:`NETWORK_DTYPES`) stands for on ``device``: "auto" is bfloat16 on
     CPUs with native bf16 instructions (AVX-512 BF16 or AMX; elsewhere oneDNN would emulate it, slower
@@ -235,9 +249,7 @@ def network_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in NETWORK_DTYPES:
         raise ValueError(f"network dtype must be one of {NETWORK_DTYPES}, got {name!r}")
     if name == "auto":
-        probes = [getattr(torch.cpu, probe, None) for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        native = device.type == "cpu" and any(probe is not None and probe() for probe in probes)
-        return torch.bfloat16 if native else torch.float32
+        return torch.bfloat16 if torch.device(device).type == "cpu" and bf16_is_native(device) else torch.float32
     return torch.bfloat16 if name == "bfloat16" else torch.float32
 
 

@@ -278,3 +278,57 @@ def test_a_run_resumes_after_its_starting_model_gains_a_background(tiny_dir, tmp
     tensors, meta = load_checkpoint(latest_checkpoint(run / "checkpoints"))
     assert meta["step"] == 3
     assert not any(k.startswith("G.background.") for k in tensors)
+    # and its export has no background either (not one with freshly initialised weights)
+    exported = load_generator(export_run(run, tmp_path / "exported", dim=2, components=1))
+    assert exported.config.background_hidden == 0
+    assert not any(k.startswith("background.") for k in exported.state_dict())
+
+
+def test_a_bank_built_in_parts_equals_one_built_at_once(tiny_dir, tmp_path, monkeypatch):
+    """Several processes build one bank chunk by chunk (a GPU sitting's CPU cores): a chunk depends only on
+    the spec and its number, so any split gives the files one process writes."""
+    import training.autodecoder.bank as bank_module
+
+    whole = load_bank(tiny_dir / "bank", SPEC)  # one chunk
+    monkeypatch.setattr(bank_module, "CHUNK", 2)  # 2 chunks of the 4-head spec
+    build_bank(tmp_path / "parts", SPEC, chunks=[1])
+    build_bank(tmp_path / "parts", SPEC, chunks=[0])
+    parts = load_bank(tmp_path / "parts", SPEC)
+    assert whole.keys() == parts.keys()
+    for k in whole:
+        assert torch.equal(whole[k], parts[k]), k
+    with pytest.raises(ValueError, match="chunk 2"):
+        build_bank(tmp_path / "parts", SPEC, chunks=[2])
+
+
+def test_several_super_resolution_heads_a_step(tiny_dir, tmp_path):
+    """``sr_heads`` > 1 (a GPU sitting's big batches): the SR losses average over that many heads and the
+    step still lowers them; more than the batch is refused."""
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg_for(tiny_dir), sr_interval=1, sr_heads=2)
+    tr = Trainer(tmp_path / "c", cfg, load_bank(tiny_dir / "bank", SPEC))
+    first = tr.losses(0)[1]["sr_image"]
+    for _ in range(15):
+        tr.opt.zero_grad(), tr.opt_codes.zero_grad()
+        tr.losses(0)[0].backward()
+        tr.opt.step(), tr.opt_codes.step()
+    assert tr.losses(0)[1]["sr_image"] < first
+    with pytest.raises(ValueError, match="sr_heads"):
+        dataclasses.replace(cfg, sr_heads=3)
+
+
+def test_bf16_autocast_only_where_it_is_native(tiny_dir, tmp_path, monkeypatch):
+    """``bf16`` in a run's config is honoured only on devices with native bf16: on an AVX2-only CPU (AMD
+    Zen 3) oneDNN's emulated bf16 made a step about 40 times slower than float32."""
+    import dataclasses
+
+    import training.autodecoder.loop as loop
+
+    cfg = dataclasses.replace(cfg_for(tiny_dir), bf16=True)
+    bank = load_bank(tiny_dir / "bank", SPEC)
+    monkeypatch.setattr(loop, "bf16_is_native", lambda device: False)
+    assert Trainer(tmp_path / "a", cfg, bank).bf16 is False
+    monkeypatch.setattr(loop, "bf16_is_native", lambda device: True)
+    assert Trainer(tmp_path / "b", cfg, bank).bf16 is True
+    assert Trainer(tmp_path / "c", dataclasses.replace(cfg, bf16=False), bank).bf16 is False

@@ -32,6 +32,7 @@ where it stopped.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,15 +151,19 @@ def chunk_path(folder: Path, k: int) -> Path:
 
 
 def build_bank(folder: str | Path, spec: BankSpec, progress: ProgressFn | None = None,
-               cancel: CancelToken | None = None) -> None:
-    """Write the bank's chunks into ``folder`` (existing complete chunks are kept: resumable)."""
+               cancel: CancelToken | None = None, chunks: Iterable[int] | None = None) -> None:
+    """Write the bank's chunks into ``folder`` (existing complete chunks are kept: resumable). ``chunks``:
+    only these chunk numbers (``0 .. ceil(size / CHUNK) - 1``), so several processes can build one bank
+    (:func:`build_bank_parallel`); a chunk's content depends only on the spec and its number."""
     from training.procedural import heads_from_latent, median_padded
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     z = bank_latents(spec)
-    chunks = math.ceil(spec.size / CHUNK)
-    for k in range(chunks):
+    n_chunks = math.ceil(spec.size / CHUNK)
+    for k in (range(n_chunks) if chunks is None else chunks):
+        if not 0 <= k < n_chunks:
+            raise ValueError(f"chunk {k} outside 0..{n_chunks - 1}")
         path = chunk_path(folder, k)
         if path.exists():
             continue
@@ -172,6 +177,29 @@ def build_bank(folder: str | Path, spec: BankSpec, progress: ProgressFn | None =
         tensors = {key: torch.stack([h[key] for h in per_head]).contiguous() for key in per_head[0]}
         tensors["z"] = z[lo:hi].contiguous()
         save_safetensors(path, tensors)
+
+
+def _build_chunks(args: tuple[str, BankSpec, list[int]]) -> None:
+    """One worker of :func:`build_bank_parallel` (one torch thread: the workers share the cores)."""
+    torch.set_num_threads(1)
+    folder, spec, chunks = args
+    build_bank(folder, spec, chunks=chunks)
+
+
+def build_bank_parallel(folder: str | Path, spec: BankSpec, workers: int) -> None:
+    """:func:`build_bank` in ``workers`` processes (chunk ``k`` goes to worker ``k % workers``); the same
+    files as one process writes. For a machine with many cores (a GPU sitting's 16 CPU cores build a
+    2,048-head bank in about a minute, where one core needs about 0.55 s a head)."""
+    import multiprocessing
+
+    n_chunks = math.ceil(spec.size / CHUNK)
+    workers = max(1, min(workers, n_chunks))
+    jobs = [(str(folder), spec, list(range(w, n_chunks, workers))) for w in range(workers)]
+    if workers == 1:
+        _build_chunks(jobs[0])
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_build_chunks, jobs)
 
 
 def load_bank(folder: str | Path, spec: BankSpec) -> dict[str, torch.Tensor]:

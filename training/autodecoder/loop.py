@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ide3d_core.atomic_file import write_atomic
+from ide3d_core.fast_render import bf16_is_native
 from ide3d_core.networks.generator import Generator, TriPlanes
 from ide3d_core.networks.io import load_generator
 from ide3d_core.progress import Cancelled, CancelToken, ProgressFn, report
@@ -55,7 +56,7 @@ MAX_SKIPPED_IN_A_ROW = 5
 #: Keys of the schedule, which ``ide3d train-autodecoder --decay-start`` may change in an existing run.
 SCHEDULE_KEYS = ("decay_start", "decay_steps", "decay_floor")
 #: Keys added after the first runs were written; a saved config without them takes their defaults.
-LATER_KEYS = frozenset(SCHEDULE_KEYS) | {"init_codes"}
+LATER_KEYS = frozenset(SCHEDULE_KEYS) | {"init_codes", "sr_heads"}
 #: How a new run's codes start: the starting model's mapping (or code prior) of each head's latent, or
 #: its standard encoder on each head's cached 128 px view (``encoder``: a run restarted from an exported
 #: model whose encoders were trained on these heads starts near the codes it had learned).
@@ -86,6 +87,9 @@ class AutoDecoderConfig:
     ray_heads: int = 4
     rays: int = 512
     sr_interval: int = 3
+    #: heads of a super-resolution step (the first ``sr_heads`` of the batch; a GPU sitting's big batches
+    #: afford several)
+    sr_heads: int = 1
     lr: float = 1.5e-3
     code_lr: float = 2e-2
     code_l2: float = 1e-4
@@ -115,6 +119,8 @@ class AutoDecoderConfig:
     def __post_init__(self) -> None:
         if self.init_codes not in INIT_CODES:
             raise ValueError(f"init_codes must be one of {INIT_CODES}, got {self.init_codes!r}")
+        if not 1 <= self.sr_heads <= self.batch:
+            raise ValueError(f"sr_heads must be in 1..batch ({self.batch}), got {self.sr_heads}")
 
 
 def lr_factor(step: int, cfg: AutoDecoderConfig) -> float:
@@ -229,11 +235,14 @@ def _training_generator(folder: str) -> tuple[Generator, Generator]:
 
 
 class Trainer:
-    """State of one run: generator, codes, optimisers, bank (all CPU)."""
+    """State of one run: generator, codes, optimisers and bank, all on ``device`` (the CPU by default; a GPU
+    sitting, scripts/gpu_autodecoder.py, trains on CUDA). Random draws come from ``(seed, step)`` on the
+    device's own generator, so a run resumes exactly on the device it ran on."""
 
     def __init__(self, run_dir: Path, cfg: AutoDecoderConfig, bank: dict[str, torch.Tensor],
-                 compile_synthesis: bool = False) -> None:
-        self.run_dir, self.cfg, self.bank = run_dir, cfg, bank
+                 compile_synthesis: bool = False, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.run_dir, self.cfg = run_dir, cfg
         self.G, start = _training_generator(cfg.init_from)
         if compile_synthesis:  # in place: parameter names (and so checkpoints) stay the same
             self.G.synthesis.compile()
@@ -243,12 +252,18 @@ class Trainer:
         self.codes = CodeBank(n, self.G.w_dim)
         with torch.no_grad():
             self.codes.embedding.weight.copy_(initial_codes(start, bank, cfg).flatten(1))
+        self.G.to(self.device)
+        self.codes.to(self.device)
+        self.bank = {k: v.to(self.device) for k, v in bank.items()}
         params = [p for n_, p in self.G.named_parameters() if not n_.startswith("mapping.")]
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
         self.opt_codes = torch.optim.SparseAdam(list(self.codes.parameters()), lr=cfg.code_lr, betas=(0.9, 0.99))
         self.step = 0
         self.skipped_in_a_row = 0
-        self.cw = class_weights(cfg.small_part_weight)
+        self.cw = class_weights(cfg.small_part_weight, self.device)
+        #: ``cfg.bf16`` is honoured only where bf16 is native (else float32: an emulated bf16 step is tens of
+        #: times slower, :func:`ide3d_core.fast_render.bf16_is_native`)
+        self.bf16 = cfg.bf16 and bf16_is_native(self.device)
         c = self.G.config
         self.delta = (c.ray_far - c.ray_near) / (c.coarse_samples + c.fine_samples)
 
@@ -280,21 +295,22 @@ class Trainer:
 
     def losses(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, G, bank, cw = self.cfg, self.G, self.bank, self.cw
+        dev = self.device
         rng = np.random.default_rng([cfg.seed, step, 1])
-        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-        idx = self.batch_indices(step)
+        gen = torch.Generator(device=dev).manual_seed(int(rng.integers(0, 2**62)))
+        idx = self.batch_indices(step).to(dev)
         b = len(idx)
         codes = self.codes(idx)
         ws = codes_to_ws(codes, G)
         w = cfg.weights
         # targets (gathered outside autocast: it rejects indexing float16 tensors)
-        gp = torch.from_numpy(rng.integers(0, bank["geo_pts"].shape[1], (b, cfg.point_batch)))
-        cp = torch.from_numpy(rng.integers(0, bank["col_pts"].shape[1], (b, cfg.colour_batch)))
-        take = lambda key, sel: torch.stack([bank[key][i][s] for i, s in zip(idx.tolist(), sel)])  # noqa: E731
+        gp = torch.from_numpy(rng.integers(0, bank["geo_pts"].shape[1], (b, cfg.point_batch))).to(dev)
+        cp = torch.from_numpy(rng.integers(0, bank["col_pts"].shape[1], (b, cfg.colour_batch))).to(dev)
+        take = lambda key, sel: bank[key][idx[:, None], sel]  # noqa: E731  ([b, n, ...]: head idx[j], items sel[j])
         geo, col = take("geo_pts", gp), take("col_pts", cp)
         occ, cls, band = take("geo_occ", gp), take("geo_cls", gp).long(), take("geo_band", gp)
         col_rgb, col_cls = take("col_rgb", cp).float(), take("col_cls", cp).long()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
             planes = G.planes(ws)
             f = G.query(planes, torch.cat([geo, col], 1))
             m = geo.shape[1]
@@ -307,7 +323,7 @@ class Trainer:
             # rays
             k = min(cfg.ray_heads, b)
             if k > 0 and cfg.rays > 0:
-                view = torch.from_numpy(rng.integers(0, bank["cam64"].shape[1], k))
+                view = torch.from_numpy(rng.integers(0, bank["cam64"].shape[1], k)).to(dev)
                 sel = idx[:k]
                 cams = bank["cam64"][sel, view]
                 lab = bank["lab64"][sel, view].reshape(k, -1).long()
@@ -327,11 +343,12 @@ class Trainer:
 
         # super-resolution (float32 SR input; the field under no_grad)
         if cfg.sr_interval > 0 and step % cfg.sr_interval == 0:
-            i = idx[:1]
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                sub = TriPlanes(planes.semantic[:1].detach(), planes.texture[:1].detach())
-                out = G.render(sub, bank["cam128"][i], ws[:1].detach())
-            w_sr = ws[:1, G.config.num_shape_ws + G.config.num_head_ws:]
+            s = min(cfg.sr_heads, b)
+            i = idx[:s]
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+                sub = TriPlanes(planes.semantic[:s].detach(), planes.texture[:s].detach())
+                out = G.render(sub, bank["cam128"][i], ws[:s].detach())
+            w_sr = ws[:s, G.config.num_shape_ws + G.config.num_head_ws:]
             image, semantic = G.superresolution(out.features_raw.float(), out.semantic_raw.float(), w_sr)
             res = bank["img128"].shape[-1]
             factor = image.shape[-1] // res
@@ -380,7 +397,8 @@ class Trainer:
 
 def train(run_dir: str | Path, cfg: AutoDecoderConfig | None = None, minutes: float | None = None,
           max_steps: int | None = None, progress: ProgressFn | None = None,
-          cancel: CancelToken | None = None, compile_synthesis: bool = False) -> Path:
+          cancel: CancelToken | None = None, compile_synthesis: bool = False,
+          device: torch.device | str = "cpu") -> Path:
     """Build (or reuse) the bank, then train until ``minutes`` or ``max_steps`` or cancel; returns the
     last checkpoint. A run folder that holds a config resumes from its newest checkpoint (``cfg`` must
     then be None or equal). ``compile_synthesis``: ``torch.compile`` the tri-plane synthesis (a speed
@@ -398,7 +416,7 @@ def train(run_dir: str | Path, cfg: AutoDecoderConfig | None = None, minutes: fl
     write_atomic(saved, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
     build_bank(run_dir / "bank", cfg.bank, progress, cancel)
     bank = load_bank(run_dir / "bank", cfg.bank)
-    trainer = Trainer(run_dir, cfg, bank, compile_synthesis)
+    trainer = Trainer(run_dir, cfg, bank, compile_synthesis, device)
     last = latest_checkpoint(run_dir / "checkpoints")
     if last is not None:
         trainer.load(last)

@@ -115,7 +115,10 @@ def export_run(run_dir: str | Path, out: str | Path, dim: int = PRIOR_DIM,
     cfg = AutoDecoderConfig.from_dict(json.loads((Path(run_dir) / CONFIG_FILE).read_text()))
     g_tensors, codes, state = run_codes(run_dir)
     base = load_config(cfg.init_from)
-    gcfg = dataclasses.replace(base, code_prior_dim=dim, code_prior_components=components)
+    # no environment background: the run has none (loop._training_generator), and a background kept from
+    # the starting model's config would be exported with freshly initialised weights; ``ide3d
+    # train-background`` adds it to the exported folder
+    gcfg = dataclasses.replace(base, code_prior_dim=dim, code_prior_components=components, background_hidden=0)
     G = Generator(gcfg)
     own = G.state_dict()
     for k, v in g_tensors.items():

@@ -48,7 +48,7 @@ def cache_renders(tr: Trainer, chunk: int = 4, progress: ProgressFn | None = Non
     for s in range(0, n, chunk):
         idx = torch.arange(s, min(n, s + chunk))
         ws = codes_to_ws(tr.codes(idx), G)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tr.cfg.bf16):
+        with torch.autocast(tr.device.type, dtype=torch.bfloat16, enabled=tr.bf16):
             planes = G.planes(ws)
             out = G.render(TriPlanes(planes.semantic, planes.texture), bank["cam128"][idx], ws)
         feats.append(out.features_raw.half())
