@@ -185,7 +185,7 @@ def superresolve(sr, features: torch.Tensor, semantic: torch.Tensor, ws: torch.T
         out = upsample2x(out).add_(f.out1(x.float()))
         images.append(out[:, :3])
         logits.append(out[:, 3:])
-    return torch.cat(images).contiguous(), torch.cat(logits).contiguous()
+    return torch.cat(images).contiguous(), sr.adjust_logits(torch.cat(logits)).contiguous()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -87,3 +87,34 @@ def test_bad_inputs_raise():
         fr.FastRenderSettings(network_dtype="half")
     with pytest.raises(ValueError, match="ws must be"):
         fn.planes(G, torch.zeros(1, 2, G.config.w_dim))
+
+
+def test_a_semantic_logit_bias_shifts_both_twins_by_exactly_its_offsets():
+    """``semantic_logit_bias`` (a logit adjustment, scripts/fit_semantic_bias.py) adds its per-class offsets
+    to the super-resolved logits of the reference module and of the fast twin alike; weight files are the
+    same with or without it, and a bias of the wrong length is refused."""
+    import dataclasses
+
+    from ide3d_core.networks.config import ConfigError
+
+    G = _random_generator("tiny")
+    k = G.config.num_classes
+    offsets = tuple(float(v) for v in torch.linspace(-2.0, 3.0, k))
+    B = Generator(dataclasses.replace(G.config, semantic_logit_bias=offsets)).eval().requires_grad_(False)
+    B.load_state_dict(G.state_dict())  # strict: the bias is no weight
+    cfg, h = G.config, G.config.neural_resolution
+    g = torch.Generator().manual_seed(2)
+    feats = torch.rand(1, cfg.feature_channels, h, h, generator=g) * 2 - 1
+    logp = torch.log_softmax(3 * torch.randn(1, k, h, h, generator=g), 1)
+    w_sr = G.codes_from_seeds([0])[:, cfg.num_shape_ws + cfg.num_head_ws:]
+    with torch.no_grad():
+        _, plain = G.superresolution(feats, logp, w_sr)
+        _, biased = B.superresolution(feats, logp, w_sr)
+        _, fast = fn.superresolve(B.superresolution, feats, logp, w_sr)
+    expected = plain + torch.tensor(offsets).view(1, k, 1, 1)
+    torch.testing.assert_close(biased, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="semantic_logit_bias"):
+        dataclasses.replace(G.config, semantic_logit_bias=(1.0, 2.0))
+    with pytest.raises(ConfigError, match="semantic_logit_bias"):
+        dataclasses.replace(G.config, semantic_logit_bias=(float("nan"),) * k)

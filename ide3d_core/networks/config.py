@@ -56,7 +56,8 @@ FIELD_LIMITS: dict[str, tuple[type, float, float]] = {
     "background_hidden": (int, 0, 1024),
 }
 #: Keys a config file may omit (added after the first bundled model; the default keeps its behaviour).
-OPTIONAL_KEYS = {"code_prior_dim": 0, "code_prior_components": 0, "background_hidden": 0}
+OPTIONAL_KEYS = {"code_prior_dim": 0, "code_prior_components": 0, "background_hidden": 0,
+                 "semantic_logit_bias": ()}
 #: Largest :meth:`GeneratorConfig.memory_estimate` (parameters + activations, bytes) accepted from a
 #: file. The paper's config needs about 2 GiB, the bundled one under 0.3 GiB.
 MAX_MODEL_BYTES = 12 * 2**30
@@ -138,6 +139,11 @@ class GeneratorConfig:
     #: colour from each ray's direction and the texture code, laid behind the super-resolved head);
     #: 0 = none, the super-resolution paints the backdrop (the paper).
     background_hidden: int = 0
+    #: Per-class offsets added to the super-resolved semantic logits (empty: none, or ``num_classes``
+    #: numbers): a logit adjustment fitted after training (``scripts/fit_semantic_bias.py``) so the argmax
+    #: label maps give the thin parts (brows, eyes, lips) their share; it shifts the decision, not the
+    #: field (the 3D semantics and the raw 64 px maps are untouched).
+    semantic_logit_bias: tuple[float, ...] = ()
 
     # -- derived numbers -----------------------------------------------------------------------
     @property
@@ -222,6 +228,11 @@ class GeneratorConfig:
             raise ConfigError("generator config: sr_channels holds the widths of exactly two SR blocks")
         for i, c in enumerate(self.sr_channels):
             _check_field(f"sr_channels[{i}]", c, int, 1, 4096)
+        if not isinstance(self.semantic_logit_bias, tuple) or len(self.semantic_logit_bias) not in (0, self.num_classes):
+            raise ConfigError(f"generator config: semantic_logit_bias holds 0 or num_classes ({self.num_classes}) "
+                              "numbers")
+        for i, b in enumerate(self.semantic_logit_bias):
+            _check_field(f"semantic_logit_bias[{i}]", b, float, -20.0, 20.0)
         if self.code_prior_dim and (self.code_prior_components < 1 or self.z_dim < 2 + 2 * self.code_prior_dim
                                     or self.code_prior_dim > self.w_dim):
             raise ConfigError(f"generator config: code_prior_dim {self.code_prior_dim} needs "

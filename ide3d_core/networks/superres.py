@@ -34,6 +34,9 @@ class SuperResolution(nn.Module):
         self.conv10 = ModulatedConv2d(c0, c1, cfg.w_dim, up=True)
         self.conv11 = ModulatedConv2d(c1, c1, cfg.w_dim)
         self.rgb1, self.seg1 = to_output(c1, 3, cfg.w_dim), to_output(c1, k, cfg.w_dim)
+        # the configured logit adjustment (not a weight: weight files stay as they were)
+        bias = torch.tensor(cfg.semantic_logit_bias or [0.0] * k, dtype=torch.float32).view(1, k, 1, 1)
+        self.register_buffer("semantic_bias", bias, persistent=False)
 
     def forward(self, features: torch.Tensor, semantic: torch.Tensor,
                 ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,4 +59,10 @@ class SuperResolution(nn.Module):
         x = self.conv11(self.conv10(x, ws[:, 2]), ws[:, 3])
         rgb = upsample2x(rgb) + self.rgb1(x, ws[:, 4])
         seg = upsample2x(seg) + self.seg1(x, ws[:, 4])
-        return rgb, seg
+        return rgb, self.adjust_logits(seg)
+
+    def adjust_logits(self, seg: torch.Tensor) -> torch.Tensor:
+        """``seg [B, 19, H, W]`` plus the configured per-class ``semantic_logit_bias`` (unchanged when there
+        is none); the last step of :meth:`forward` and of its fast twin
+        (:func:`ide3d_core.fast_networks.superresolve`)."""
+        return seg + self.semantic_bias.to(seg.dtype) if self.cfg.semantic_logit_bias else seg

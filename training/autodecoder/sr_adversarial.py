@@ -228,7 +228,8 @@ def polish_superresolution_adversarial(run_dir: str | Path, minutes: float,
     res = G.config.img_resolution
     n = acfg.bank.size if cfg.heads is None else min(cfg.heads, acfg.bank.size)
     views = output_views_of_first(run_dir / "bank", acfg.bank, bank["cam128"], res, n, progress, cancel)
-    sub = types.SimpleNamespace(G=G, cfg=acfg, codes=tr.codes, bank={"cam128": bank["cam128"][:n]})
+    sub = types.SimpleNamespace(G=G, cfg=acfg, codes=tr.codes, bank={"cam128": bank["cam128"][:n]},
+                                device=tr.device, bf16=tr.bf16)
     feats, sems = cache_renders(sub, progress=progress, cancel=cancel)
     with torch.no_grad():
         w_all = codes_to_ws(tr.codes(torch.arange(n)), G)[:, G.config.num_shape_ws + G.config.num_head_ws:]
