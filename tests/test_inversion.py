@@ -330,3 +330,26 @@ def test_tuning_with_a_frozen_synthesis_changes_only_decoders_and_superresolutio
     with torch.no_grad():
         img = res.generator(res.ws, cam).image
     assert float(psnr(img, target)) == pytest.approx(res.stages["tune"]["psnr"], abs=1e-3)
+
+
+def test_a_semantic_logit_adjustment_moves_the_labels_but_not_the_fit(setup):
+    """The objective's cross-entropy takes the model's ``semantic_logit_bias`` off again: the fit matches the
+    model's own probabilities to the mask, the adjustment only moves the argmax of the label maps."""
+    import dataclasses
+
+    from ide3d_core.inversion.objective import Objective
+    from ide3d_core.networks import Generator
+
+    g, ws_true, cam, img, mask = setup
+    offsets = tuple(float(v) for v in torch.linspace(-3.0, 3.0, g.config.num_classes))
+    b = Generator(dataclasses.replace(g.config, semantic_logit_bias=offsets)).eval().requires_grad_(False)
+    b.load_state_dict(g.state_dict())
+    policy = InversionPolicy(semantic_weight=1.0, skip_empty=False)
+    obj = Objective(img, torch.from_numpy(mask).long()[None], cam, torch.ones(1), policy, None)
+    with torch.no_grad():
+        plain, _ = obj.per_view(g, ws_true)
+        adjusted, _ = obj.per_view(b, ws_true)
+        labels_g = g.render(g.planes(ws_true), cam, ws_true).semantic.argmax(1)
+        labels_b = b.render(b.planes(ws_true), cam, ws_true).semantic.argmax(1)
+    torch.testing.assert_close(adjusted, plain, rtol=1e-5, atol=1e-5)
+    assert (labels_g != labels_b).float().mean() > 0.01  # the offsets do change the label maps

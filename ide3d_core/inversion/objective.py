@@ -44,7 +44,7 @@ class Objective:
         with torch.autocast(self.targets.device.type, dtype=torch.bfloat16, enabled=bf16 and self.bf16_native):
             out = self._render(generator, ws, neural_resolution, planes,
                                self.cameras if cameras is None else cameras)
-        return self._losses(out)
+        return self._losses(out, _logit_offsets(generator))
 
     def with_cameras(self, cameras: torch.Tensor) -> "Objective":
         """The same objective for other cameras [N, 25] (the refined poses of the tuning stage)."""
@@ -68,7 +68,9 @@ class Objective:
         return generator.render(planes, cameras, ws.expand(n, -1, -1), neural_resolution=neural_resolution,
                                 occupied=occupied, backdrop_camera_grad=n == 1)
 
-    def _losses(self, out) -> tuple[torch.Tensor, torch.Tensor]:
+    def _losses(self, out, offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``offsets``: the model's semantic logit adjustment, taken off before the cross-entropy (the fit
+        matches the model's own probabilities to the mask; the adjustment only moves the argmax)."""
         n = self.targets.shape[0]
         img, p = out.image.float(), self.policy
         loss = p.l2_weight * (img - self.targets).pow(2).mean((1, 2, 3))
@@ -80,7 +82,8 @@ class Objective:
             labels = self.labels
             if labels.shape[-2:] != out.semantic.shape[-2:]:
                 labels = F.interpolate(labels[:, None].float(), size=out.semantic.shape[-2:], mode="nearest")[:, 0]
-            ce = F.cross_entropy(out.semantic.float(), labels.long(), reduction="none").mean((1, 2))
+            logits = out.semantic.float() if offsets is None else out.semantic.float() - offsets
+            ce = F.cross_entropy(logits, labels.long(), reduction="none").mean((1, 2))
             loss = loss + p.semantic_weight * ce * self.semantic
         if self.lpips is not None and p.lpips_weight:
             loss = loss + p.lpips_weight * self.lpips(img, self.targets).reshape(n, -1).mean(1)
@@ -94,3 +97,11 @@ class Objective:
         losses, img = self.per_view(generator, ws, neural_resolution, bf16, planes, cameras)
         w = robust_weights(losses, self.policy.robust_scale)
         return (w * losses).sum(), losses.detach(), img
+
+
+def _logit_offsets(generator: nn.Module) -> torch.Tensor | None:
+    """[1, 19, 1, 1] the generator's semantic logit adjustment (``GeneratorConfig.semantic_logit_bias``), or
+    None when it has none (or is a stand-in without a super-resolution)."""
+    sr = getattr(generator, "superresolution", None)
+    cfg = getattr(sr, "cfg", None)
+    return sr.semantic_bias.float() if cfg is not None and getattr(cfg, "semantic_logit_bias", ()) else None

@@ -223,9 +223,11 @@ def _training_generator(folder: str) -> tuple[Generator, Generator]:
     environment background: the loop trains the field and the super-resolution, the background is fitted
     apart (``ide3d train-background``), and a run's checkpoints keep their layout when the model it
     started from gains one (a run started from ``ide3d_core/models/default`` before it had a background
-    could not resume after it did)."""
+    could not resume after it did). Nor a semantic logit adjustment: its losses see the model's own logits
+    (the adjustment is fitted after training, scripts/fit_semantic_bias.py)."""
     start = load_generator(folder).float()
-    G = Generator(dataclasses.replace(start.config, code_prior_dim=0, code_prior_components=0, background_hidden=0))
+    G = Generator(dataclasses.replace(start.config, code_prior_dim=0, code_prior_components=0, background_hidden=0,
+                                      semantic_logit_bias=()))
     own = G.state_dict()
     with torch.no_grad():
         for k, v in start.state_dict().items():

@@ -118,7 +118,9 @@ def export_run(run_dir: str | Path, out: str | Path, dim: int = PRIOR_DIM,
     # no environment background: the run has none (loop._training_generator), and a background kept from
     # the starting model's config would be exported with freshly initialised weights; ``ide3d
     # train-background`` adds it to the exported folder
-    gcfg = dataclasses.replace(base, code_prior_dim=dim, code_prior_components=components, background_hidden=0)
+    # nor a semantic logit adjustment: it belongs to the super-resolution it was fitted to
+    gcfg = dataclasses.replace(base, code_prior_dim=dim, code_prior_components=components, background_hidden=0,
+                               semantic_logit_bias=())
     G = Generator(gcfg)
     own = G.state_dict()
     for k, v in g_tensors.items():
