@@ -51,7 +51,7 @@ def collect(model: str, heads: int, seed: int, source_yaw: float) -> dict:
 
     g = load_generator(model)
     enc = load_encoder(Path(model) / "encoders" / "standard")
-    bias = g.superresolution.semantic_bias if g.config.semantic_logit_bias else 0.0
+    bias = 0.0 if g.superresolution.logit_offsets is None else g.superresolution.logit_offsets
     truth = sample_heads(heads, torch.Generator().manual_seed(seed), "cpu")
     label = lambda yaw: orbit_camera(math.radians(yaw), 0.0).label()  # noqa: E731
     logits, labels, head_ids = [], [], []

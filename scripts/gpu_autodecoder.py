@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -87,8 +88,6 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = True
 
     # 1. the bank, on the CPU cores
-    import os
-
     workers = args.workers or max(1, (os.cpu_count() or 2) - 1)
     spec = BankSpec(size=args.bank_size, seed=args.bank_seed)
     t0 = time.monotonic()
@@ -106,8 +105,9 @@ def main(argv=None) -> int:
     summary["setup_seconds"] = round(time.monotonic() - t0, 1)
     del bank  # the trainer holds its own copy on the device
 
-    def run_steps(n: int | None, until: float) -> list[dict]:
-        rows, acc, k = [], {}, 0
+    def run_steps(n: int | None, until: float) -> int:
+        """Train up to ``n`` steps (None: no limit) before ``until``; the number taken."""
+        acc, k = {}, 0
         while (n is None or k < n) and time.monotonic() < until and not stop["now"]:
             logs = trainer.train_step()
             for key, v in logs.items():
@@ -120,15 +120,14 @@ def main(argv=None) -> int:
                     fh.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
                 acc = {}
-            rows.append(logs)
-        return rows
+        return k
 
     # warm-up (first steps are slow: allocator, cudnn autotune), then the speed that sets the schedule
     run_steps(5, deadline)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.monotonic()
-    timed = len(run_steps(10, deadline))
+    timed = run_steps(10, deadline)
     if device.type == "cuda":
         torch.cuda.synchronize()
     sec = (time.monotonic() - t0) / timed if timed else math.inf

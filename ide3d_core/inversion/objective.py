@@ -102,6 +102,5 @@ class Objective:
 def _logit_offsets(generator: nn.Module) -> torch.Tensor | None:
     """[1, 19, 1, 1] the generator's semantic logit adjustment (``GeneratorConfig.semantic_logit_bias``), or
     None when it has none (or is a stand-in without a super-resolution)."""
-    sr = getattr(generator, "superresolution", None)
-    cfg = getattr(sr, "cfg", None)
-    return sr.semantic_bias.float() if cfg is not None and getattr(cfg, "semantic_logit_bias", ()) else None
+    offsets = getattr(getattr(generator, "superresolution", None), "logit_offsets", None)
+    return None if offsets is None else offsets.float()

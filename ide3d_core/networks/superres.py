@@ -61,8 +61,13 @@ class SuperResolution(nn.Module):
         seg = upsample2x(seg) + self.seg1(x, ws[:, 4])
         return rgb, self.adjust_logits(seg)
 
+    @property
+    def logit_offsets(self) -> torch.Tensor | None:
+        """[1, 19, 1, 1] the configured ``semantic_logit_bias``, or None when the config has none."""
+        return self.semantic_bias if self.cfg.semantic_logit_bias else None
+
     def adjust_logits(self, seg: torch.Tensor) -> torch.Tensor:
-        """``seg [B, 19, H, W]`` plus the configured per-class ``semantic_logit_bias`` (unchanged when there
-        is none); the last step of :meth:`forward` and of its fast twin
-        (:func:`ide3d_core.fast_networks.superresolve`)."""
-        return seg + self.semantic_bias.to(seg.dtype) if self.cfg.semantic_logit_bias else seg
+        """``seg [B, 19, H, W]`` plus :attr:`logit_offsets` (unchanged when there are none); the last step of
+        :meth:`forward` and of its fast twin (:func:`ide3d_core.fast_networks.superresolve`)."""
+        offsets = self.logit_offsets
+        return seg if offsets is None else seg + offsets.to(seg.dtype)

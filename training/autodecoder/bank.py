@@ -195,8 +195,8 @@ def build_bank_parallel(folder: str | Path, spec: BankSpec, workers: int) -> Non
     n_chunks = math.ceil(spec.size / CHUNK)
     workers = max(1, min(workers, n_chunks))
     jobs = [(str(folder), spec, list(range(w, n_chunks, workers))) for w in range(workers)]
-    if workers == 1:
-        _build_chunks(jobs[0])
+    if workers == 1:  # here, in the caller's process and with its threads
+        build_bank(folder, spec)
         return
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         pool.map(_build_chunks, jobs)

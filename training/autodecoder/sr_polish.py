@@ -46,7 +46,7 @@ def cache_renders(tr: Trainer, chunk: int = 4, progress: ProgressFn | None = Non
     n = bank["cam128"].shape[0]
     feats, sems = [], []
     for s in range(0, n, chunk):
-        idx = torch.arange(s, min(n, s + chunk))
+        idx = torch.arange(s, min(n, s + chunk), device=tr.device)
         ws = codes_to_ws(tr.codes(idx), G)
         with torch.autocast(tr.device.type, dtype=torch.bfloat16, enabled=tr.bf16):
             planes = G.planes(ws)
