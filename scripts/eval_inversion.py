@@ -36,6 +36,10 @@ ground-truth mesh is ``training.procedural.head_mesh``.
    ``--pose-noise`` degrees in a random direction of (yaw, pitch) (seeded), as estimated poses would be.
    CPU seconds per portrait (``time.process_time``) and their ratio to the one-view set; ``--mv-policy``
    sets other policy fields (``code_space=w+,init=frontal`` is the schedule before issue 17's re-measurement).
+   A second table says where the error is: PSNR inside the exact head mask at the novel yaws and at the
+   input views themselves, PSNR of the backdrop, the head's share of the squared error, and the head PSNR
+   a perfect 64 px field would reach (the exact render area-averaged to the neural resolution and
+   upsampled bicubically: detail above it is what no fit of the field can recover).
 
 Without a trained model (none is bundled yet) the default is an UNTRAINED ``default`` generator and
 randomly initialised encoders: the script then only shows that the pipeline runs end to end; its
@@ -173,6 +177,25 @@ def render_view(g, ws, cam, device):
     with torch.no_grad():
         out = editing.render_state(g, PortraitState(ws), cam)
     return out.image.cpu(), out.semantic.argmax(1).cpu()
+
+
+def error_split(img: torch.Tensor, img_gt: torch.Tensor, lab_gt: torch.Tensor, neural: int) -> dict[str, float]:
+    """Where one view's error is: squared error inside / outside the exact head mask (``lab_gt`` > 0) of
+    ``img`` [1, 3, R, R] against ``img_gt``, and the head PSNR of the exact image through a perfect
+    ``neural`` px field (area-averaged to it, upsampled bicubically). Squared-error sums and pixel counts,
+    so views can be pooled before the PSNR."""
+    m = (lab_gt != 0).float()[:, None]
+    se = (img.float() - img_gt.float()).pow(2).mean(1, keepdim=True)
+    low = F.interpolate(F.interpolate(img_gt.float(), size=neural, mode="area"), size=img_gt.shape[-1],
+                        mode="bicubic", align_corners=False).clamp(-1, 1)
+    se_low = (low - img_gt.float()).pow(2).mean(1, keepdim=True)
+    return {"head_se": float((se * m).sum()), "back_se": float((se * (1 - m)).sum()),
+            "head_px": float(m.sum()), "back_px": float((1 - m).sum()), "ceiling_se": float((se_low * m).sum())}
+
+
+def pooled_psnr(se: float, n: float) -> float:
+    """PSNR of images in [-1, 1] from a squared-error sum over ``n`` pixels."""
+    return 10.0 * math.log10(4.0 / max(se / max(n, 1.0), 1e-12))
 
 
 def view_metrics(g, ws, truth: HeldOutHeads, i: int, yaw: float, device) -> tuple[float, float, float]:
@@ -422,6 +445,7 @@ def multiview(args, g, enc, truth, device):
     policy = InversionPolicy(**kw)
     print(f"multiview policy: {policy}", file=sys.stderr)
     results: dict[int, list] = {k: [] for k in range(len(settings))}
+    splits: dict[int, dict[str, dict[str, float]]] = {k: {"novel": {}, "input": {}} for k in range(len(settings))}
     for i in _heads(args):
         for k, (vs, noise) in enumerate(settings):
             rng = np.random.default_rng([HELD_OUT_SEED, i, k])  # the same draws whatever --head-subset
@@ -436,6 +460,12 @@ def multiview(args, g, enc, truth, device):
             sec, cpu = time.perf_counter() - t0, time.process_time() - c0
             p, s, iou, ch = _scores(res, truth, i, yaws, args, device)
             results[k].append((p, s, iou, ch, cpu))  # CPU seconds: wall time on a shared machine says little
+            for where, at in (("novel", yaws), ("input", vs)):
+                for y in at:
+                    img_gt, lab_gt, cam = truth.view(i, y)
+                    img, _ = render_view(res.generator, res.ws, cam, device)
+                    for key, v in error_split(img, img_gt, lab_gt, g.neural_resolution).items():
+                        splits[k][where][key] = splits[k][where].get(key, 0.0) + v
             print("RESULT " + json.dumps({"head": i, "views": vs, "noise": noise, "psnr": p, "ssim": s, "miou": iou,
                                           "chamfer": ch, "seconds": sec,
                                           "weights": [round(v.weight, 3) for v in res.views],
@@ -456,6 +486,17 @@ def multiview(args, g, enc, truth, device):
     _table(f"Multi-view inversion ({len(_heads(args))} held-out heads, {policy.optimise_steps} code + "
            f"{policy.tune_steps} tuning steps at most, novel yaws; s/portrait = CPU seconds of the inversion)",
            yaws, rows)
+    print("\n### Where the error is (pooled over heads and views; head = inside the exact head mask)\n")
+    print("| setting | head PSNR, novel yaws | head PSNR, input views | backdrop PSNR, novel yaws | head share of "
+          "the squared error, novel | head PSNR of a perfect "
+          f"{g.neural_resolution} px field, novel |")
+    print("|---|---|---|---|---|---|")
+    for (name, _), k in zip(rows.items(), range(len(settings))):
+        nv, iv = splits[k]["novel"], splits[k]["input"]
+        share = nv["head_se"] / max(nv["head_se"] + nv["back_se"], 1e-12)
+        print(f"| {name} | {pooled_psnr(nv['head_se'], nv['head_px']):.2f} | "
+              f"{pooled_psnr(iv['head_se'], iv['head_px']):.2f} | {pooled_psnr(nv['back_se'], nv['back_px']):.2f} | "
+              f"{share:.2f} | {pooled_psnr(nv['ceiling_se'], nv['head_px']):.2f} |")
 
 
 def main(argv=None) -> int:

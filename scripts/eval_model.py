@@ -21,7 +21,10 @@ Prints one Markdown table. Independent truth throughout: the procedural heads' e
 * **Mask edits** through the canonical editor (``MODEL/encoders/canonical``), on generated portraits:
   removing the hair (hair -> background in the canonical map) and painting a hat; painted vs
   re-rendered mIoU (canonical view), PSNR of the RGB on unedited pixels, and for the hair removal the
-  share of hair pixels left and the mean RGB change inside / outside the removed region.
+  share of hair pixels left and the mean RGB change inside / outside the removed region. Beside them the
+  hair removal's bound: a perfect editor returns the same head with its hair switched off, whose skull
+  covers part of the painted-out region, so it scores ``hair_miou_exact_bald_head`` (procedural heads,
+  exact labels), not 1.
 
 Held-out inversion (invert from yaw 20 with the default settings, compare at yaw -40/0/+40, Chamfer)
 is ``scripts/eval_inversion.py``; the model card quotes both.
@@ -151,6 +154,32 @@ def edit_eval(G, editor, seeds: list[int], truncation: float) -> dict[str, float
 
 
 @torch.no_grad()
+def hair_edit_bound(n: int) -> dict[str, float]:
+    """What a perfect editor scores on the hair-removal edit: procedural heads 0..n-1 (``sample_heads``,
+    seed 0) from the canonical camera; the painted map is the eval's (hair -> background), the perfect
+    result is the same head with its hair switched off (``HeadBatch.without_class``), whose skull fills
+    part of the painted-out region. mIoU of that exact bald head against the painted map, and the share of
+    the painted-out pixels where it shows the head rather than background."""
+    from ide3d_core.cameras import canonical_camera
+    from training.procedural import render_heads, sample_heads
+
+    heads = sample_heads(n, torch.Generator().manual_seed(0))
+    c = torch.from_numpy(canonical_camera().label())[None].float().expand(n, -1)
+    before = render_heads(heads, c, 256).labels
+    bald = render_heads(heads.without_class(ID["hair"]), c, 256).labels
+    ious, covered = [], []
+    for i in range(n):
+        hair = before[i] == ID["hair"]
+        if not hair.any():
+            continue
+        painted = torch.where(hair, torch.full_like(before[i], ID["background"]), before[i])
+        ious.append(mean_iou(bald[i], painted))
+        covered.append(float((bald[i][hair] != ID["background"]).float().mean()))
+    return {"hair_miou_exact_bald_head": float(np.mean(ious)) if ious else float("nan"),
+            "hair_removed_pixels_covered_by_skull": float(np.mean(covered)) if covered else float("nan")}
+
+
+@torch.no_grad()
 def fit_eval(G, model_dir: Path, sheet: Path | None = None, sheet_heads: int = 6) -> dict[str, float]:
     """Bank heads shipped with the model (``fit_examples.safetensors``: latents + learned codes) against
     their exact procedural renders at yaw -40/0/+40, 256 px: PSNR, silhouette IoU, semantic mIoU.
@@ -242,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         from ide3d_core.encoders import load_encoder
 
         res.update(edit_eval(G, load_encoder(editor_dir).eval(), list(range(100, 100 + args.edit_seeds)), psi))
+        res.update(hair_edit_bound(args.samples))
     if args.sheet:
         contact_sheet(sets, args.sheet)
     print("| metric | value |\n|---|---|")

@@ -94,3 +94,21 @@ def test_clear_errors(workspace, tmp_path, capsys):
     assert main(["invert", str(d / "photo.png"), "--lpips", str(tmp_path / "none.safetensors"),
                  "--out", str(tmp_path / "x.ide3d"), *common]) == 2
     assert "no LPIPS weights" in capsys.readouterr().err
+
+
+def test_train_encoders_continues_from_saved_encoders(workspace, tmp_path):
+    """``--init DIR`` starts from DIR's weights (0 steps: the same weights come back out) and refuses a
+    folder without the encoder asked for."""
+    from ide3d_core.encoders import load_encoder
+
+    d = workspace
+    assert main(["train-encoders", "--model", "config:tiny", "--init", str(d / "enc"), "--out", str(tmp_path / "again"),
+                 "--steps", "0", "--which", "canonical", "--quiet"]) == 0
+    a, b = load_encoder(d / "enc" / "canonical"), load_encoder(tmp_path / "again" / "canonical")
+    assert a.config == b.config
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    assert main(["train-encoders", "--model", "config:tiny", "--init", str(tmp_path / "nothing"), "--out",
+                 str(tmp_path / "x"), "--steps", "0", "--quiet"]) != 0
+    assert main(["train-encoders", "--model", "config:tiny", "--truncation", "1.5", "--out", str(tmp_path / "y"),
+                 "--steps", "0", "--quiet"]) != 0

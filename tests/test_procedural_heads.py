@@ -42,6 +42,19 @@ def test_index_selects_one_head():
         heads.index(3)
 
 
+def test_without_class_removes_that_part_and_reveals_what_was_behind():
+    """The hair switched off: no hair pixel is left, every pixel that showed something else is unchanged
+    (the first hit of a ray is still the first hit), and some removed hair pixels show the skull behind."""
+    heads = sample_heads(6, _gen(11))
+    cams = sample_cameras(6, _gen(12))
+    a, b = render_heads(heads, cams, 48), render_heads(heads.without_class(ID["hair"]), cams, 48)
+    hair = a.labels == ID["hair"]
+    assert hair.any() and not (b.labels == ID["hair"]).any()
+    assert torch.equal(a.labels[~hair], b.labels[~hair])
+    assert (b.labels[hair] != ID["background"]).any()
+    assert torch.equal(heads.without_class(ID["hat"]).active | heads.active, heads.active)
+
+
 def test_heads_fit_in_the_box_and_face_plus_z():
     heads = sample_heads(8, _gen(5))
     lin = torch.linspace(-0.6, 0.6, 19)

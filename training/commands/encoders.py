@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cap on the encoder's channels (default: the preset's; smaller = smaller file)")
     p.add_argument("--resolution", type=int, default=0,
                    help="encoder input resolution (default: the preset's; lower is cheaper on a CPU)")
+    p.add_argument("--init", type=Path, default=None, metavar="DIR",
+                   help="continue from the encoders in DIR (DIR/standard, DIR/canonical; e.g. MODEL/encoders) "
+                        "instead of fresh weights; their config wins over --preset/--resolution/--max-channels")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="truncation of the generator samples in --bank (default 0.8; 1 matches what a code "
+                        "prior's `ide3d generate` draws)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -47,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ide3d_core.commands.model_args import device_arg, load_base
-    from ide3d_core.encoders import HybridEncoder, config_for_generator, save_encoder
+    from ide3d_core.encoders import HybridEncoder, config_for_generator, load_encoder, save_encoder
     from ide3d_core.progress import TqdmProgress
     from training.encoders import (EncoderTrainingPolicy, concat_banks, render_autodecoder_bank, render_bank,
                                    render_procedural_bank, train_encoders)
@@ -61,15 +67,27 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--resolution must be a power of two >= 8, got {args.resolution}")
     device = device_arg(args.device)
     g = load_base(args.model, device)
+    extra = {} if args.truncation is None else {"truncation_psi": args.truncation}
+    if args.truncation is not None and not 0.0 <= args.truncation <= 1.0:
+        raise UserError(f"--truncation must be in [0, 1], got {args.truncation}")
     policy = EncoderTrainingPolicy(steps=args.steps, batch_codes=args.batch, views=args.views, lr=args.lr,
-                                   seed=args.seed)
+                                   seed=args.seed, **extra)
     for name in which:
         cfg = config_for_generator(g, args.preset, canonical=name == "canonical")
         if args.resolution:
             cfg = replace(cfg, resolution=args.resolution)
         if args.max_channels:
             cfg = replace(cfg, max_channels=args.max_channels)
-        enc = HybridEncoder(cfg, g.mapping.w_avg, seed=args.seed).to(device)
+        if args.init is not None:
+            if not (args.init / name / "config.json").is_file():
+                raise UserError(f"--init: no {name} encoder at {args.init / name}")
+            enc = load_encoder(args.init / name, device=device)
+            if bool(enc.config.canonical) != (name == "canonical") or enc.config.num_shape_ws != g.num_shape_ws:
+                raise UserError(f"--init: the encoder at {args.init / name} does not fit this model as its {name} encoder")
+            enc = enc.float().train()
+            cfg = enc.config
+        else:
+            enc = HybridEncoder(cfg, g.mapping.w_avg, seed=args.seed).to(device)
         banks = []
         if args.autodecoder_run:
             with TqdmProgress(f"auto-decoder bank {name}", disable=args.quiet) as progress:

@@ -9,7 +9,7 @@ per-head geometry (clipped quadric, see :mod:`.quadrics`), colours, a pattern pa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 
 import torch
@@ -118,6 +118,12 @@ class HeadBatch:
         kw = {k: ({n: t.to(device) for n, t in v.items()} if k == "traits" else
                   v if k in ("n_plain", "names") else v.to(device)) for k, v in kw.items()}
         return HeadBatch(**kw)
+
+    def without_class(self, class_id: int) -> "HeadBatch":
+        """The same heads with every slot of class ``class_id`` switched off (e.g. the hair: the exact
+        head a perfect "remove the hair" edit would give; what was behind it shows)."""
+        off = (self.label == int(class_id)).to(self.active.device)
+        return replace(self, active=self.active & ~off[None])
 
     @staticmethod
     def concat(batches: list["HeadBatch"]) -> "HeadBatch":
