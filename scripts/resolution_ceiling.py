@@ -10,7 +10,12 @@ Per low resolution ``r``: mIoU of the exact ``r``-px label map (nearest upsampli
 output label map, the same with the exact class fractions of the ``r``-px pixels (the output map
 area-averaged down to ``r``, then bilinear, then argmax: the best a soft ``r``-px map can do), and the
 sharpness ratio (mean |Laplacian|, :func:`eval_model.sharpness`) of the exact ``r``-px image upsampled
-bicubically against the exact output image, on the whole image and inside the head. Heads: ``sample_heads`` drawn from seed 777 (neither the bank nor the evaluation heads), yaw -40 / 0 / +40.
+bicubically against the exact output image, on the whole image and inside the head, with the PSNR inside
+the head of that image; then the same image with *invented* detail: the exact image's own detail above
+``r`` px (exact minus its area-averaged, bicubically upsampled copy) added back shifted by ``--shift`` px,
+i.e. detail of exactly the right amount and kind that is not where the truth has it -- what a
+super-resolution that draws plausible detail it cannot know gives (its sharpness and what it costs in
+PSNR: the perception-distortion trade-off issue 14's targets sit across). Heads: ``sample_heads`` drawn from seed 777 (neither the bank nor the evaluation heads), yaw -40 / 0 / +40.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--resolutions", default="32,64,128")
     p.add_argument("--output", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--shift", type=int, default=5, help="px the invented detail is moved by")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from eval_model import sharpness
@@ -60,14 +66,26 @@ def main(argv=None) -> int:
                 frac = F.interpolate(F.avg_pool2d(onehot, out // r), size=out, mode="bilinear", align_corners=False)
                 acc["fractions"].append(mean_iou(frac.argmax(1).numpy(), hi.labels.numpy()))
                 up = F.interpolate(lo.image.float(), size=out, mode="bicubic", align_corners=False)
-                acc["sharp"].append((up, hi.image.float(), head))
+                exact = hi.image.float()
+                low = F.interpolate(F.avg_pool2d(exact, out // r), size=out, mode="bicubic", align_corners=False)
+                invented = up + torch.roll(exact - low, args.shift, dims=-1)
+                acc["sharp"].append((up, exact, head, invented))
     print(f"\n### Exact renders at r px upsampled to {out} px ({args.heads} heads x yaw -40/0/+40)\n")
     print("| r | mIoU, exact labels, nearest | mIoU, exact class fractions, bilinear | sharpness ratio, bicubic "
-          "(head only) |\n|---|---|---|---|")
+          "(head only) | head PSNR, bicubic | sharpness ratio with invented detail (head only) | head PSNR with "
+          "invented detail |\n|---|---|---|---|---|---|---|")
+
+    def head_psnr(x, exact, head):
+        m = head[:, None].float()
+        return 10 * math.log10(4.0 / float(((x.clamp(-1, 1) - exact).pow(2) * m).sum() / (3 * m.sum())))
+
     for r, acc in rows.items():
-        up, exact, head = (torch.cat(t) for t in zip(*acc["sharp"]))  # ratios over the set, as eval_model
+        up, exact, head, inv = (torch.cat(t) for t in zip(*acc["sharp"]))  # ratios over the set, as eval_model
+        inv = inv.clamp(-1, 1)
         print(f"| {r} | {np.mean(acc['nearest']):.3f} | {np.mean(acc['fractions']):.3f} | "
-              f"{sharpness(up) / sharpness(exact):.3f} ({sharpness(up, head) / sharpness(exact, head):.3f}) |")
+              f"{sharpness(up) / sharpness(exact):.3f} ({sharpness(up, head) / sharpness(exact, head):.3f}) | "
+              f"{head_psnr(up, exact, head):.2f} | {sharpness(inv) / sharpness(exact):.3f} "
+              f"({sharpness(inv, head) / sharpness(exact, head):.3f}) | {head_psnr(inv, exact, head):.2f} |")
     return 0
 
 
