@@ -186,16 +186,27 @@ def _fill_bank(generator: nn.Module, codes: int, views: int, canonical: bool, po
 
 def render_bank(generator: nn.Module, codes: int, views: int, resolution: int, canonical: bool,
                 policy: EncoderTrainingPolicy = EncoderTrainingPolicy(), chunk: int = 8,
-                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> SampleBank:
+                progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                quality: str = "full") -> SampleBank:
     """Render ``codes`` codes (truncation ``policy.truncation_psi``, seed from ``policy.seed``) from
-    ``views`` cameras each (1 canonical view when ``canonical``) into a :class:`SampleBank`."""
+    ``views`` cameras each (1 canonical view when ``canonical``) into a :class:`SampleBank`.
+
+    ``quality``: :data:`ide3d_core.fast_render.QUALITIES`; "full" (default) renders through the fast path
+    (empty-space skipping; the same images to >= 40 dB and labels, tested against the reference on the
+    bundled model), each code's tri-planes once for all its views; "reference" through
+    :meth:`Generator.render`."""
     from ide3d_core.encoders import resize_inputs
+    from ide3d_core.fast_render import render_quality
 
     v = 1 if canonical else views
     dev = next(generator.parameters()).device
 
     def render(z, ws, labels_np):
-        out = generator(ws.repeat_interleave(v, 0), torch.from_numpy(labels_np).to(dev))
+        planes = generator.planes(ws)
+        if v > 1:
+            planes = type(planes)(planes.semantic.repeat_interleave(v, 0), planes.texture.repeat_interleave(v, 0))
+        out = render_quality(generator, planes, torch.from_numpy(labels_np).to(dev), ws.repeat_interleave(v, 0),
+                             quality)
         return resize_inputs(out.image, out.semantic.argmax(1), resolution)
 
     return _fill_bank(generator, codes, views, canonical, policy, policy.seed + 7919, chunk, render,
