@@ -198,9 +198,21 @@ def pooled_psnr(se: float, n: float) -> float:
     return 10.0 * math.log10(4.0 / max(se / max(n, 1.0), 1e-12))
 
 
-def view_metrics(g, ws, truth: HeldOutHeads, i: int, yaw: float, device) -> tuple[float, float, float]:
+def add_split(acc: dict[str, float], img: torch.Tensor, img_gt: torch.Tensor, lab_gt: torch.Tensor,
+              neural: int) -> None:
+    """Add one view's :func:`error_split` to the running sums ``acc``."""
+    for key, v in error_split(img, img_gt, lab_gt, neural).items():
+        acc[key] = acc.get(key, 0.0) + v
+
+
+def view_metrics(g, ws, truth: HeldOutHeads, i: int, yaw: float, device,
+                 split: dict[str, float] | None = None) -> tuple[float, float, float]:
+    """(PSNR, SSIM, mIoU) of the codes rendered at ``yaw`` against head ``i``; ``split``: running sums the
+    same render's :func:`error_split` is added to."""
     img_gt, lab_gt, cam = truth.view(i, yaw)
     img, lab = render_view(g, ws, cam, device)
+    if split is not None:
+        add_split(split, img, img_gt, lab_gt, g.neural_resolution)
     return float(psnr(img, img_gt)), float(ssim(img, img_gt)), mean_iou(lab, lab_gt)
 
 
@@ -344,9 +356,10 @@ def edit_faithfulness(hybrids, g, enc, device):
             print(f"| {mode} | n/a (nothing to paint) | n/a | 0 |")
 
 
-def _scores(res, truth, i, yaws, args, device):
-    """(PSNR per yaw, SSIM mean, mIoU mean, Chamfer) of one inversion against head ``i``'s truth."""
-    m = [view_metrics(res.generator, res.ws, truth, i, y, device) for y in yaws]
+def _scores(res, truth, i, yaws, args, device, split: dict[str, float] | None = None):
+    """(PSNR per yaw, SSIM mean, mIoU mean, Chamfer) of one inversion against head ``i``'s truth; ``split``
+    as for :func:`view_metrics`."""
+    m = [view_metrics(res.generator, res.ws, truth, i, y, device, split) for y in yaws]
     ch = chamfer(res.generator, res.ws, truth, i, args.mesh_resolution, level=args.level) if args.mesh_resolution \
         else float("nan")
     return [x[0] for x in m], float(np.mean([x[1] for x in m])), float(np.mean([x[2] for x in m])), ch
@@ -458,14 +471,12 @@ def multiview(args, g, enc, truth, device):
             t0, c0 = time.perf_counter(), time.process_time()
             res = invert_views(g, views, encoder=enc["standard"], policy=policy)
             sec, cpu = time.perf_counter() - t0, time.process_time() - c0
-            p, s, iou, ch = _scores(res, truth, i, yaws, args, device)
+            p, s, iou, ch = _scores(res, truth, i, yaws, args, device, splits[k]["novel"])
             results[k].append((p, s, iou, ch, cpu))  # CPU seconds: wall time on a shared machine says little
-            for where, at in (("novel", yaws), ("input", vs)):
-                for y in at:
-                    img_gt, lab_gt, cam = truth.view(i, y)
-                    img, _ = render_view(res.generator, res.ws, cam, device)
-                    for key, v in error_split(img, img_gt, lab_gt, g.neural_resolution).items():
-                        splits[k][where][key] = splits[k][where].get(key, 0.0) + v
+            for y in vs:  # the input views: what the fit reached where it was asked to
+                img_gt, lab_gt, cam = truth.view(i, y)
+                add_split(splits[k]["input"], render_view(res.generator, res.ws, cam, device)[0], img_gt, lab_gt,
+                          g.neural_resolution)
             print("RESULT " + json.dumps({"head": i, "views": vs, "noise": noise, "psnr": p, "ssim": s, "miou": iou,
                                           "chamfer": ch, "seconds": sec,
                                           "weights": [round(v.weight, 3) for v in res.views],

@@ -73,20 +73,19 @@ def run(args: argparse.Namespace) -> int:
     policy = EncoderTrainingPolicy(steps=args.steps, batch_codes=args.batch, views=args.views, lr=args.lr,
                                    seed=args.seed, **extra)
     for name in which:
-        cfg = config_for_generator(g, args.preset, canonical=name == "canonical")
-        if args.resolution:
-            cfg = replace(cfg, resolution=args.resolution)
-        if args.max_channels:
-            cfg = replace(cfg, max_channels=args.max_channels)
-        if args.init is not None:
+        if args.init is not None:  # the saved encoder's own config
             if not (args.init / name / "config.json").is_file():
                 raise UserError(f"--init: no {name} encoder at {args.init / name}")
-            enc = load_encoder(args.init / name, device=device)
-            if bool(enc.config.canonical) != (name == "canonical") or enc.config.num_shape_ws != g.num_shape_ws:
-                raise UserError(f"--init: the encoder at {args.init / name} does not fit this model as its {name} encoder")
-            enc = enc.float().train()
+            enc = load_encoder(args.init / name, device=device).float().train()
             cfg = enc.config
+            if bool(cfg.canonical) != (name == "canonical") or cfg.num_shape_ws != g.num_shape_ws:
+                raise UserError(f"--init: the encoder at {args.init / name} does not fit this model as its {name} encoder")
         else:
+            cfg = config_for_generator(g, args.preset, canonical=name == "canonical")
+            if args.resolution:
+                cfg = replace(cfg, resolution=args.resolution)
+            if args.max_channels:
+                cfg = replace(cfg, max_channels=args.max_channels)
             enc = HybridEncoder(cfg, g.mapping.w_avg, seed=args.seed).to(device)
         banks = []
         if args.autodecoder_run:
