@@ -114,6 +114,11 @@ def tune_generator(objective: Objective, base: nn.Module, ws: torch.Tensor, poli
             backdrop.requires_grad_(False)
         else:
             own = [backdrop.mix.bias]
+    # the surface detail is one texture shared by every head (ide3d_core.networks.detail): never tuned to a
+    # portrait (its tables would then be part of every document's weight delta)
+    detail = getattr(tuned, "detail", None)
+    if detail is not None:
+        detail.requires_grad_(False)
     own_ids = {id(p) for p in own}
     groups = [{"params": [p for p in tuned.parameters() if p.requires_grad and id(p) not in own_ids], "scale": 1.0}]
     if own:

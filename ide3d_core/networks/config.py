@@ -54,10 +54,13 @@ FIELD_LIMITS: dict[str, tuple[type, float, float]] = {
     "coarse_samples": (int, 2, 1024), "fine_samples": (int, 0, 1024),
     "code_prior_dim": (int, 0, 1024), "code_prior_components": (int, 0, 256),
     "background_hidden": (int, 0, 1024),
+    "detail_levels": (int, 0, 32), "detail_min_res": (int, 1, 1 << 14), "detail_max_res": (int, 1, 1 << 14),
+    "detail_log2_table": (int, 4, 24), "detail_features": (int, 1, 16), "detail_hidden": (int, 1, 1024),
 }
 #: Keys a config file may omit (added after the first bundled model; the default keeps its behaviour).
 OPTIONAL_KEYS = {"code_prior_dim": 0, "code_prior_components": 0, "background_hidden": 0,
-                 "semantic_logit_bias": ()}
+                 "semantic_logit_bias": (), "detail_levels": 0, "detail_min_res": 32, "detail_max_res": 1024,
+                 "detail_log2_table": 16, "detail_features": 2, "detail_hidden": 32}
 #: Largest :meth:`GeneratorConfig.memory_estimate` (parameters + activations, bytes) accepted from a
 #: file. The paper's config needs about 2 GiB, the bundled one under 0.3 GiB.
 MAX_MODEL_BYTES = 12 * 2**30
@@ -144,6 +147,15 @@ class GeneratorConfig:
     #: label maps give the thin parts (brows, eyes, lips) their share; it shifts the decision, not the
     #: field (the 3D semantics and the raw 64 px maps are untouched).
     semantic_logit_bias: tuple[float, ...] = ()
+    #: Surface detail (:mod:`ide3d_core.networks.detail`): levels of its shared 3D hash grid (0 = none, the
+    #: paper), the coarsest and finest level's cells across the box, rows per level (log2), numbers per
+    #: row, and the hidden width of its per-pixel MLP.
+    detail_levels: int = 0
+    detail_min_res: int = 32
+    detail_max_res: int = 1024
+    detail_log2_table: int = 16
+    detail_features: int = 2
+    detail_hidden: int = 32
 
     # -- derived numbers -----------------------------------------------------------------------
     @property
@@ -233,6 +245,8 @@ class GeneratorConfig:
                               "numbers")
         for i, b in enumerate(self.semantic_logit_bias):
             _check_field(f"semantic_logit_bias[{i}]", b, float, -20.0, 20.0)
+        if self.detail_min_res > self.detail_max_res:
+            raise ConfigError("generator config: need detail_min_res <= detail_max_res")
         if self.code_prior_dim and (self.code_prior_components < 1 or self.z_dim < 2 + 2 * self.code_prior_dim
                                     or self.code_prior_dim > self.w_dim):
             raise ConfigError(f"generator config: code_prior_dim {self.code_prior_dim} needs "
@@ -275,6 +289,11 @@ class GeneratorConfig:
             from ide3d_core.networks.background import parameter_count
 
             params += parameter_count(w, self.background_hidden)
+        if self.detail_levels:
+            from ide3d_core.networks import detail
+
+            params += detail.parameter_count(self.detail_levels, self.detail_log2_table, self.detail_features,
+                                             self.detail_hidden, k)
 
         p2 = self.plane_resolution ** 2
         act = 3 * (self.semantic_plane_channels + self.texture_plane_channels) * p2

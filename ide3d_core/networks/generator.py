@@ -45,6 +45,7 @@ from ide3d_core.cameras import CANONICAL_RADIUS, canonical_camera, rays_from_lab
 from ide3d_core.networks.background import EnvironmentBackground, composite_background
 from ide3d_core.networks.config import CONFIGS, GeneratorConfig
 from ide3d_core.networks.decoders import SemanticDecoder, TextureDecoder
+from ide3d_core.networks.detail import SurfaceDetail
 from ide3d_core.networks.layers import init_parameters
 from ide3d_core.networks.mapping import MappingNetwork
 from ide3d_core.networks.prior import CodePrior
@@ -137,6 +138,10 @@ class Generator(nn.Module):
         self.superresolution = SuperResolution(cfg)
         #: the environment background (None: the super-resolution paints the backdrop)
         self.background = EnvironmentBackground(cfg.w_dim, cfg.background_hidden) if cfg.background_hidden else None
+        #: the surface detail over the super-resolved head (None: none, the paper)
+        self.detail = SurfaceDetail(cfg.num_classes, cfg.box_size, cfg.detail_levels, cfg.detail_min_res,
+                                    cfg.detail_max_res, cfg.detail_log2_table, cfg.detail_features,
+                                    cfg.detail_hidden, BACKGROUND_CLASS) if cfg.detail_levels else None
         init_parameters(self, torch.Generator().manual_seed(seed))
 
     # -- codes ---------------------------------------------------------------------------------
@@ -295,7 +300,7 @@ class Generator(nn.Module):
             raise ValueError(f"neural_resolution must be >= 4, got {h}")
         cfg = self.config
         origins, dirs = rays_from_labels(c.to(torch.float32), h, h)
-        shift = origins[:, :1].norm(dim=-1, keepdim=True) - CANONICAL_RADIUS  # [B, 1, 1]
+        shift = range_shift(origins)
         return origins, dirs, (cfg.ray_near + shift).clamp_min(MIN_NEAR), cfg.ray_far + shift
 
     def finish_render(self, features: torch.Tensor, probs: torch.Tensor, opacity: torch.Tensor,
@@ -321,6 +326,11 @@ class Generator(nn.Module):
         semantic_raw = to_image(torch.log(probs + SEMANTIC_LOG_EPS))
         w_sr = ws[:, cfg.num_shape_ws + cfg.num_head_ws:]
         image, semantic = (superresolution or self.superresolution)(features_raw, semantic_raw, w_sr)
+        if self.detail is not None:
+            if c is None:
+                raise ValueError("this model has surface detail: finish_render needs the cameras c")
+            far = cfg.ray_far + range_shift(rays_from_labels(c.detach().float(), 1, 1)[0])
+            image = self.detail(image, semantic, to_image(depth), to_image(opacity), c, far)
         if self.background is not None:
             if c is None:
                 raise ValueError("this model has an environment background: finish_render needs the cameras c")
@@ -333,6 +343,12 @@ class Generator(nn.Module):
     def forward(self, ws: torch.Tensor, c: torch.Tensor, neural_resolution: int | None = None,
                 generator: torch.Generator | None = None) -> RenderResult:
         return self.render(self.planes(ws), c, ws, neural_resolution=neural_resolution, generator=generator)
+
+
+def range_shift(origins: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, 1]`` how far each camera (``origins [B, N, 3]``, one per ray) is beyond the canonical
+    radius: the ray interval ``[ray_near, ray_far]`` moves by it (see the module docstring)."""
+    return origins[:, :1].norm(dim=-1, keepdim=True) - CANONICAL_RADIUS
 
 
 def _only_where(item_field, occupied: Callable[[torch.Tensor], torch.Tensor], batch: int, num_classes: int):
