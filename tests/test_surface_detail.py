@@ -46,6 +46,32 @@ def test_a_dense_level_is_trilinear_interpolation_of_its_vertex_grid():
     assert torch.allclose(grid(pts), ref, atol=1e-5)
 
 
+def test_a_hashed_level_interpolates_the_rows_of_the_spatial_hash():
+    """A level too fine for its table: each point's value is the trilinear blend of the rows the
+    instant-ngp hash (x * 1 xor y * 2654435761 xor z * 805459861, mod the table) gives its 8 vertices
+    (written out here point by point)."""
+    grid = HashGrid(levels=2, min_res=3, max_res=40, log2_table=6, features=3)  # 41^3 > 64 rows: hashed
+    with torch.no_grad():
+        grid.tables.normal_()
+    pts = torch.rand(50, 3)
+    got = grid(pts)[:, 3:]
+    for n, p in enumerate(pts.tolist()):
+        s = [v * 40 for v in p]
+        b = [min(math.floor(v), 39) for v in s]
+        acc = torch.zeros(3)
+        for dx in (0, 1):
+            for dy in (0, 1):
+                for dz in (0, 1):
+                    vx, vy, vz = b[0] + dx, b[1] + dy, b[2] + dz
+                    row = ((vx * 1) ^ (vy * 2654435761) ^ (vz * 805459861)) % 64
+                    wt = 1.0
+                    for d, i in zip((dx, dy, dz), range(3)):
+                        f = s[i] - b[i]
+                        wt *= f if d else 1 - f
+                    acc += wt * grid.tables[1, row].detach()
+        assert torch.allclose(got[n], acc, atol=1e-5), n
+
+
 def test_parameter_count_matches_the_module():
     net = SurfaceDetail(19, 1.0, levels=4, min_res=8, max_res=64, log2_table=9, features=2, hidden=16)
     assert parameter_count(4, 9, 2, 16, 19) == sum(p.numel() for p in net.parameters())
@@ -110,8 +136,9 @@ def test_detail_changes_only_the_head_rgb():
     with torch.no_grad():
         planes = G.planes(ws)
         with_detail = G.render(planes, c, ws)
+        without = G.render(planes, c, ws, detail=False)  # what inversion fits (InversionPolicy.fit_detail)
         detail, G.detail = G.detail, None
-        without = G.render(planes, c, ws)
+        assert torch.equal(G.render(planes, c, ws).image, without.image)
         G.detail = detail
     assert torch.equal(with_detail.semantic, without.semantic)
     assert torch.equal(with_detail.depth, without.depth)

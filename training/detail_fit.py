@@ -14,7 +14,7 @@ class probabilities, the matte) and the exact colour there. Two sources:
   inversion, its tuned weights) at views with exact truth: the detail learns to use blurred colours,
   soft labels and a depth that is a little off.
 
-Pixels are kept where the model's (or the exact) matte is above 1e-3, and the loss is L1 in the image
+Pixels are kept where the model's (or the exact) matte is above 1e-3, and the loss is L1 (or L2) in the image
 range on the final composited colour: ``base + matte^2 (a rgb + b)``, ``base`` the model's final image
 without detail (the matte appears twice: the detail is gated by it, then composited over the backdrop by
 it, :meth:`~ide3d_core.networks.generator.Generator.finish_render`).
@@ -34,17 +34,21 @@ from ide3d_core.progress import CancelToken, ProgressFn, report
 
 @dataclass(frozen=True)
 class DetailFitConfig:
-    """Adam steps, pixels per step, learning rates of the hash tables and of the MLP, seed."""
+    """Adam steps, pixels per step, learning rates of the hash tables and of the MLP, the loss ("l1": the
+    median colour, sharper; "l2": the mean, which is what PSNR scores), seed."""
 
     steps: int = 3000
     pixels: int = 16384
     grid_lr: float = 1e-2
     mlp_lr: float = 2e-3
+    loss: str = "l1"
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.pixels < 1 or not self.grid_lr > 0 or not self.mlp_lr > 0:
             raise ValueError(f"invalid detail fit policy {self}")
+        if self.loss not in ("l1", "l2"):
+            raise ValueError(f"detail fit loss must be 'l1' or 'l2', got {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,8 @@ def predict(detail: SurfaceDetail, pix: DetailPixels) -> torch.Tensor:
 def fit_detail(detail: SurfaceDetail, pixels: DetailPixels, cfg: DetailFitConfig = DetailFitConfig(),
                progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                minutes: float | None = None) -> dict:
-    """Train ``detail`` (in place) on ``pixels``; returns {steps, seconds, loss, base_loss} (L1, last 50
-    steps' mean)."""
+    """Train ``detail`` (in place) on ``pixels``; returns {steps, seconds, loss, base_loss} (the policy's
+    loss, the last 50 steps' mean)."""
     opt = torch.optim.Adam([{"params": [detail.grid.tables], "lr": cfg.grid_lr},
                             {"params": [p for n, p in detail.named_parameters() if not n.startswith("grid.")],
                              "lr": cfg.mlp_lr}], betas=(0.9, 0.99), eps=1e-15)
@@ -156,14 +160,16 @@ def fit_detail(detail: SurfaceDetail, pixels: DetailPixels, cfg: DetailFitConfig
         for group, lr in zip(opt.param_groups, (cfg.grid_lr, cfg.mlp_lr)):
             group["lr"] = lr * scale
         batch = pixels.take(torch.randint(0, len(pixels), (cfg.pixels,), generator=g))
-        loss = (predict(detail, batch) - batch.target).abs().mean()
+        err = predict(detail, batch) - batch.target
+        loss = err.abs().mean() if cfg.loss == "l1" else err.square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-        base_losses.append(float((batch.base - batch.target).abs().mean()))
+        base_err = batch.base - batch.target
+        base_losses.append(float(base_err.abs().mean() if cfg.loss == "l1" else base_err.square().mean()))
         if step % 100 == 0 or step == cfg.steps - 1:
-            report(progress, step + 1, cfg.steps, f"L1 {sum(losses[-50:]) / len(losses[-50:]):.4f} "
+            report(progress, step + 1, cfg.steps, f"{cfg.loss.upper()} {sum(losses[-50:]) / len(losses[-50:]):.4f} "
                    f"(without detail {sum(base_losses[-50:]) / len(base_losses[-50:]):.4f})", cancel)
     detail.train(False).requires_grad_(False)
     n = min(50, len(losses))

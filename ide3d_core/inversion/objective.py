@@ -66,7 +66,7 @@ class Objective:
         # one view: its backdrop (solved under its camera) may hold the refined pose; several: not
         # (EnvironmentBackground.render says why, measured)
         return generator.render(planes, cameras, ws.expand(n, -1, -1), neural_resolution=neural_resolution,
-                                occupied=occupied, backdrop_camera_grad=n == 1)
+                                occupied=occupied, backdrop_camera_grad=n == 1, detail=self.policy.fit_detail)
 
     def _losses(self, out, offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``offsets``: the model's semantic logit adjustment, taken off before the cross-entropy (the fit

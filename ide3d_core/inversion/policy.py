@@ -68,6 +68,12 @@ class InversionPolicy:
     #: solved in closed form before (:mod:`ide3d_core.inversion.backdrop`), and Adam's first steps only
     #: move it off the solution (measured: a solved flat backdrop, L1 0.006, went to 0.15 in 3 steps at 0.05)
     background_lr: float = 0.0
+    #: render the model's surface detail (:mod:`ide3d_core.networks.detail`) in the objective. Off: the codes
+    #: and the tuned weights are fitted to the image *without* it, and the detail, one texture shared by
+    #: every head, is laid over the result. *Decision (measured, docs/training.md "Surface detail"):* fitting
+    #: through the detail lost 0.11 dB at novel views (issue 14's evaluation, 25.95 vs 26.06 dB) where the
+    #: same tuned portraits gain 0.11 dB from it
+    fit_detail: bool = False
     #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
     plateau_patience: int = 6
     plateau_tol: float = 0.002  #: relative gain of the smoothed loss that counts as progress

@@ -71,34 +71,24 @@ class HashGrid(nn.Module):
     def reset_parameters(self, generator: torch.Generator) -> None:
         self.tables.copy_(torch.rand(self.tables.shape, generator=generator) * 2e-4 - 1e-4)
 
-    def _index(self, corner: torch.Tensor, res: int) -> torch.Tensor:
-        """``corner [N, 3]`` int64 vertex coordinates -> ``[N]`` table rows."""
-        if (res + 1) ** 3 <= self.table_size:
-            return (corner[:, 0] * (res + 1) + corner[:, 1]) * (res + 1) + corner[:, 2]
-        h = (corner[:, 0] * _PRIMES[0]) ^ (corner[:, 1] * _PRIMES[1]) ^ (corner[:, 2] * _PRIMES[2])
-        return h % self.table_size
-
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         if points.ndim != 2 or points.shape[1] != 3:
             raise ValueError(f"points must be [N, 3], got {tuple(points.shape)}")
         x = points.float().clamp(0.0, 1.0)
+        corners = torch.tensor([[(k >> 2) & 1, (k >> 1) & 1, k & 1] for k in range(8)], device=x.device)  # [8, 3]
         out = []
         for level, res in enumerate(self.resolutions):
             s = x * res
             base = torch.floor(s).clamp(max=res - 1)
             w = s - base
-            base = base.long()
-            table = self.tables[level]
-            acc = None
-            for corner in range(8):
-                bits = ((corner >> 2) & 1, (corner >> 1) & 1, corner & 1)
-                offset = torch.tensor(bits, dtype=torch.int64, device=x.device)
-                weight = torch.ones_like(w[:, 0])
-                for axis, bit in enumerate(bits):
-                    weight = weight * (w[:, axis] if bit else 1.0 - w[:, axis])
-                value = weight[:, None] * table[self._index(base + offset, res)].float()
-                acc = value if acc is None else acc + value
-            out.append(acc)
+            v = base.long()[:, None, :] + corners  # [N, 8, 3] the cell's vertices
+            if (res + 1) ** 3 <= self.table_size:  # dense: every vertex its own row
+                rows = (v[..., 0] * (res + 1) + v[..., 1]) * (res + 1) + v[..., 2]
+            else:  # the spatial hash (instant-ngp's), folded into the table
+                rows = ((v[..., 0] * _PRIMES[0]) ^ (v[..., 1] * _PRIMES[1]) ^ (v[..., 2] * _PRIMES[2])) \
+                    % self.table_size
+            weight = torch.where(corners.bool(), w[:, None, :], 1.0 - w[:, None, :]).prod(-1)  # [N, 8]
+            out.append(torch.einsum("nkf,nk->nf", self.tables[level][rows].float(), weight))
         return torch.cat(out, dim=1)
 
 

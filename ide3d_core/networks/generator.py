@@ -253,7 +253,7 @@ class Generator(nn.Module):
                neural_resolution: int | None = None, generator: torch.Generator | None = None,
                texture_swap: TextureSwap | None = None,
                occupied: Callable[[torch.Tensor], torch.Tensor] | None = None,
-               backdrop_camera_grad: bool = False) -> RenderResult:
+               backdrop_camera_grad: bool = False, detail: bool = True) -> RenderResult:
         """Render cached tri-planes from cameras ``c [B, 25]``; ``ws`` supplies the super-resolution codes.
 
         ``generator`` jitters the ray samples (training); None renders deterministically.
@@ -261,7 +261,8 @@ class Generator(nn.Module):
         (for example an occupancy grid's lookup, :func:`ide3d_core.fast_render.occupancy_grid`); only the
         True points are evaluated (and get gradients), the others get no density. None evaluates all.
         ``backdrop_camera_grad``: let the environment background's pixels pull on ``c``
-        (:meth:`EnvironmentBackground.render`)."""
+        (:meth:`EnvironmentBackground.render`). ``detail``: lay the surface detail over the head (models
+        with one; False renders the image without it, as inversion fits, :class:`InversionPolicy`)."""
         cfg = self.config
         self._check_ws(ws)
         b = planes.semantic.shape[0]
@@ -289,7 +290,7 @@ class Generator(nn.Module):
         comp = rays.composite
         features, probs = comp.values
         return self.finish_render(features, probs, comp.opacity, comp.depth, ws, h, c=c,
-                                  backdrop_camera_grad=backdrop_camera_grad)
+                                  backdrop_camera_grad=backdrop_camera_grad, detail=detail)
 
     def camera_rays(self, c: torch.Tensor, h: int
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -305,14 +306,15 @@ class Generator(nn.Module):
 
     def finish_render(self, features: torch.Tensor, probs: torch.Tensor, opacity: torch.Tensor,
                       depth: torch.Tensor, ws: torch.Tensor, h: int, superresolution=None,
-                      c: torch.Tensor | None = None, backdrop_camera_grad: bool = False) -> RenderResult:
+                      c: torch.Tensor | None = None, backdrop_camera_grad: bool = False,
+                      detail: bool = True) -> RenderResult:
         """Composited rays -> :class:`RenderResult`: background class where rays end in nothing, the
         semantic log-probabilities, super-resolution, the environment background behind the head.
         ``features [B, h*h, F]``, ``probs [B, h*h, 19]`` (composited class probabilities),
         ``opacity``/``depth`` ``[B, h*h, 1]`` (float32). ``superresolution``: a callable with
         :attr:`superresolution`'s signature to use instead (the fast renderer's folded twin,
         :func:`ide3d_core.fast_networks.superresolve`). ``c [B, 25]``: the cameras, needed by a model with
-        an environment background; ``backdrop_camera_grad`` as in :meth:`render`."""
+        an environment background; ``backdrop_camera_grad`` and ``detail`` as in :meth:`render`."""
         cfg = self.config
         b = features.shape[0]
 
@@ -326,7 +328,7 @@ class Generator(nn.Module):
         semantic_raw = to_image(torch.log(probs + SEMANTIC_LOG_EPS))
         w_sr = ws[:, cfg.num_shape_ws + cfg.num_head_ws:]
         image, semantic = (superresolution or self.superresolution)(features_raw, semantic_raw, w_sr)
-        if self.detail is not None:
+        if self.detail is not None and detail:
             if c is None:
                 raise ValueError("this model has surface detail: finish_render needs the cameras c")
             far = cfg.ray_far + range_shift(rays_from_labels(c.detach().float(), 1, 1)[0])
