@@ -239,3 +239,26 @@ def test_fit_learns_a_solid_texture_and_shows_it_in_views_it_never_saw():
     mse = lambda x: float(((x - test.target) ** 2).mean())  # noqa: E731
     gain_db = 10 * math.log10(mse(test.base) / mse(pred))
     assert gain_db > 3.0, gain_db
+
+
+def test_train_detail_writes_a_new_model_folder_and_leaves_the_source_alone(tmp_path, capsys):
+    from blender_helpers import make_tiny_model
+
+    from ide3d_core.cli import main
+    from ide3d_core.networks import load_generator
+
+    src = make_tiny_model(tmp_path / "tiny")
+    before = (src / "generator.safetensors").read_bytes()
+    out = tmp_path / "with_detail"
+    assert main(["train-detail", "--model", str(src), "--out", str(out), "--heads", "1", "--views", "1",
+                 "--steps", "3"]) == 0
+    G = load_generator(out)
+    assert G.detail is not None and G.config.detail_levels > 0
+    assert (out / "detail_fit.json").is_file() and (out / "encoders" / "standard" / "config.json").is_file()
+    assert (src / "generator.safetensors").read_bytes() == before and not (src / "detail_fit.json").exists()
+    # the rest of the generator is the source's (written in float16)
+    plain, new = load_generator(src).state_dict(), G.state_dict()
+    for k, v in plain.items():
+        assert torch.equal(v.half().to(v.dtype), new[k]), k
+    assert main(["train-detail", "--model", str(src), "--out", str(out), "--heads", "1"]) != 0
+    assert "exists" in capsys.readouterr().err

@@ -254,12 +254,10 @@ def fit_detail_folder(model, out, cfg: DetailFitConfig = DetailFitConfig(), head
     heads of ``views`` views each give the perfect-field pixels; ``inverted_heads`` more heads inverted with
     the folder's standard encoder give model pixels (module docstring). Returns the fit's figures."""
     import dataclasses
-    import json
-    import shutil
     from pathlib import Path
 
-    from ide3d_core.atomic_file import write_atomic
-    from ide3d_core.networks.io import load_generator, save_generator
+    from ide3d_core.networks.io import load_generator
+    from training.model_folder import write_model_copy
 
     model, out = Path(model), Path(out)
     G = generator_with_detail(load_generator(model), **fields)
@@ -282,10 +280,5 @@ def fit_detail_folder(model, out, cfg: DetailFitConfig = DetailFitConfig(), head
     stats = fit_detail(G.detail, pixels, cfg, progress, cancel, minutes)
     stats.update(heads=heads, views=views, inverted_heads=inverted_heads, pixels=len(pixels),
                  policy=dataclasses.asdict(cfg), detail={k: getattr(G.config, k) for k in DEFAULT_DETAIL})
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model, tmp)
-    save_generator(G, tmp, dtype=torch.float16)
-    write_atomic(tmp / "detail_fit.json", (json.dumps(stats, indent=2) + "\n").encode())
-    tmp.rename(out)
+    write_model_copy(model, out, G, "detail_fit.json", stats)
     return stats

@@ -241,13 +241,11 @@ def fit_background_folder(model, bank_dir, out, cfg: BackgroundFitConfig = Backg
     ``bank``; its spec is read from the run's configuration beside it, else the default) and write the
     model folder ``out`` (a copy of ``model`` with the new generator, float16, and
     ``background_fit.json``). Returns the fit's figures."""
-    import json
-    import shutil
     from pathlib import Path
 
-    from ide3d_core.atomic_file import write_atomic
     from ide3d_core.encoders import load_encoder
-    from ide3d_core.networks.io import load_generator, save_generator
+    from ide3d_core.networks.io import load_generator
+    from training.model_folder import write_model_copy
     from training.autodecoder.bank import load_bank
     from training.autodecoder.loop import bank_spec_beside, codes_to_ws, encoder_group_codes
 
@@ -268,10 +266,5 @@ def fit_background_folder(model, bank_dir, out, cfg: BackgroundFitConfig = Backg
         stats["holdout_one_view_psnr"] = one_view_psnr(G.background, codes, seen, unseen, cfg.solve_strength)
     stats.update(bank=str(bank_dir), heads=int(codes.shape[0]), pixels=int(pix.dirs.shape[0]),
                  hidden=G.config.background_hidden, policy=dataclasses.asdict(cfg))
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model, tmp)
-    save_generator(G, tmp, dtype=torch.float16)
-    write_atomic(tmp / "background_fit.json", (json.dumps(stats, indent=2) + "\n").encode())
-    tmp.rename(out)
+    write_model_copy(model, out, G, "background_fit.json", stats)
     return stats
