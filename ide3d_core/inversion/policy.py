@@ -70,9 +70,9 @@ class InversionPolicy:
     background_lr: float = 0.0
     #: render the model's surface detail (:mod:`ide3d_core.networks.detail`) in the objective. Off: the codes
     #: and the tuned weights are fitted to the image *without* it, and the detail, one texture shared by
-    #: every head, is laid over the result. *Decision (measured, docs/training.md "Surface detail"):* fitting
-    #: through the detail lost 0.11 dB at novel views (issue 14's evaluation, 25.95 vs 26.06 dB) where the
-    #: same tuned portraits gain 0.11 dB from it
+    #: every head, is laid over the result. *Decision (measured, docs/training.md "Surface detail"):* issue
+    #: 14's evaluation scored 26.00 dB at novel views this way and 25.95 fitting through the detail (26.06
+    #: without any detail); on the same tuned portraits the detail itself gains 0.11 dB
     fit_detail: bool = False
     #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
     plateau_patience: int = 6
