@@ -2,7 +2,7 @@
 """``ide3d train-detail``: give a model folder a surface detail stage fitted to procedural heads.
 
     ide3d train-detail --model DIR --out NEW_DIR [--heads 48] [--views 3] [--inverted-heads 0]
-                       [--steps 3000] [--minutes M] [--threads 1]
+                       [--steps 3000] [--loss l1|l2] [--minutes M] [--threads 1]
 
 Reads the model, adds (or continues) its surface detail (:mod:`ide3d_core.networks.detail`: a shared 3D
 hash grid read at the visible surface), fits only that stage (:mod:`training.detail_fit`) and writes
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inverted-heads", type=int, default=0,
                    help="heads inverted with the model (about 40 s each) whose novel views train it too")
     p.add_argument("--steps", type=int, default=3000, help="Adam steps (default 3000)")
+    p.add_argument("--loss", choices=("l1", "l2"), default="l1", help="training loss (default l1)")
     p.add_argument("--minutes", type=float, default=None, help="stop earlier after this wall time")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.set_defaults(func=run)
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.heads < 0 or args.inverted_heads < 0 or args.views < 1 or args.heads + args.inverted_heads < 1:
         raise UserError("need --views >= 1 and at least one head (--heads or --inverted-heads)")
     try:
-        cfg = DetailFitConfig(steps=args.steps)
+        cfg = DetailFitConfig(steps=args.steps, loss=args.loss)
     except ValueError as e:
         raise UserError(str(e)) from None
 
