@@ -13,7 +13,7 @@ Rows (bundled model unless --model, batch 1, 256 px output):
   (:mod:`ops.triplane_decode`, the default); the PyTorch march of the rays
   (``FastRenderSettings(march="torch")``) vs the fused C march (:mod:`ops.ray_march`, the default where
   it is built); the grid's own cost is a row, and the
-  super-resolution's: reference vs folded float32 vs folded bf16.
+  super-resolution's: reference vs folded float32 vs folded bf16; and the surface detail's (models with one).
 * mask edit to new frame (a painted canonical map -> canonical editor -> new codes -> tri-planes ->
   frame): the reference frame vs the fast frame (folded tri-planes as the service builds them: bf16 where
   the CPU has native bf16, ``operations.render_inputs(planes_dtype="auto")``,
@@ -165,6 +165,16 @@ def main() -> None:
             same = float((f_out[1].argmax(1) == sr_ref[1].argmax(1)).float().mean())
             sr_rows.append((f"  part: super-resolution, folded {str(dt)[6:]}", sr_ms, sr_cpu, f_ms, f_cpu,
                             f"{fast_render.psnr(sr_ref[0], f_out[0]):.1f} dB, {100 * same:.2f} % labels", ""))
+        detail_rows = []
+        if G.detail is not None:  # the surface detail's share of a fast frame (networks/detail.py)
+            from ide3d_core.cameras import rays_from_labels
+            from ide3d_core.networks.generator import range_shift
+
+            far = G.config.ray_far + range_shift(rays_from_labels(c.float(), 1, 1)[0])
+            d_ms, d_cpu, _ = timed(lambda: G.detail(out.image, out.semantic, out.depth, out.opacity, c, far),
+                                   args.repeats)
+            detail_rows.append(("  part: surface detail (in the fast frame above)", float("nan"), float("nan"),
+                                d_ms, d_cpu, f"{100 * d_ms / new_ms:.0f} % of the fast frame's wall time", ""))
         ev = stats[0].evaluated / stats[0].reference
         rows += [
             ("re-render from cached planes, 256 px", old_ms, old_cpu, new_ms, new_cpu,
@@ -178,6 +188,7 @@ def main() -> None:
             ("  part: occupancy grid (once per planes)", float("nan"), float("nan"), grid_ms, grid_cpu,
              f"{100 * grid.fraction():.0f} % of the cells occupied", ""),
             *sr_rows,
+            *detail_rows,
         ]
 
         editor = load_model_encoder(args.model, "canonical", "cpu")
