@@ -167,10 +167,7 @@ def main() -> None:
                             f"{fast_render.psnr(sr_ref[0], f_out[0]):.1f} dB, {100 * same:.2f} % labels", ""))
         detail_rows = []
         if G.detail is not None:  # the surface detail's share of a fast frame (networks/detail.py)
-            from ide3d_core.cameras import rays_from_labels
-            from ide3d_core.networks.generator import range_shift
-
-            far = G.config.ray_far + range_shift(rays_from_labels(c.float(), 1, 1)[0])
+            far = G.far_bounds(c)
             d_ms, d_cpu, _ = timed(lambda: G.detail(out.image, out.semantic, out.depth, out.opacity, c, far),
                                    args.repeats)
             detail_rows.append(("  part: surface detail (in the fast frame above)", float("nan"), float("nan"),

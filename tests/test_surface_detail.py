@@ -212,7 +212,7 @@ def _sphere_pixels(yaw: float, pitch: float) -> DetailPixels:
     against its exact 64 px render (box-filtered from 256 px)."""
     img, _, mask, cam = _textured_sphere(yaw, pitch, 256)
     truth = F.avg_pool2d(img, 4)
-    lo_img, lo_depth, lo_mask, _ = _textured_sphere(yaw, pitch, 16)
+    _, lo_depth, lo_mask, _ = _textured_sphere(yaw, pitch, 16)
     lo_img = F.avg_pool2d(_textured_sphere(yaw, pitch, 128)[0], 8)  # the 16 px render, anti-aliased
     base = F.interpolate(lo_img, size=64, mode="bicubic", align_corners=False)
     points = surface_points(lo_depth, lo_mask, cam, torch.full((1, 1, 1), 3.3), 64)

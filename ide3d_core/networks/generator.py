@@ -304,6 +304,11 @@ class Generator(nn.Module):
         shift = range_shift(origins)
         return origins, dirs, (cfg.ray_near + shift).clamp_min(MIN_NEAR), cfg.ray_far + shift
 
+    def far_bounds(self, c: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, 1]`` the far bound of the rays of cameras ``c [B, 25]`` (as :meth:`camera_rays`; the
+        composited depth puts the background there)."""
+        return self.config.ray_far + range_shift(rays_from_labels(c.detach().float(), 1, 1)[0])
+
     def finish_render(self, features: torch.Tensor, probs: torch.Tensor, opacity: torch.Tensor,
                       depth: torch.Tensor, ws: torch.Tensor, h: int, superresolution=None,
                       c: torch.Tensor | None = None, backdrop_camera_grad: bool = False,
@@ -331,8 +336,7 @@ class Generator(nn.Module):
         if self.detail is not None and detail:
             if c is None:
                 raise ValueError("this model has surface detail: finish_render needs the cameras c")
-            far = cfg.ray_far + range_shift(rays_from_labels(c.detach().float(), 1, 1)[0])
-            image = self.detail(image, semantic, to_image(depth), to_image(opacity), c, far)
+            image = self.detail(image, semantic, to_image(depth), to_image(opacity), c, self.far_bounds(c))
         if self.background is not None:
             if c is None:
                 raise ValueError("this model has an environment background: finish_render needs the cameras c")
