@@ -46,7 +46,11 @@ def from_uint8_hwc(image: Array) -> "torch.Tensor":
     float32 in [-1, 1] (CPU for numpy input)."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
+    if isinstance(image, np.ndarray):
+        a = np.ascontiguousarray(image)
+        t = torch.from_numpy(a if a.flags.writeable else a.copy())  # read-only arrays (PIL's) warn in torch
+    else:
+        t = image
     if t.ndim not in (3, 4) or t.shape[-1] != 3:
         raise ValueError(f"expected (H, W, 3) or (B, H, W, 3) uint8, got {tuple(t.shape)}")
     t = t[None] if t.ndim == 3 else t

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ide3d_core.portrait_checks import PortraitError
+from ide3d_core.weights_io import optional_state
 
 #: dtype name of a stored delta -> its torch dtype
 DELTA_DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -24,10 +25,15 @@ DELTA_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 def generator_fingerprint(generator: nn.Module) -> str:
     """SHA-256 (hex, first 32 digits) of a module's state (names, dtypes, shapes and values).
 
-    Identifies the base model a :class:`WeightDelta` applies to."""
+    Identifies the base model a :class:`WeightDelta` applies to. An optional buffer
+    (:func:`~ide3d_core.weights_io.optional_state`) that holds its default is left out, so adding one to
+    the code does not change the identity of the models (and portraits) made before it."""
+    defaults = optional_state(generator)
     h = hashlib.sha256()
     for name, t in sorted(generator.state_dict().items()):
         t = t.detach().cpu().contiguous()
+        if name in defaults and t.shape == defaults[name].shape and torch.equal(t.float(), defaults[name].float()):
+            continue
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:32]

@@ -7,6 +7,11 @@ kind of network (``ide3d-generator``, ``ide3d-encoder``, ...), ``config`` holds 
 config dataclass. Loading is strict: a wrong format, a newer version, unknown or missing config keys,
 and missing, unexpected or mis-shaped weights all raise ``ValueError`` with one line naming the file.
 Weights saved in float16/bfloat16 load into the module's own (float32) parameters.
+
+Optional state: a submodule may declare ``optional_state() -> {name: default tensor}`` for buffers added
+after models were first saved (for example the surface detail's per-portrait strength). A file without
+them loads with those defaults, and :func:`~ide3d_core.weight_delta.generator_fingerprint` leaves out a
+buffer that holds its default, so a model and the portraits made with it keep their identity.
 """
 from __future__ import annotations
 
@@ -124,19 +129,33 @@ def _check_value(name: str, value: Any, where: str, declared: str = "") -> None:
                              f"a finite number or a short string, got {shown}")
 
 
+def optional_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """State-dict name -> default value of every buffer a submodule of ``module`` declares optional
+    (its ``optional_state()`` method; see the module docstring)."""
+    out: dict[str, torch.Tensor] = {}
+    for prefix, sub in module.named_modules():
+        declare = getattr(sub, "optional_state", None)
+        if callable(declare):
+            out.update({f"{prefix}.{k}" if prefix else k: v for k, v in declare().items()})
+    return out
+
+
 def load_weights(module: nn.Module, folder: str | Path, weights_file: str) -> nn.Module:
-    """Load ``folder/weights_file`` into ``module`` strictly (names and shapes must match exactly)."""
+    """Load ``folder/weights_file`` into ``module`` strictly (names and shapes must match exactly; only
+    optional buffers, :func:`optional_state`, may be absent, and then take their defaults)."""
     from safetensors.torch import load_file
 
     path = Path(folder) / weights_file
     if not path.is_file():
         raise ValueError(f"no weights at {path}")
     expected = module.state_dict()
-    _check_header(path, expected)  # names, shapes and dtypes from the header, before any data is read
+    optional = optional_state(module)
+    _check_header(path, expected, set(optional))  # names, shapes and dtypes from the header, before any data
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types on corrupt files
         raise ValueError(f"{path} is not a readable safetensors file ({_short(exc)})") from None
+    tensors.update({k: v for k, v in optional.items() if k not in tensors})
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -156,9 +175,10 @@ def _short(exc: BaseException) -> str:
 _FLOAT_DTYPES = {"F32", "F16", "BF16", "F64"}
 
 
-def _check_header(path: Path, expected: dict[str, torch.Tensor]) -> None:
+def _check_header(path: Path, expected: dict[str, torch.Tensor], optional: set[str] = frozenset()) -> None:
     """Compare the safetensors header of ``path`` with ``expected`` without reading the tensor data,
-    so a file that declares huge or extra tensors is refused before it costs memory."""
+    so a file that declares huge or extra tensors is refused before it costs memory. Names in
+    ``optional`` may be absent."""
     from safetensors import safe_open
 
     try:
@@ -166,7 +186,7 @@ def _check_header(path: Path, expected: dict[str, torch.Tensor]) -> None:
             shapes = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except Exception as exc:  # SafetensorError and friends on a damaged header
         raise ValueError(f"{path} is not a readable safetensors file ({_short(exc)})") from None
-    missing = sorted(set(expected) - set(shapes))
+    missing = sorted(set(expected) - set(shapes) - optional)
     unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise ValueError(f"{path}: missing weights {missing[:5]}, unexpected weights {unexpected[:5]}")

@@ -2,7 +2,8 @@
 """``ide3d invert | edit | restyle | render``: portrait documents on the command line.
 
     ide3d invert PHOTO [PHOTO ...] [--mask M [M ...]] [--camera camera.json [...] | --yaw Y --pitch P]
-                 [--prepare] [--steps N] [--tune-steps N] [--fixed-camera] [--thorough] --out P.ide3d
+                 [--prepare] [--steps N] [--tune-steps N] [--fixed-camera] [--thorough]
+                 [--detail-strength global|class|off] --out P.ide3d
     ide3d edit P.ide3d (--mask painted.png [--mode residual|direct] | --undo | --redo) --out Q.ide3d
     ide3d restyle P.ide3d --regions hair,cloth (--style-seed 7 | --style-portrait R.ide3d) --out Q.ide3d
     ide3d render P.ide3d [--yaw 30 --pitch -5 | --canonical] [--orbit N] --out view.png
@@ -144,6 +145,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the earlier slow schedule (200 + 100 steps at full resolution, no early stop)")
     p.add_argument("--code-space", choices=("w", "group", "w+"), default=None,
                    help="code space of the optimisation (default: the policy's)")
+    p.add_argument("--detail-strength", choices=("global", "class", "off"), default=None,
+                   help="the surface detail's strength for this portrait, solved at the photos: one per class "
+                        "(class, the default), one for the head (global), or off (as trained)")
     p.add_argument("--encoders", type=Path, default=None, help="encoder folder (default <model>/encoders)")
     p.add_argument("--parser", type=Path, default=None,
                    help="face-parsing network folder (training/segnet.py) used without --mask "
@@ -250,6 +254,8 @@ def run_invert(args: argparse.Namespace) -> int:
     kw = {"code_space": args.code_space} if args.code_space else {}
     if args.fixed_camera:
         kw["refine_pose"] = False
+    if args.detail_strength:
+        kw["detail_strength"] = args.detail_strength
     for name, value in (("optimise_steps", args.steps), ("tune_steps", args.tune_steps)):
         if value is not None:
             if value < 0:

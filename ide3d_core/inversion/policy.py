@@ -74,6 +74,12 @@ class InversionPolicy:
     #: 14's evaluation scored 26.00 dB at novel views this way and 25.95 fitting through the detail (26.06
     #: without any detail); on the same tuned portraits the detail itself gains 0.11 dB
     fit_detail: bool = False
+    #: the portrait's surface-detail strength, solved in closed form at the input views after the fit
+    #: (:mod:`ide3d_core.inversion.detail_strength`): "global" (one for the head), "class" (one per class,
+    #: pulled towards the global one) or "off" (the strength the detail was trained at, 1). *Decision
+    #: (measured, docs/multiview.md):* issue 14's evaluation 26.00 dB off, 26.18 global, 26.20 class;
+    #: three views of issue 17's two heads 26.06 / 26.72 / 26.76
+    detail_strength: str = "class"
     #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
     plateau_patience: int = 6
     plateau_tol: float = 0.002  #: relative gain of the smoothed loss that counts as progress
@@ -95,6 +101,8 @@ class InversionPolicy:
             raise ValueError(f"code_space must be 'w', 'group' or 'w+', got {self.code_space!r}")
         if self.autocast not in ("off", "tune", "all"):
             raise ValueError(f"autocast must be 'off', 'tune' or 'all', got {self.autocast!r}")
+        if self.detail_strength not in ("off", "global", "class"):
+            raise ValueError(f"detail_strength must be 'off', 'global' or 'class', got {self.detail_strength!r}")
         if self.init not in ("frontal", "mean"):
             raise ValueError(f"init must be 'frontal' or 'mean', got {self.init!r}")
         if self.optimise_steps < 0 or self.tune_steps < 0:
@@ -114,7 +122,7 @@ class InversionPolicy:
         return {k: getattr(self, k) for k in ("code_space", "init", "optimise_steps", "tune_steps", "tune_lr",
                                               "tune_rampup", "coarse_resolution", "coarse_fraction",
                                               "tune_coarse_fraction", "plateau_patience", "skip_empty",
-                                              "autocast", "tune_synthesis", "refine_pose")}
+                                              "autocast", "tune_synthesis", "refine_pose", "detail_strength")}
 
 
 #: The earlier default (issue 6): 200 code + 100 tuning steps at full resolution in W+, no early stopping,

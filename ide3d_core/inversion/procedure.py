@@ -29,6 +29,10 @@ portrait's backdrop is solved in closed form from every view's background pixels
 of the generator (:mod:`~ide3d_core.inversion.backdrop`); stages 2 and 3 start from that copy, and the
 result's weight delta carries it (also when no tuning runs).
 
+Surface detail (models with one): the fit renders without it (``policy.fit_detail``); afterwards its
+strength for this portrait is solved in closed form at the views (``policy.detail_strength``,
+:mod:`~ide3d_core.inversion.detail_strength`) and carried by the weight delta.
+
 Loss of one view (no downloaded weights needed): ``l2 * MSE + ssim * (1 - MS-SSIM) + semantic * CE(rendered
 semantic logits, mask)`` plus ``lpips * LPIPS`` when the caller passes an LPIPS module (its weights are the
 user's to supply). MS-SSIM is computed at ``ssim_resolution`` (2x2 average pooled: a sixth of its full-size
@@ -67,6 +71,8 @@ from torch import nn
 
 from ide3d_core.cameras import canonical_camera, orbit_camera, turn_labels
 from ide3d_core.inversion.backdrop import solve_backdrop
+from ide3d_core.inversion.detail_strength import solve_detail_strength
+from ide3d_core.networks.generator import BACKGROUND_CLASS
 from ide3d_core.inversion.losses import psnr
 from ide3d_core.inversion.objective import Objective
 from ide3d_core.inversion.policy import THOROUGH_POLICY, InversionPolicy, tune_lr_at
@@ -250,6 +256,17 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
         delta = WeightDelta.between(base, tuned, policy.delta_dtype)
         tuned_module = delta.apply(base, check=False).requires_grad_(False).eval()
         measure("tune", tuned_module, ws, t0, steps_run)
+
+    # -- the surface detail's strength (models with one), solved at the views --------------------------
+    solved, strengths = solve_detail_strength(tuned_module, objective.targets, objective.cameras, ws,
+                                              policy.detail_strength)
+    if strengths is not None:
+        delta = WeightDelta.between(base, solved, policy.delta_dtype)
+        tuned_module = delta.apply(base, check=False).requires_grad_(False).eval()
+        head = [float(x) for k, x in enumerate(strengths) if k != BACKGROUND_CLASS]
+        notes.append(f"surface detail strength {np.mean(head):.2f}" + (
+            "" if policy.detail_strength == "global" else f" (classes {min(head):.2f}-{max(head):.2f})")
+            + " (solved at the input views)")
 
     # -- per-view report ----------------------------------------------------------------------------
     final = list(stages)[-1]

@@ -18,7 +18,13 @@ place strands where the truth has them.
   opacity as weight, along each output pixel's own ray;
 * ``hash(p)``: :class:`HashGrid`, ``levels`` resolutions from ``min_res`` to ``max_res`` cells across the
   box, ``features`` numbers per level, shared by every head (the codes never reach it);
-* ``m = 1 - p_bg``: the super-resolved semantics' head probability, so the backdrop is untouched.
+* ``m = sum_k s_k p_k`` over the head classes: the super-resolved class probabilities ``p`` weighted by
+  a per-class **strength** ``s`` (a buffer; all 1 as trained, and then ``m = 1 - p_bg``), so the backdrop
+  is untouched and a portrait can turn the detail down.
+
+The strength is not learned with the stage: the inversion solves it per portrait in closed form at its
+input views (:mod:`ide3d_core.inversion.detail_strength`), because the shared texture lands right on
+some heads and not on others, and the views can tell which; the portrait's weight delta carries it.
 
 The depth, opacity and semantics enter detached: the detail's loss must not move the geometry or the
 labels. Density and semantics still depend on ``w_s`` alone; the detail reads only the image and the
@@ -124,6 +130,20 @@ class SurfaceDetail(nn.Module):
         self.fc0 = FullyConnected(levels * features + 3 + num_classes, hidden, activation="lrelu")
         self.fc1 = FullyConnected(hidden, hidden, activation="lrelu")
         self.out = FullyConnected(hidden, 6, weight_init=0.0)
+        #: [K] per-class strength of the detail (module docstring); background entry unused
+        self.register_buffer("strength", torch.ones(num_classes))
+
+    def optional_state(self) -> dict[str, torch.Tensor]:
+        """The strength is newer than the first models with a detail stage: files without it load with 1s
+        (:func:`~ide3d_core.weights_io.optional_state`)."""
+        return {"strength": torch.ones(self.num_classes)}
+
+    def pixel_strength(self, probs: torch.Tensor) -> torch.Tensor:
+        """``probs [..., K]`` class probabilities -> ``[...]`` the matte times the strength, ``sum_k p_k s_k``
+        over the head classes (the background class contributes nothing)."""
+        s = self.strength.float().clone()
+        s[self.background_class] = 0.0
+        return probs.float() @ s
 
     def modulation(self, points: torch.Tensor, rgb: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """Per pixel ``points [N, 3]`` (model world), ``rgb [N, 3]``, ``probs [N, K]`` -> ``[N, 6]`` = (a, b)."""
@@ -138,13 +158,13 @@ class SurfaceDetail(nn.Module):
             raise ValueError(f"need square image [B, 3, H, H], semantic [B, K, H, H] and c [B, 25]; got "
                              f"{tuple(image.shape)}, {tuple(semantic.shape)}, {tuple(c.shape)}")
         probs = semantic.detach().float().softmax(dim=1).permute(0, 2, 3, 1).reshape(b, h * w, -1)
-        matte = 1.0 - probs[..., self.background_class]  # [B, H*H]
+        matte = self.pixel_strength(probs)  # [B, H*H]
         points = surface_points(depth.detach(), opacity.detach(), c, far, h)  # [B, H*H, 3]
         rgb = image.permute(0, 2, 3, 1).reshape(b, h * w, 3)
         if image.device.type == "cpu":
             # only the pixels that can show detail (about half of a portrait); data-dependent shapes, so
             # elsewhere (CUDA graphs) every pixel is evaluated
-            keep = matte > 1e-3
+            keep = probs[..., self.background_class] < 1.0 - 1e-3  # the head, whatever the strengths
             ab = self.modulation(points[keep], rgb[keep], probs[keep])
             delta = matte[keep][:, None] * (rgb[keep].float() * ab[:, :3] + ab[:, 3:])
             flat = torch.zeros(b, h * w, 3, dtype=delta.dtype, device=image.device).index_put(
