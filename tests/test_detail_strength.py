@@ -128,8 +128,8 @@ def test_the_solve_recovers_the_strength_a_target_was_rendered_with():
 def test_a_model_without_detail_is_left_alone():
     G = Generator(CONFIGS["tiny"]).eval()
     ws = G.codes_from_seeds([0])
-    out, s = solve_detail_strength(G, torch.zeros(1, 3, 64, 64), _cams(0.0), ws)
-    assert out is G and s is None
+    out, s, mean = solve_detail_strength(G, torch.zeros(1, 3, 64, 64), _cams(0.0), ws)
+    assert out is G and s is None and mean is None
     with pytest.raises(ValueError, match="detail_strength"):
         InversionPolicy(detail_strength="pixel")
 
@@ -144,7 +144,7 @@ def test_inversion_solves_the_strength_and_a_saved_portrait_carries_it(tmp_path)
     s = res.generator.detail.strength
     assert torch.allclose(s[1:], torch.full((18,), 0.3), atol=2e-3), s
     assert torch.equal(G.detail.strength, torch.ones(19))  # the base model is untouched
-    assert any("surface detail strength 0.30" in n for n in res.notes), res.notes
+    assert any("surface detail strength 0.30 over the head" in n for n in res.notes), res.notes
     path = save_portrait(res.portrait(G), tmp_path / "p.ide3d")
     again = load_portrait(path).generator(G)
     torch.testing.assert_close(again.detail.strength, s, atol=1e-3, rtol=0)

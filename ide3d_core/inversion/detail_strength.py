@@ -85,17 +85,21 @@ def strength_from_views(base: torch.Tensor, d: torch.Tensor, probs: torch.Tensor
 
 
 def solve_detail_strength(generator: nn.Module, targets: torch.Tensor, cameras: torch.Tensor, ws: torch.Tensor,
-                          mode: str = "global", ridge: float = 1.0) -> tuple[nn.Module, torch.Tensor | None]:
+                          mode: str = "global", ridge: float = 1.0
+                          ) -> tuple[nn.Module, torch.Tensor | None, float | None]:
     """(a copy of ``generator`` with the detail strength solved at the views ``targets [N, 3, R, R]``,
-    ``cameras [N, 25]`` for codes ``ws``, the ``[K]`` strengths); ``generator`` itself and None when it has
-    no detail stage or ``mode`` is "off"."""
+    ``cameras [N, 25]`` for codes ``ws``, the ``[K]`` strengths, their mean over the views' head pixels);
+    ``(generator, None, None)`` (itself) when it has no detail stage or ``mode`` is "off"."""
     if mode not in MODES:
         raise ValueError(f"detail strength mode must be one of {', '.join(MODES)}, got {mode!r}")
     if getattr(generator, "detail", None) is None or mode == "off":
-        return generator, None
+        return generator, None, None
     base, d, probs = detail_change(generator, ws, cameras)
     s = strength_from_views(base, d, probs, targets.to(base.device), mode, ridge)
+    mass = probs.sum((0, 2, 3)).cpu()  # pixels' worth of each class; the background's strength is 0
+    head = float(mass.sum() - mass[BACKGROUND_CLASS])
+    mean = float((mass * s).sum()) / head if head > 0 else float(s.max())
     out = copy.deepcopy(generator)
     with torch.no_grad():
         out.detail.strength.copy_(s.to(out.detail.strength))
-    return out, s
+    return out, s, mean

@@ -258,15 +258,15 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
         measure("tune", tuned_module, ws, t0, steps_run)
 
     # -- the surface detail's strength (models with one), solved at the views --------------------------
-    solved, strengths = solve_detail_strength(tuned_module, objective.targets, objective.cameras, ws,
-                                              policy.detail_strength)
+    solved, strengths, mean = solve_detail_strength(tuned_module, objective.targets, objective.cameras, ws,
+                                                    policy.detail_strength)
     if strengths is not None:
         delta = WeightDelta.between(base, solved, policy.delta_dtype)
         tuned_module = delta.apply(base, check=False).requires_grad_(False).eval()
         head = [float(x) for k, x in enumerate(strengths) if k != BACKGROUND_CLASS]
-        notes.append(f"surface detail strength {np.mean(head):.2f}" + (
-            "" if policy.detail_strength == "global" else f" (classes {min(head):.2f}-{max(head):.2f})")
-            + " (solved at the input views)")
+        notes.append(f"surface detail strength {mean:.2f} over the head" + (
+            "" if policy.detail_strength == "global" else f" (per class {min(head):.2f}-{max(head):.2f})")
+            + ", solved at the input views")
 
     # -- per-view report ----------------------------------------------------------------------------
     final = list(stages)[-1]
