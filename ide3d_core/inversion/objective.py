@@ -100,7 +100,11 @@ class Objective:
 
 
 def _logit_offsets(generator: nn.Module) -> torch.Tensor | None:
-    """[1, 19, 1, 1] the generator's semantic logit adjustment (``GeneratorConfig.semantic_logit_bias``), or
-    None when it has none (or is a stand-in without a super-resolution)."""
+    """[1, 19, 1, 1] the generator's semantic logit adjustments (``GeneratorConfig.semantic_logit_bias`` and
+    a portrait's ``label_offsets``), or None when it has none (or is a stand-in without them)."""
     offsets = getattr(getattr(generator, "superresolution", None), "logit_offsets", None)
+    labels = getattr(generator, "label_offsets", None)
+    if labels is not None:
+        labels = labels.float().view(1, -1, 1, 1)
+        offsets = labels if offsets is None else offsets.float() + labels
     return None if offsets is None else offsets.float()

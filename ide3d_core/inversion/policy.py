@@ -80,6 +80,9 @@ class InversionPolicy:
     #: (measured, docs/multiview.md):* issue 14's evaluation 26.00 dB off, 26.18 global, 26.20 class;
     #: three views of issue 17's two heads 26.06 / 26.72 / 26.76
     detail_strength: str = "class"
+    #: solve per-class label offsets at the views with a mask after the fit
+    #: (:mod:`ide3d_core.inversion.label_offsets`; they move label maps only, never the image)
+    label_offsets: bool = True
     #: stop a stage after this many steps without a ``plateau_tol`` gain (0 = never)
     plateau_patience: int = 6
     plateau_tol: float = 0.002  #: relative gain of the smoothed loss that counts as progress
@@ -122,7 +125,8 @@ class InversionPolicy:
         return {k: getattr(self, k) for k in ("code_space", "init", "optimise_steps", "tune_steps", "tune_lr",
                                               "tune_rampup", "coarse_resolution", "coarse_fraction",
                                               "tune_coarse_fraction", "plateau_patience", "skip_empty",
-                                              "autocast", "tune_synthesis", "refine_pose", "detail_strength")}
+                                              "autocast", "tune_synthesis", "refine_pose", "detail_strength",
+                                              "label_offsets")}
 
 
 #: The earlier default (issue 6): 200 code + 100 tuning steps at full resolution in W+, no early stopping,

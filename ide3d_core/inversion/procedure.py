@@ -33,6 +33,10 @@ Surface detail (models with one): the fit renders without it (``policy.fit_detai
 strength for this portrait is solved in closed form at the views (``policy.detail_strength``,
 :mod:`~ide3d_core.inversion.detail_strength`) and carried by the weight delta.
 
+Label offsets: last, per-class logit offsets are solved at the views with a given or parsed mask, so the
+label maps agree with the masks class by class (``policy.label_offsets``,
+:mod:`~ide3d_core.inversion.label_offsets`); they move label maps only, and the weight delta carries them.
+
 Loss of one view (no downloaded weights needed): ``l2 * MSE + ssim * (1 - MS-SSIM) + semantic * CE(rendered
 semantic logits, mask)`` plus ``lpips * LPIPS`` when the caller passes an LPIPS module (its weights are the
 user's to supply). MS-SSIM is computed at ``ssim_resolution`` (2x2 average pooled: a sixth of its full-size
@@ -72,6 +76,7 @@ from torch import nn
 from ide3d_core.cameras import canonical_camera, orbit_camera, turn_labels
 from ide3d_core.inversion.backdrop import solve_backdrop
 from ide3d_core.inversion.detail_strength import solve_detail_strength
+from ide3d_core.inversion.label_offsets import solve_label_offsets
 from ide3d_core.networks.generator import BACKGROUND_CLASS
 from ide3d_core.inversion.losses import psnr
 from ide3d_core.inversion.objective import Objective
@@ -258,15 +263,25 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
         measure("tune", tuned_module, ws, t0, steps_run)
 
     # -- the surface detail's strength (models with one), solved at the views --------------------------
-    solved, strengths, mean = solve_detail_strength(tuned_module, objective.targets, objective.cameras, ws,
-                                                    policy.detail_strength)
+    finished, strengths, mean = solve_detail_strength(tuned_module, objective.targets, objective.cameras, ws,
+                                                      policy.detail_strength)
     if strengths is not None:
-        delta = WeightDelta.between(base, solved, policy.delta_dtype)
-        tuned_module = delta.apply(base, check=False).requires_grad_(False).eval()
         head = [float(x) for k, x in enumerate(strengths) if k != BACKGROUND_CLASS]
         notes.append(f"surface detail strength {mean:.2f} over the head" + (
             "" if policy.detail_strength == "global" else f" (per class {min(head):.2f}-{max(head):.2f})")
             + ", solved at the input views")
+
+    # -- label offsets, solved at the views that bring (or parse) a mask --------------------------------
+    with_mask = [k for k, i in enumerate(used) if sources[i] != "self"]
+    if policy.label_offsets and with_mask:
+        pick = torch.tensor(with_mask, device=objective.cameras.device)
+        finished, offsets, before, after = solve_label_offsets(finished, objective.cameras[pick], ws,
+                                                               objective.labels[pick])
+        if offsets is not None:
+            notes.append(f"label offsets solved at the masks: mIoU there {before:.3f} -> {after:.3f}")
+    if finished is not tuned_module:
+        delta = WeightDelta.between(base, finished, policy.delta_dtype)
+        tuned_module = delta.apply(base, check=False).requires_grad_(False).eval()
 
     # -- per-view report ----------------------------------------------------------------------------
     final = list(stages)[-1]

@@ -142,7 +142,16 @@ class Generator(nn.Module):
         self.detail = SurfaceDetail(cfg.num_classes, cfg.box_size, cfg.detail_levels, cfg.detail_min_res,
                                     cfg.detail_max_res, cfg.detail_log2_table, cfg.detail_features,
                                     cfg.detail_hidden, BACKGROUND_CLASS) if cfg.detail_levels else None
+        #: [19] per-class offsets added to the returned semantic logits after everything the image reads from
+        #: them (the detail's matte, the backdrop's), so they move label maps only; zero as trained, a
+        #: portrait's inversion solves its own at its views (:mod:`ide3d_core.inversion.label_offsets`)
+        self.register_buffer("label_offsets", torch.zeros(cfg.num_classes))
         init_parameters(self, torch.Generator().manual_seed(seed))
+
+    def optional_state(self) -> dict[str, torch.Tensor]:
+        """``label_offsets`` is newer than the first saved models: files without it load with zeros
+        (:func:`~ide3d_core.weights_io.optional_state`)."""
+        return {"label_offsets": torch.zeros(self.config.num_classes)}
 
     # -- codes ---------------------------------------------------------------------------------
     def canonical_labels(self, batch: int) -> torch.Tensor:
@@ -342,6 +351,7 @@ class Generator(nn.Module):
                 raise ValueError("this model has an environment background: finish_render needs the cameras c")
             backdrop = self.background.render(c, self.background_code(ws), image.shape[-1], backdrop_camera_grad)
             image = composite_background(image, semantic, backdrop, BACKGROUND_CLASS)
+        semantic = semantic + self.label_offsets.view(1, -1, 1, 1).to(semantic.dtype)
         return RenderResult(image=image, image_raw=features_raw[:, :3], semantic=semantic,
                             semantic_raw=semantic_raw, depth=to_image(depth),
                             opacity=to_image(opacity), features_raw=features_raw)
