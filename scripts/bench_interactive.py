@@ -75,7 +75,8 @@ def agreement(ref, out) -> str:
 
 def import_rows(args) -> list:
     """Photo import: prepare + hybrid inversion of Grace Hopper's portrait (matplotlib's sample) at the
-    default policy, the same without skip_empty and without camera refinement (alternating, medians of
+    default policy, the same without skip_empty, without camera refinement and without the solves after the
+    fit (detail strength, label offsets) (alternating, medians of
     ``--import-repeats`` after one warm-up), and the old one with --import-old (timed once)."""
     import matplotlib.cbook as cbook
     from PIL import Image
@@ -96,9 +97,10 @@ def import_rows(args) -> list:
         return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3, steps
 
     run(InversionPolicy(optimise_steps=1, tune_steps=0))  # warm-up: lazy imports and first-call costs
-    times: dict[str, list] = {"new": [], "full": [], "fixed": []}
+    times: dict[str, list] = {"new": [], "full": [], "fixed": [], "unsolved": []}
     policies = {"new": InversionPolicy(), "full": InversionPolicy(skip_empty=False),
-                "fixed": InversionPolicy(refine_pose=False)}
+                "fixed": InversionPolicy(refine_pose=False),
+                "unsolved": InversionPolicy(detail_strength="off", label_offsets=False)}
     for _ in range(args.import_repeats):  # alternating, so a slow spell of the machine hits every row
         for key, policy in policies.items():
             times[key].append(run(policy))
@@ -107,7 +109,8 @@ def import_rows(args) -> list:
         ms, cpu, steps = zip(*times[key])
         return float(np.median(ms)), float(np.median(cpu)), steps[0]
 
-    (new_ms, new_cpu, steps), (full_ms, full_cpu, _), (fix_ms, fix_cpu, _) = map(median, ("new", "full", "fixed"))
+    (new_ms, new_cpu, steps), (full_ms, full_cpu, _), (fix_ms, fix_cpu, _), (uns_ms, uns_cpu, _) = map(
+        median, ("new", "full", "fixed", "unsolved"))
     old_ms = old_cpu = float("nan")
     note = f"default policy, steps run {steps}"
     if args.import_old:
@@ -117,7 +120,9 @@ def import_rows(args) -> list:
             ("  same schedule, every ray sample evaluated (old) vs skip_empty (new)", full_ms, full_cpu, new_ms,
              new_cpu, "occupancy grid of the current planes every step", "import"),
             ("  same schedule, fixed camera (old) vs camera refinement (new)", fix_ms, fix_cpu, new_ms, new_cpu,
-             "refine_pose: each view's camera learned with the codes", "import")]
+             "refine_pose: each view's camera learned with the codes", "import"),
+            ("  same schedule, nothing solved after the fit (old) vs detail strength + label offsets (new)",
+             uns_ms, uns_cpu, new_ms, new_cpu, "closed-form solves at the photo (session 16)", "import")]
 
 
 def main() -> None:
