@@ -77,7 +77,6 @@ from ide3d_core.cameras import canonical_camera, orbit_camera, turn_labels
 from ide3d_core.inversion.backdrop import solve_backdrop
 from ide3d_core.inversion.detail_strength import solve_detail_strength
 from ide3d_core.inversion.label_offsets import solve_label_offsets
-from ide3d_core.networks.generator import BACKGROUND_CLASS
 from ide3d_core.inversion.losses import psnr
 from ide3d_core.inversion.objective import Objective
 from ide3d_core.inversion.policy import THOROUGH_POLICY, InversionPolicy, tune_lr_at
@@ -86,6 +85,7 @@ from ide3d_core.inversion.stages import optimise_codes, tune_generator
 from ide3d_core.inversion.views import (InversionView, NoUsableViews, ViewReport, check_labels, has_face,
                                         image_to_tensor, odd_views, prepare_target, primary_view,
                                         robust_weights, yaw_pitch_deg)
+from ide3d_core.networks.generator import BACKGROUND_CLASS
 from ide3d_core.portrait import WeightDelta
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
