@@ -112,3 +112,17 @@ def test_inversion_solves_offsets_at_the_masks_and_a_saved_portrait_carries_them
     # switched off
     res = invert(G, out.image, mask=mask, camera=c[0].numpy(), policy=dataclasses.replace(policy, label_offsets=False))
     assert torch.equal(res.generator.label_offsets, torch.zeros(19))
+
+
+def test_mesh_vertex_labels_carry_the_offsets_as_renders_do():
+    from ide3d_core.mesh.generator_field import GeneratorField
+
+    G = _tiny()
+    ws = G.codes_from_seeds([1])
+    points = torch.rand(500, 3, generator=torch.Generator().manual_seed(0)) - 0.5
+    _, plain, _ = GeneratorField(G, ws).query(points)
+    with torch.no_grad():
+        G.label_offsets[7] = 40.0  # one class wins everywhere, in the mesh as in the label maps
+    sigma, shifted, _ = GeneratorField(G, ws).query(points)
+    torch.testing.assert_close(shifted - plain, G.label_offsets.expand_as(plain))
+    assert bool((shifted.argmax(-1) == 7).all()) and not bool((plain.argmax(-1) == 7).all())

@@ -118,12 +118,18 @@ class GeneratorField:
         return self._fused or None
 
     def query(self, points: torch.Tensor):
-        """[N, 3] -> (sigma [N], semantic logits [N, 19], rgb [N, 3] in [0, 1])."""
+        """[N, 3] -> (sigma [N], semantic logits [N, 19], rgb [N, 3] in [0, 1]). The logits carry the
+        generator's ``label_offsets`` (a portrait's, solved at its photos), as its rendered label maps do,
+        so a mesh's parts follow the same borders."""
         with torch.no_grad():
             f = self.generator.query(self.planes, points[None].to(self.device, torch.float32),
                                      self.texture_swap)
         rgb = ((f.features[0, :, :3].float() + 1.0) * 0.5).clamp(0.0, 1.0)
-        return f.sigma[0, :, 0].float(), f.semantic[0].float(), rgb
+        logits = f.semantic[0].float()
+        offsets = getattr(self.generator, "label_offsets", None)
+        if offsets is not None:
+            logits = logits + offsets.to(logits.device).float()
+        return f.sigma[0, :, 0].float(), logits, rgb
 
 
 #: Points per step of :func:`_lattice_density` (its [n, hidden] activations stay in the CPU's L2 cache).
