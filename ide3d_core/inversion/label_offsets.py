@@ -9,9 +9,9 @@ eyes may be systematically a little small or its brows a little thick. A per-cla
 logits before the argmax moves those borders, and what moves them right at the input views moves them
 right at the others (the same head, the same bias): measured in docs/multiview.md.
 
-*Decision:* coordinate ascent on the mIoU of the views' masks (pooled confusion matrix, classes present in
-the mask or the render), one class at a time over a grid of offsets (:data:`GRID`), two sweeps, a change
-kept only when it gains :data:`MIN_GAIN`. The offsets go after everything the image reads from the
+*Decision:* coordinate ascent on the mIoU of the views' masks (:func:`ide3d_core.metrics.mean_iou`: one
+confusion matrix over the views, classes present in the mask or the render), one class at a time over a
+grid of offsets (:data:`GRID`), two sweeps, a change kept only when it gains :data:`MIN_GAIN`. The offsets go after everything the image reads from the
 semantics (the detail's matte, the backdrop's), so they move label maps only, never a pixel of colour.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import copy
 import torch
 from torch import nn
 
+from ide3d_core.metrics import mean_iou
 from ide3d_core.networks.generator import TriPlanes
 
 #: the offsets tried per class (logits). *Decision (measured, docs/multiview.md):* novel-view mIoU on issue
@@ -34,17 +35,6 @@ MIN_GAIN = 1e-4
 SWEEPS = 2
 
 
-def pooled_miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
-    """Mean IoU over the classes present in ``pred`` or ``target`` (int64 tensors of one shape), from one
-    confusion matrix of all their pixels (as :func:`ide3d_core.metrics.mean_iou` for one map)."""
-    cm = torch.bincount((target.reshape(-1) * num_classes + pred.reshape(-1)),
-                        minlength=num_classes * num_classes).reshape(num_classes, num_classes).double()
-    inter = cm.diagonal()
-    union = cm.sum(0) + cm.sum(1) - inter
-    present = union > 0
-    return float((inter[present] / union[present]).mean()) if bool(present.any()) else 1.0
-
-
 def offsets_from_views(logits: torch.Tensor, labels: torch.Tensor, grid: tuple[float, ...] = GRID,
                        sweeps: int = SWEEPS, min_gain: float = MIN_GAIN) -> tuple[torch.Tensor, float, float]:
     """``logits [N, K, H, W]`` (the views' rendered semantics), ``labels [N, H, W]`` int64 (their masks) ->
@@ -53,7 +43,7 @@ def offsets_from_views(logits: torch.Tensor, labels: torch.Tensor, grid: tuple[f
     flat = logits.detach().float().permute(1, 0, 2, 3).reshape(k, -1)  # [K, P]
     target = labels.reshape(-1).to(flat.device).long()
     offsets = torch.zeros(k, device=flat.device)
-    best = before = pooled_miou(flat.argmax(0), target, k)
+    best = before = mean_iou(flat.argmax(0), target, k)
     values = torch.tensor(grid, device=flat.device)
     for _ in range(sweeps):
         for c in range(k):
@@ -65,7 +55,7 @@ def offsets_from_views(logits: torch.Tensor, labels: torch.Tensor, grid: tuple[f
             keep = offsets[c].clone()
             for v in values:
                 pred = torch.where(own + v > top, torch.full_like(arg, c), arg)
-                score = pooled_miou(pred, target, k)
+                score = mean_iou(pred, target, k)
                 if score > best + min_gain:
                     best, keep = score, v
             offsets[c] = keep
