@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The batched torch side of the camera convention of :mod:`ide3d_core.cameras` (frames, the 25-float
 label, pixel centres: all defined there): rays through pixel centres for a batch of labels
-(:func:`rays_from_labels`) and cameras moved along their orbit about the head (:func:`turn_labels`, the
+(:func:`rays_from_labels`), points projected into a batch of cameras (:func:`project_points`) and cameras moved along their orbit about the head (:func:`turn_labels`, the
 differentiable pose correction of inversion). Re-exported by :mod:`ide3d_core.cameras`.
 """
 from __future__ import annotations
@@ -40,6 +40,36 @@ def rays_from_labels(labels: torch.Tensor, height: int, width: int) -> tuple[tor
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     origins = c2w[:, None, :3, 3].expand(b, height * width, 3)
     return origins, dirs
+
+
+def project_points(labels: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model-world points projected into a batch of cameras (the torch twin of
+    :meth:`ide3d_core.cameras.Camera.project`, in image fractions instead of pixels).
+
+    Args:
+        labels: (B, 25) packed camera labels.
+        points: (B, N, 3) model-world points.
+    Returns:
+        uv: (B, N, 2) image fractions, x to the right and y down: pixel ``(u * W, v * H)`` of a
+        ``W`` x ``H`` image, pixel centres at ``(i + 0.5) / W`` (so ``2 uv - 1`` is
+        :func:`torch.nn.functional.grid_sample`'s grid with ``align_corners=False``).
+        z: (B, N) camera-space depth along the optical axis (positive in front of the camera). Points with
+        ``z <= 0`` get meaningless ``uv``.
+    """
+    if labels.ndim != 2 or labels.shape[1] != LABEL_DIM:
+        raise ValueError(f"labels must be (B, {LABEL_DIM}), got {tuple(labels.shape)}")
+    if points.ndim != 3 or points.shape[0] != labels.shape[0] or points.shape[2] != 3:
+        raise ValueError(f"points must be (B, N, 3) with B = {labels.shape[0]}, got {tuple(points.shape)}")
+    b = labels.shape[0]
+    c2w = labels[:, :16].reshape(b, 4, 4).to(points.dtype)
+    k = labels[:, 16:].reshape(b, 3, 3).to(points.dtype)
+    rot, pos = c2w[:, :3, :3], c2w[:, :3, 3]
+    pc = (points - pos[:, None]) @ rot  # rigid inverse: R^T (p - t), rows as row vectors
+    z = pc[..., 2]
+    zs = torch.where(z.abs() > 1e-9, z, torch.full_like(z, 1e-9))
+    u = k[:, 0:1, 0] * pc[..., 0] / zs + k[:, 0:1, 2]  # no skew, as rays_from_labels
+    v = k[:, 1:2, 1] * pc[..., 1] / zs + k[:, 1:2, 2]
+    return torch.stack([u, v], dim=-1), z
 
 
 def turn_labels(labels: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:

@@ -92,6 +92,9 @@ def parse_args(argv=None):
                    help="comma list of novel, ablation, edit, schedule, multiview")
     p.add_argument("--view-sets", default="0;-30,30;-30,0,30", help="multiview: ';'-separated yaw lists")
     p.add_argument("--novel-yaws", default="-45,-15,15,45", help="schedule/multiview: evaluation yaws")
+    p.add_argument("--photo-projection", choices=("on", "off"), default="on",
+                   help="score portraits with their photos laid over the renders (ide3d_core.photo_projection), "
+                        "as portraits render; the hybrid rows and multi-view settings are scored both ways")
     p.add_argument("--pose-noise", type=float, default=3.0, help="multiview: camera error in degrees (0 = skip)")
     p.add_argument("--mv-steps", type=int, default=None, help="multiview: code steps (default: the policy's)")
     p.add_argument("--mv-tune-steps", type=int, default=None, help="multiview: tuning steps (default: the policy's)")
@@ -171,12 +174,19 @@ class HeldOutHeads:
         return head_mesh(self.heads.index(i), resolution=resolution)
 
 
-def render_view(g, ws, cam, device):
+def render_view(g, ws, cam, device, projection=None):
+    """(image [1, 3, R, R], labels [1, R, R]) of codes ``ws`` from ``cam``; ``projection``: the portrait's
+    :class:`~ide3d_core.photo_projection.PhotoProjection` (its photos laid over the render, as a portrait
+    renders), or None for the generator's render alone."""
     from ide3d_core.portrait import PortraitState
 
     with torch.no_grad():
         out = editing.render_state(g, PortraitState(ws), cam)
-    return out.image.cpu(), out.semantic.argmax(1).cpu()
+        image, semantic = out.image, out.semantic
+        if projection is not None:
+            c = torch.as_tensor(np.asarray(cam, np.float32)).reshape(1, 25)
+            image, semantic = projection.apply(g, out, c, PortraitState(ws))
+    return image.cpu(), semantic.argmax(1).cpu()
 
 
 def error_split(img: torch.Tensor, img_gt: torch.Tensor, lab_gt: torch.Tensor, neural: int) -> dict[str, float]:
@@ -206,11 +216,11 @@ def add_split(acc: dict[str, float], img: torch.Tensor, img_gt: torch.Tensor, la
 
 
 def view_metrics(g, ws, truth: HeldOutHeads, i: int, yaw: float, device,
-                 split: dict[str, float] | None = None) -> tuple[float, float, float]:
+                 split: dict[str, float] | None = None, projection=None) -> tuple[float, float, float]:
     """(PSNR, SSIM, mIoU) of the codes rendered at ``yaw`` against head ``i``; ``split``: running sums the
-    same render's :func:`error_split` is added to."""
+    same render's :func:`error_split` is added to; ``projection`` as for :func:`render_view`."""
     img_gt, lab_gt, cam = truth.view(i, yaw)
-    img, lab = render_view(g, ws, cam, device)
+    img, lab = render_view(g, ws, cam, device, projection)
     if split is not None:
         add_split(split, img, img_gt, lab_gt, g.neural_resolution)
     return float(psnr(img, img_gt)), float(ssim(img, img_gt)), mean_iou(lab, lab_gt)
@@ -251,26 +261,35 @@ def novel_views(args, g, enc, truth, device):
     }
     rows, hybrids = {}, []
     for name, policy in methods.items():
-        per_yaw = {y: [] for y in yaws}
-        ssims, ious, chamfers, secs = [], [], [], []
+        # a portrait lays its photo over its renders (ide3d_core.photo_projection); the hybrid is also
+        # scored without it, the generator's render alone
+        variants = {name: True, f"{name}, without photo projection": False} if name.startswith("hybrid") \
+            else {name: args.photo_projection == "on"}
+        acc = {v: ({y: [] for y in yaws}, [], []) for v in variants}
+        chamfers, secs = [], []
         for i in range(args.heads):
             img, lab, cam = truth.view(i, args.source_yaw)
+            mask = lab[0].numpy().astype(np.uint8)
             t0 = time.perf_counter()
-            res = invert(g, img.to(device), mask=lab[0].numpy().astype(np.uint8), camera=cam,
-                         encoder=enc["standard"], policy=policy)
+            res = invert(g, img.to(device), mask=mask, camera=cam, encoder=enc["standard"], policy=policy)
             secs.append(time.perf_counter() - t0)
             if name.startswith("hybrid"):
                 hybrids.append(res)
-            for y in yaws:
-                p, s, iou = view_metrics(res.generator, res.ws, truth, i, y, device)
-                per_yaw[y].append(p)
-                ssims.append(s)
-                ious.append(iou)
+            projection = res.photo_projection([(img, mask)])
+            for variant, project in variants.items():
+                per_yaw, ssims, ious = acc[variant]
+                for y in yaws:
+                    p, s, iou = view_metrics(res.generator, res.ws, truth, i, y, device,
+                                             projection=projection if project else None)
+                    per_yaw[y].append(p)
+                    ssims.append(s)
+                    ious.append(iou)
             if args.mesh_resolution:
                 chamfers.append(chamfer(res.generator, res.ws, truth, i, args.mesh_resolution, level=args.level))
-        rows[name] = ({y: float(np.mean(v)) for y, v in per_yaw.items()}, float(np.mean(ssims)),
-                      float(np.mean(ious)), float(np.nanmean(chamfers)) if chamfers and not np.all(np.isnan(chamfers))
-                      else float("nan"), float(np.mean(secs)))
+        for variant, (per_yaw, ssims, ious) in acc.items():
+            rows[variant] = ({y: float(np.mean(v)) for y, v in per_yaw.items()}, float(np.mean(ssims)),
+                             float(np.mean(ious)), float(np.nanmean(chamfers))
+                             if chamfers and not np.all(np.isnan(chamfers)) else float("nan"), float(np.mean(secs)))
     head = "| method | " + " | ".join(f"PSNR {y:+.0f}" for y in yaws) + " | PSNR mean | SSIM | mIoU | Chamfer | s/portrait |"
     print(f"\n### Novel views (input yaw {args.source_yaw:+.0f} deg, {args.heads} held-out heads, "
           f"{args.steps} opt + {args.tune_steps} PTI steps)\n")
@@ -356,10 +375,10 @@ def edit_faithfulness(hybrids, g, enc, device):
             print(f"| {mode} | n/a (nothing to paint) | n/a | 0 |")
 
 
-def _scores(res, truth, i, yaws, args, device, split: dict[str, float] | None = None):
+def _scores(res, truth, i, yaws, args, device, split: dict[str, float] | None = None, projection=None):
     """(PSNR per yaw, SSIM mean, mIoU mean, Chamfer) of one inversion against head ``i``'s truth; ``split``
-    as for :func:`view_metrics`."""
-    m = [view_metrics(res.generator, res.ws, truth, i, y, device, split) for y in yaws]
+    and ``projection`` as for :func:`view_metrics`."""
+    m = [view_metrics(res.generator, res.ws, truth, i, y, device, split, projection) for y in yaws]
     ch = chamfer(res.generator, res.ws, truth, i, args.mesh_resolution, level=args.level) if args.mesh_resolution \
         else float("nan")
     return [x[0] for x in m], float(np.mean([x[1] for x in m])), float(np.mean([x[2] for x in m])), ch
@@ -378,6 +397,15 @@ def _table(title, yaws, rows):
         cells = " | ".join(f"{v:.2f}" for v in py.mean(0))
         print(f"| {name} | {cells} | {py.mean():.2f} | {np.mean(ss):.3f} | {np.mean(ious):.3f} | {ch:.4f} | "
               f"{np.mean(secs):.1f} | {extra} |")
+
+
+def _no_mesh(args):
+    """``args`` without the Chamfer measurement (a second scoring of the same fit)."""
+    import copy
+
+    out = copy.copy(args)
+    out.mesh_resolution = 0
+    return out
 
 
 def _heads(args) -> list[int]:
@@ -458,6 +486,7 @@ def multiview(args, g, enc, truth, device):
     policy = InversionPolicy(**kw)
     print(f"multiview policy: {policy}", file=sys.stderr)
     results: dict[int, list] = {k: [] for k in range(len(settings))}
+    bare: dict[int, list] = {k: [] for k in range(len(settings))}
     splits: dict[int, dict[str, dict[str, float]]] = {k: {"novel": {}, "input": {}} for k in range(len(settings))}
     for i in _heads(args):
         for k, (vs, noise) in enumerate(settings):
@@ -471,32 +500,44 @@ def multiview(args, g, enc, truth, device):
             t0, c0 = time.perf_counter(), time.process_time()
             res = invert_views(g, views, encoder=enc["standard"], policy=policy)
             sec, cpu = time.perf_counter() - t0, time.process_time() - c0
-            p, s, iou, ch = _scores(res, truth, i, yaws, args, device, splits[k]["novel"])
+            projection = res.photo_projection([(v.image, v.mask) for v in views]) \
+                if args.photo_projection == "on" else None
+            p, s, iou, ch = _scores(res, truth, i, yaws, args, device, splits[k]["novel"], projection)
             results[k].append((p, s, iou, ch, cpu))  # CPU seconds: wall time on a shared machine says little
+            if projection is not None:  # the generator's render alone, beside it
+                p0, s0, iou0, _ = _scores(res, truth, i, yaws, _no_mesh(args), device)
+                bare[k].append((p0, s0, iou0, ch, cpu))
             for y in vs:  # the input views: what the fit reached where it was asked to
                 img_gt, lab_gt, cam = truth.view(i, y)
-                add_split(splits[k]["input"], render_view(res.generator, res.ws, cam, device)[0], img_gt, lab_gt,
-                          g.neural_resolution)
+                add_split(splits[k]["input"], render_view(res.generator, res.ws, cam, device, projection)[0],
+                          img_gt, lab_gt, g.neural_resolution)
             print("RESULT " + json.dumps({"head": i, "views": vs, "noise": noise, "psnr": p, "ssim": s, "miou": iou,
+                                          "projection": args.photo_projection,
                                           "chamfer": ch, "seconds": sec,
                                           "weights": [round(v.weight, 3) for v in res.views],
                                           "residual_psnr": [round(list(v.psnr.values())[-1], 2) for v in res.views],
                                           "stage_psnr": {k: round(v["psnr"], 2) for k, v in res.stages.items()},
                                           "cpu_seconds": cpu,
                                           "notes": res.notes}), file=sys.stderr, flush=True)
-    rows, one = {}, None
-    for k, (vs, noise) in enumerate(settings):
-        r = results[k]
-        secs = [x[4] for x in r]
-        if len(vs) == 1 and not noise:
-            one = float(np.mean(secs))
-        name = f"{len(vs)} view{'s' if len(vs) > 1 else ''} (yaw {', '.join(f'{y:+.0f}' for y in vs)})"
-        rows[name + (f", {noise:g} deg pose noise" if noise else "")] = (
-            [x[0] for x in r], [x[1] for x in r], [x[2] for x in r], [x[3] for x in r], secs,
-            f"time x{np.mean(secs) / one:.2f} of 1 view" if one else "")
-    _table(f"Multi-view inversion ({len(_heads(args))} held-out heads, {policy.optimise_steps} code + "
-           f"{policy.tune_steps} tuning steps at most, novel yaws; s/portrait = CPU seconds of the inversion)",
-           yaws, rows)
+    def tabulate(res_by_setting):
+        rows, one = {}, None
+        for k, (vs, noise) in enumerate(settings):
+            r = res_by_setting[k]
+            secs = [x[4] for x in r]
+            if len(vs) == 1 and not noise:
+                one = float(np.mean(secs))
+            name = f"{len(vs)} view{'s' if len(vs) > 1 else ''} (yaw {', '.join(f'{y:+.0f}' for y in vs)})"
+            rows[name + (f", {noise:g} deg pose noise" if noise else "")] = (
+                [x[0] for x in r], [x[1] for x in r], [x[2] for x in r], [x[3] for x in r], secs,
+                f"time x{np.mean(secs) / one:.2f} of 1 view" if one else "")
+        return rows
+
+    title = (f"{len(_heads(args))} held-out heads, {policy.optimise_steps} code + {policy.tune_steps} tuning steps "
+             "at most, novel yaws; s/portrait = CPU seconds of the inversion")
+    rows = tabulate(results)
+    _table(f"Multi-view inversion ({title}; photos projected: {args.photo_projection})", yaws, rows)
+    if args.photo_projection == "on":
+        _table(f"Multi-view inversion without photo projection ({title})", yaws, tabulate(bare))
     print("\n### Where the error is (pooled over heads and views; head = inside the exact head mask)\n")
     print("| setting | head PSNR, novel yaws | head PSNR, input views | backdrop PSNR, novel yaws | head share of "
           "the squared error, novel | head PSNR of a perfect "

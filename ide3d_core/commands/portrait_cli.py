@@ -194,6 +194,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pitch", type=float, default=None, help="pitch in degrees (default 0 with --yaw)")
     p.add_argument("--orbit", type=int, default=0, metavar="N", help="a turntable of N frames (yaw 0..360)")
     p.add_argument("--out", type=Path, required=True, help="output .png (frames get _000, _001, ...)")
+    p.add_argument("--no-photo-projection", action="store_true",
+                   help="the generator's render alone, without the portrait's photos laid over it")
     _common(p, "base model (default: the one the portrait was made with)")
     p.set_defaults(func=run_render)
 
@@ -397,6 +399,7 @@ def run_render(args: argparse.Namespace) -> int:
 
     from ide3d_core.cameras import Camera, canonical_camera, orbit_camera
     from ide3d_core.operations.render import render_inputs, render_view, write_view
+    from ide3d_core.photo_projection import portrait_projection
     from ide3d_core.progress import TqdmProgress
 
     if args.out.suffix.lower() != ".png":
@@ -423,9 +426,10 @@ def run_render(args: argparse.Namespace) -> int:
     written = []
     with TqdmProgress("render", disable=args.quiet or len(cams) == 1) as progress, torch.no_grad():
         inputs = render_inputs(g, portrait.state, next(g.parameters()).device)  # one state, every camera
+        projection = None if args.no_photo_projection else portrait_projection(g, portrait)
         for i, cam in enumerate(cams):
             path = args.out if not args.orbit else args.out.with_name(f"{args.out.stem}_{i:03d}.png")
-            written += write_view(render_view(g, portrait.state, cam, inputs=inputs), path)
+            written += write_view(render_view(g, portrait.state, cam, inputs=inputs, projection=projection), path)
             progress(i + 1, len(cams), "")
     print(f"wrote {len(written)} files ({written[0]} ...)")
     return 0

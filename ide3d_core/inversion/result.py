@@ -50,6 +50,18 @@ class InversionResult:
     views: tuple[ViewReport, ...] = ()
     primary: int = 0
 
+    def photo_projection(self, sources: Sequence[tuple[Any, np.ndarray | None] | None]):
+        """:func:`ide3d_core.photo_projection.prepare_projection` of the used views' photos with the cameras
+        they were fitted with: what a portrait made from this result lays over its renders. ``sources``:
+        one (image: (H, W, 3) uint8 or [1, 3, H, W] image range, mask or None) per *input* view, or None."""
+        from ide3d_core.photo_projection import prepare_projection
+
+        if len(sources) != len(self.views):
+            raise ValueError(f"sources has {len(sources)} entries for {len(self.views)} views")
+        photos = [(sources[v.index][0], v.camera, sources[v.index][1]) for v in self.views
+                  if v.used and v.camera is not None and sources[v.index] is not None]
+        return prepare_projection(self.generator, self.ws, photos)
+
     def portrait(self, base: nn.Module, source_image: np.ndarray | None = None,
                  source_mask: np.ndarray | None = None, generator_config: dict[str, Any] | None = None,
                  model_hint: str | None = None, params: dict[str, Any] | None = None,

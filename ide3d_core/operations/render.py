@@ -6,6 +6,8 @@ service's ``render`` (Render From Active Camera) and the canonical view every po
     view = render_view(generator, portrait.state, label, 1920, 1080)     # any frame, any aspect
     files = write_view(view, "out/front.png")                            # + _labels.png (+ _seg.png)
 
+A portrait with photos lays them over its renders (``projection``, :mod:`ide3d_core.photo_projection`).
+
 Frames: ``label`` is the 25-float camera label of the *output* frame (:mod:`ide3d_core.cameras`). The
 generator renders square images; a non-square frame is rendered as the square that covers it
 (:func:`square_view`) and cropped, so pixels keep their rays.
@@ -104,7 +106,8 @@ def render_inputs(generator, state, device, planes_dtype: str = "float32") -> tu
 
 
 def render_view(generator, state, label: np.ndarray, width: Optional[int] = None, height: Optional[int] = None,
-                inputs: Optional[tuple[Any, Any, Any]] = None, quality: str = "full", grid: Any = None) -> View:
+                inputs: Optional[tuple[Any, Any, Any]] = None, quality: str = "full", grid: Any = None,
+                projection: Any = None) -> View:
     """Render ``state`` (a :class:`ide3d_core.portrait.PortraitState`) through camera ``label`` into a
     ``width`` x ``height`` :class:`View` (default: the generator's square ``img_resolution``).
 
@@ -113,6 +116,8 @@ def render_view(generator, state, label: np.ndarray, width: Optional[int] = None
     :data:`ide3d_core.fast_render.QUALITIES` ("full": the fast renderer, the reference's image;
     "preview": cheaper rays while the user paints or orbits; "reference": the generator's own render);
     ``grid``: the cached :func:`ide3d_core.fast_render.occupancy_grid` of the inputs' planes.
+    ``projection``: the portrait's :class:`~ide3d_core.photo_projection.PhotoProjection` (its photos laid
+    over the square render, within the state's scope), or None.
     """
     from ide3d_core.fast_render import QUALITIES, render_quality
 
@@ -135,6 +140,9 @@ def render_view(generator, state, label: np.ndarray, width: Optional[int] = None
         out = render_quality(generator, planes, torch.from_numpy(np.asarray(square, np.float32))[None].to(device),
                              ws, quality, grid=grid, texture_swap=swap)
         img, sem = out.image[:1].float(), out.semantic[:1].float()
+        if projection is not None:
+            img, sem = projection.apply(generator, out, torch.from_numpy(np.asarray(square, np.float32))[None], state)
+            img, sem = img[:1].float().to(device), sem[:1].float().to(device)
         if tuple(img.shape[-2:]) != (n, n):
             aa = n < img.shape[-1]
             img = F.interpolate(img, size=(n, n), mode="bilinear", align_corners=False, antialias=aa)

@@ -121,7 +121,8 @@ class PortraitHandlers:
         dev = self.device()
         view = render_view(entry.generator, portrait.state, cameras.canonical_camera().label(),
                            inputs=entry.render_inputs(dev), quality=quality,
-                           grid=None if quality == "reference" else entry.occupancy_grid(dev))
+                           grid=None if quality == "reference" else entry.occupancy_grid(dev),
+                           projection=entry.photo_projection())
         image_file, labels_file = (str(f) for f in write_view(view, out_dir / "canonical.png", seg=False))
         ids = view.ids
         if quality != "preview":  # the map residual edits subtract: the full render's, never a preview's
@@ -216,7 +217,8 @@ class PortraitHandlers:
         dev = self.device()
         view = render_view(entry.generator, entry.portrait.state, np.asarray(req.label, np.float64), req.width,
                            req.height, inputs=entry.render_inputs(dev), quality=req.quality,
-                           grid=None if req.quality == "reference" else entry.occupancy_grid(dev))
+                           grid=None if req.quality == "reference" else entry.occupancy_grid(dev),
+                           projection=entry.photo_projection())
         image_file, labels_file = (str(f) for f in write_view(view, out_dir / "view.png", alpha=True, seg=False))
         report(progress, 1, 1, "done", cancel)
         return P.ViewResult(image_file=image_file, labels_file=labels_file, width=req.width, height=req.height)

@@ -45,6 +45,8 @@ class SessionPortrait:
         live_base_labels: for a portrait whose visible record is a live mask edit, the canonical label
             ids of the state that live session started from (saves a render per stroke).
         occupancy: cached occupancy grid of those planes (the fast renderer's), once built.
+        projection: its photos ready to lay over renders (:mod:`ide3d_core.photo_projection`), once built;
+            False for a portrait without photos.
     """
 
     portrait: Any
@@ -54,6 +56,16 @@ class SessionPortrait:
     planes: Any = None
     live_base_labels: np.ndarray | None = None
     occupancy: Any = None
+    projection: Any = None
+
+    def photo_projection(self):
+        """:func:`ide3d_core.photo_projection.portrait_projection` of the portrait (built once; None for a
+        portrait without photos)."""
+        if self.projection is None:
+            from ide3d_core.photo_projection import portrait_projection
+
+            self.projection = portrait_projection(self.generator, self.portrait) or False
+        return self.projection or None
 
     def occupancy_grid(self, device):
         """:func:`ide3d_core.fast_render.occupancy_grid` of :meth:`render_inputs`' planes (built once;
