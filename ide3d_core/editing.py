@@ -63,11 +63,17 @@ def render_state(generator: nn.Module, state: PortraitState, camera_label: np.nd
 
 
 @torch.no_grad()
-def canonical_labels(generator: nn.Module, state: PortraitState) -> np.ndarray:
+def canonical_labels(generator: nn.Module, state: PortraitState, projection: Any = None) -> np.ndarray:
     """(H, W) uint8 label ids of the state's semantic render from the canonical camera (H = W =
-    ``generator.img_resolution``): the map the user paints on."""
-    out = render_state(generator, state, canonical_camera().label())
-    return out.semantic[0].argmax(0).to(torch.uint8).cpu().numpy()
+    ``generator.img_resolution``): the map the user paints on. ``projection``: the portrait's
+    :class:`~ide3d_core.photo_projection.PhotoProjection`, whose photo labels the painter's map shows."""
+    label = canonical_camera().label()
+    out = render_state(generator, state, label)
+    semantic = out.semantic
+    if projection is not None:
+        c = torch.as_tensor(np.asarray(label, np.float32)).reshape(1, 25)
+        semantic = projection.apply(generator, out, c, state)[1]
+    return semantic[0].argmax(0).to(torch.uint8).cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -88,12 +94,13 @@ def check_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def mask_edit(portrait: Portrait, generator: nn.Module, editor: nn.Module, mask: np.ndarray,
-              mode: str = "residual", current: np.ndarray | None = None) -> Portrait:
+              mode: str = "residual", current: np.ndarray | None = None, projection: Any = None) -> Portrait:
     """Apply a painted canonical-view label map (see the module docstring). ``editor`` is the canonical
     editor (:class:`ide3d_core.encoders.HybridEncoder` with ``config.canonical``); keeps ``w_t`` exactly.
     ``current`` is the portrait's :func:`canonical_labels` if the caller already has them (a live
     session shows them to the painter), saving one render; direct mode renders nothing but the
-    result (``pixels_changed`` is then recorded only when ``current`` is given)."""
+    result (``pixels_changed`` is then recorded only when ``current`` is given). ``projection``: the
+    portrait's photo projection, as the map the painter saw was rendered (:func:`canonical_labels`)."""
     if mode not in MASK_MODES:
         raise ValueError(f"mask edit mode must be one of {MASK_MODES}, got {mode!r}")
     if not getattr(editor.config, "canonical", False):
@@ -101,7 +108,7 @@ def mask_edit(portrait: Portrait, generator: nn.Module, editor: nn.Module, mask:
     state = portrait.state
     painted = check_mask(mask, int(generator.img_resolution))
     if current is None and mode == "residual":  # direct mode does not need the current map
-        current = canonical_labels(generator, state)
+        current = canonical_labels(generator, state, projection)
     dev = _device(editor)
     ns = int(generator.num_shape_ws)
     ws = state.ws.to(dev)

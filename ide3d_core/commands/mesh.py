@@ -40,17 +40,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--smooth", type=int, default=0, help="Taubin smoothing iterations (default 0)")
     p.add_argument("--truncation", type=float, default=None,
                    help="truncation psi for --seed (default: the model's, 1 for the bundled model)")
+    p.add_argument("--no-photo-projection", action="store_true",
+                   help="bake a portrait's texture from the generator's renders alone, without its photos")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def _field(args: argparse.Namespace, device):
+    """(field, photo projection or None, portrait state or None) of the command's head."""
     from ide3d_core.operations.mesh import portrait_field, seed_field
 
     base = load_base(args.model, device)
     if args.seed is not None:
-        return seed_field(base, args.seed, base.default_truncation if args.truncation is None else args.truncation)
+        truncation = base.default_truncation if args.truncation is None else args.truncation
+        return seed_field(base, args.seed, truncation), None, None
+    from ide3d_core.photo_projection import portrait_projection
     from ide3d_core.portrait import PortraitError, load_portrait
 
     try:
@@ -58,7 +63,8 @@ def _field(args: argparse.Namespace, device):
         g = portrait.generator(base)
     except PortraitError as exc:
         raise UserError(str(exc)) from None
-    return portrait_field(g, portrait.state)
+    projection = None if args.no_photo_projection or not args.texture else portrait_projection(g, portrait)
+    return portrait_field(g, portrait.state), projection, portrait.state
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
         if args.portrait is not None and not args.portrait.is_file():
             raise UserError(f"no portrait file {args.portrait}")
         device = device_arg(args.device)
-        field = _field(args, device)
+        field, projection, state = _field(args, device)
         with TqdmProgress("mesh", disable=args.quiet) as bar:
-            result = build_mesh(field, options, resolve_level(options, args.model), progress=bar)
+            result = build_mesh(field, options, resolve_level(options, args.model), progress=bar,
+                                projection=projection, state=state)
         files = write_mesh(result.mesh, args.out, parts=args.parts)
     except OperationError as exc:
         raise UserError(str(exc)) from None

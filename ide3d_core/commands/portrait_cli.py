@@ -353,7 +353,11 @@ def run_edit(args: argparse.Namespace) -> int:
         raise UserError("no canonical editor found; pass --encoders DIR (written by `ide3d train-encoders`)")
     size = int(g.img_resolution)
     mask = read_mask(args.mask, (size, size))
-    portrait = editing.mask_edit(portrait, g, editor, mask, mode=args.mode)
+    from ide3d_core.photo_projection import portrait_projection
+
+    # the map subtracted is the one `render --canonical` showed: the portrait's photos laid over it
+    portrait = editing.mask_edit(portrait, g, editor, mask, mode=args.mode,
+                                 projection=portrait_projection(g, portrait) if args.mode == "residual" else None)
     _save(portrait, args.out, stamp)
     changed = portrait.history[-1].params["pixels_changed"]
     if changed is not None:

@@ -208,11 +208,16 @@ class GeneratorRenderer:
     """:class:`ide3d_core.mesh.field.Renderer` of a :class:`GeneratorField`'s head (same cached planes).
 
     ``rgb`` is the super-resolved image ([-1, 1] mapped to [0, 1]); ``depth`` and ``opacity`` come at
-    the neural-rendering resolution.
+    the neural-rendering resolution. With ``projection`` (a portrait's
+    :class:`~ide3d_core.photo_projection.PhotoProjection`) and the portrait ``state`` the field shows, the
+    portrait's photos are laid over the images, as its renders show them.
     """
 
-    def __init__(self, field: GeneratorField) -> None:
+    def __init__(self, field: GeneratorField, projection=None, state=None) -> None:
+        if projection is not None and state is None:
+            raise ValueError("a photo projection needs the portrait state the field shows")
         self.field = field
+        self.projection, self.state = projection, state
 
     def render(self, labels: np.ndarray) -> RenderedViews:
         f = self.field
@@ -225,5 +230,8 @@ class GeneratorRenderer:
             swap = (f.texture_swap[0].expand(b, -1, -1, -1, -1), f.texture_swap[1])
         with torch.no_grad():
             out = f.generator.render(planes, c, f.ws.expand(b, -1, -1), texture_swap=swap)
-        rgb = ((out.image.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+            image = out.image
+            if self.projection is not None:
+                image = self.projection.apply(f.generator, out, c, self.state)[0].to(out.image.device)
+        rgb = ((image.float() + 1.0) * 0.5).clamp(0.0, 1.0)
         return RenderedViews(rgb, out.depth.float(), out.opacity.float())

@@ -96,8 +96,10 @@ def seed_field(generator, seed: int, truncation: float):
 
 
 def build_mesh(field, options: MeshOptions, level: float, progress: Optional[ProgressFn] = None,
-               cancel: Optional[CancelToken] = None):
+               cancel: Optional[CancelToken] = None, projection=None, state=None):
     """Run :func:`ide3d_core.mesh.extract_head_mesh` on ``field`` with ``options`` at surface ``level``.
+    ``projection``/``state``: a portrait's photo projection and the state ``field`` shows: the baked
+    texture then carries the photos as the portrait's renders do.
 
     Returns the :class:`ide3d_core.mesh.MeshResult` (mesh in the model world, seconds per stage).
     Raises :class:`OperationError` when no surface comes out (the level is never crossed, or nothing
@@ -113,7 +115,7 @@ def build_mesh(field, options: MeshOptions, level: float, progress: Optional[Pro
     config = MeshConfig(grid=GridConfig(resolution=options.resolution), level=limits.check_level(level),
                         cleanup=CleanupConfig(smooth_iterations=options.smooth, target_faces=options.faces),
                         bake=BakeConfig(texture_size=options.texture) if options.texture else None)
-    renderer = GeneratorRenderer(field) if options.texture else None
+    renderer = GeneratorRenderer(field, projection, state) if options.texture else None
     try:
         result = extract_head_mesh(field, config, renderer, progress=progress, cancel=cancel)
     except LevelNotCrossed as exc:

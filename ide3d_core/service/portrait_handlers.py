@@ -248,7 +248,7 @@ class PortraitHandlers:
             base = replace(base, current=base.current - 1)  # replace the session's record, not stack on it
             current = entry.live_base_labels
         if current is None:
-            current = editing.canonical_labels(g, base.state)
+            current = editing.canonical_labels(g, base.state, entry.photo_projection())
         mask = _read_labels(req.labels_file, int(current.shape[0]))
         try:
             portrait = editing.mask_edit(base, g, editor, mask, mode=req.mode, current=current)
@@ -347,7 +347,8 @@ class PortraitHandlers:
         entry = self._entry(req)
         field = mesh_ops.portrait_field(entry.generator, entry.portrait.state)
         level = mesh_ops.resolve_level(options, self.model_spec)
-        return mesh_ops.build_mesh(field, options, level, progress=progress, cancel=cancel).mesh
+        return mesh_ops.build_mesh(field, options, level, progress=progress, cancel=cancel,
+                                   projection=entry.photo_projection(), state=entry.portrait.state).mesh
 
     def _do_mesh(self, req: P.MeshRequest, out_dir, progress, cancel) -> P.MeshResult:
         """The mesh the add-on imports: vertex colours and labels and, with ``req.texture`` > 0, UVs and the
