@@ -177,6 +177,23 @@ def main() -> None:
                                    args.repeats)
             detail_rows.append(("  part: surface detail (in the fast frame above)", float("nan"), float("nan"),
                                 d_ms, d_cpu, f"{100 * d_ms / new_ms:.0f} % of the fast frame's wall time", ""))
+        # a portrait's photo laid over the fast frame (ide3d_core/photo_projection.py): one photo at yaw 20
+        from ide3d_core.images import to_uint8_hwc
+        from ide3d_core.photo_projection import prepare_projection
+
+        pc = torch.from_numpy(stack_labels([orbit_camera(0.35, 0.0)]))
+        photo = G.render(planes, pc, ws)
+        photos = [(to_uint8_hwc(photo.image[0].clamp(-1, 1)), pc[0].numpy(),
+                   photo.semantic[0].argmax(0).to(torch.uint8).numpy())]
+        pp_ms, pp_cpu, projection = timed(lambda: prepare_projection(G, ws, photos), args.repeats)
+        state = PortraitState(ws.cpu())
+        pa_ms, pa_cpu, _ = timed(lambda: projection.apply(G, out, c, state), args.repeats)
+        projection_rows = [
+            ("  part: photo projection, one photo laid over the fast frame above", float("nan"), float("nan"),
+             pa_ms, pa_cpu, f"{100 * pa_ms / new_ms:.0f} % of the fast frame's wall time", ""),
+            ("  part: photo projection set-up (once per portrait: a render per photo)", float("nan"), float("nan"),
+             pp_ms, pp_cpu, "", ""),
+        ]
         ev = stats[0].evaluated / stats[0].reference
         rows += [
             ("re-render from cached planes, 256 px", old_ms, old_cpu, new_ms, new_cpu,
@@ -191,6 +208,7 @@ def main() -> None:
              f"{100 * grid.fraction():.0f} % of the cells occupied", ""),
             *sr_rows,
             *detail_rows,
+            *projection_rows,
         ]
 
         editor = load_model_encoder(args.model, "canonical", "cpu")
