@@ -14,9 +14,10 @@ How, for every output pixel of a square render from camera ``c``:
 1. its visible surface point ``x`` (:func:`ide3d_core.networks.detail.surface_points`: the neural depth and
    opacity upsampled to the output, as the surface detail reads it);
 2. for each photo ``j``: ``x`` projected into the photo's camera (:func:`~ide3d_core.camera_torch.project_points`)
-   lands at ``uv_j`` with camera depth ``z_j``. The photo saw ``x`` if ``uv_j`` is in its frame, ``z_j`` is no
-   more than ``depth_tolerance`` (model units) behind the fitted surface the photo's camera sees there (a
-   depth map rendered once per photo, :func:`prepare_projection`) and the photo's pixel there is head (its
+   lands at ``uv_j`` with camera depth ``z_j``. The photo saw ``x`` if ``uv_j`` is in its frame, ``z_j`` is
+   within ``depth_tolerance`` (model units) of the fitted surface the photo's camera sees there (a depth map
+   rendered once per photo, :func:`prepare_projection`; behind it the point was hidden, in front of it an
+   edit moved the surface) and the photo's pixel there is head (its
    mask, or the fitted render's head where there is no mask, eroded by ``erode_px``). Its weight is
    ``w_j = clamp((cos t_j - min_cos) / (1 - min_cos), 0, 1)`` with ``t_j`` the angle between the surface
    normal (from the output's surface points) and the direction to photo ``j``'s camera: a photo that saw
@@ -58,8 +59,8 @@ LABEL_LOGIT = 40.0
 @dataclass(frozen=True)
 class ProjectionConfig:
     """How photos are laid over renders (module docstring). ``min_cos``: surfaces seen by a photo at
-    ``cos t <= min_cos`` get nothing from it; ``depth_tolerance``: model units a point may lie behind the
-    photo's fitted surface and still count as seen; ``erode_px``: the photo's head mask shrinks by this
+    ``cos t <= min_cos`` get nothing from it; ``depth_tolerance``: model units a point may lie off the
+    photo's fitted surface (behind it: hidden; in front: a surface an edit moved) and still count as seen; ``erode_px``: the photo's head mask shrinks by this
     many of its pixels (no background colour at silhouettes)."""
 
     min_cos: float = 0.3
@@ -173,7 +174,7 @@ def project_photos(points: torch.Tensor, camera: torch.Tensor, photos: Sequence[
         inside = (uv > 0.0).all(-1) & (uv < 1.0).all(-1) & (z > 0.0)
         seen_depth = _sample(photo.depth, uv, "bilinear")[:, 0]
         usable = _sample(photo.usable, uv, "bilinear")[:, 0]
-        seen = inside & (z < seen_depth + config.depth_tolerance) & (usable > 0.999)
+        seen = inside & ((z - seen_depth).abs() < config.depth_tolerance) & (usable > 0.999)
         weight = torch.where(seen, weight, torch.zeros_like(weight))
         colour += weight[:, None] * _sample(photo.image.float(), uv, "bilinear")
         total += weight
