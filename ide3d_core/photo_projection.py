@@ -22,10 +22,13 @@ How, for every output pixel of a square render from camera ``c``:
    ``w_j = clamp((cos t_j - min_cos) / (1 - min_cos), 0, 1)`` with ``t_j`` the angle between the surface
    normal (from the output's surface points) and the direction to photo ``j``'s camera: a photo that saw
    the surface at a grazing angle gives little;
-3. colour: ``image <- (1 - W) image + W (sum_j w_j photo_j(uv_j)) / sum_j w_j`` with
-   ``W = min(1, sum_j w_j)`` (bilinear samples);
-4. labels, for photos with a mask: where some ``w_j > 0`` the class of the photo with the largest weight
-   (nearest pixel) wins: its logit is raised by :data:`LABEL_LOGIT`.
+3. colour: ``image <- (1 - W) image + W (sum_j p_j photo_j(uv_j)) / sum_j p_j`` with
+   ``W = min(1, sum_j w_j)`` (bilinear samples) and the preference ``p_j = w_j ((1 + cos a_j) / 2) ** k``,
+   ``a_j`` the angle between photo ``j``'s ray and the render's at the point (``k`` = ``view_preference``:
+   with several photos the one that saw the point from nearest the render's direction counts most, as in
+   view-dependent texture mapping; the geometry's errors move a photo's detail least there);
+4. labels, for photos with a mask: where some ``w_j > 0`` the class of the photo with the largest
+   preference (nearest pixel) wins: its logit is raised by :data:`LABEL_LOGIT`.
 
 Only pixels the render calls head (background probability below 0.5) change: the backdrop stays the model's.
 
@@ -61,11 +64,14 @@ class ProjectionConfig:
     """How photos are laid over renders (module docstring). ``min_cos``: surfaces seen by a photo at
     ``cos t <= min_cos`` get nothing from it; ``depth_tolerance``: model units a point may lie off the
     photo's fitted surface (behind it: hidden; in front: a surface an edit moved) and still count as seen; ``erode_px``: the photo's head mask shrinks by this
-    many of its pixels (no background colour at silhouettes)."""
+    many of its pixels (no background colour at silhouettes); ``view_preference``: among photos that saw a
+    point, each counts ``((1 + cos a) / 2) ** view_preference`` times its weight, ``a`` the angle between its
+    ray and the render's at the point (the nearest view wins; 0: all alike)."""
 
     min_cos: float = 0.3
     depth_tolerance: float = 0.03
     erode_px: int = 2
+    view_preference: float = 32.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_cos < 1.0:
@@ -74,6 +80,8 @@ class ProjectionConfig:
             raise ValueError(f"depth_tolerance must be positive, got {self.depth_tolerance}")
         if not 0 <= self.erode_px <= 16:
             raise ValueError(f"erode_px must be in 0..16, got {self.erode_px}")
+        if not 0.0 <= self.view_preference <= 1000.0:
+            raise ValueError(f"view_preference must be in [0, 1000], got {self.view_preference}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +168,7 @@ def project_photos(points: torch.Tensor, camera: torch.Tensor, photos: Sequence[
     normals = surface_normals(points[None].float(), eye).reshape(h * w, 3)
     colour = torch.zeros(h * w, 3)
     total = torch.zeros(h * w)
+    total_pref = torch.zeros(h * w)
     best_exact = torch.zeros(h * w)
     best_any = torch.zeros(h * w)
     labels_exact = torch.full((h * w,), -1, dtype=torch.long)
@@ -176,17 +185,21 @@ def project_photos(points: torch.Tensor, camera: torch.Tensor, photos: Sequence[
         usable = _sample(photo.usable, uv, "bilinear")[:, 0]
         seen = inside & ((z - seen_depth).abs() < config.depth_tolerance) & (usable > 0.999)
         weight = torch.where(seen, weight, torch.zeros_like(weight))
-        colour += weight[:, None] * _sample(photo.image.float(), uv, "bilinear")
+        # among photos, prefer the one that saw the point from nearest the render's own direction
+        near = (F.normalize(eye - pts[0], dim=-1) * F.normalize(origin[None] - pts[0], dim=-1)).sum(-1)
+        preference = weight * ((0.5 * (1.0 + near)).clamp_min(0.0) ** config.view_preference).clamp_min(1e-6)
+        colour += preference[:, None] * _sample(photo.image.float(), uv, "bilinear")
         total += weight
+        total_pref += preference
         label = _sample(photo.labels[:, None].float(), uv, "nearest")[:, 0].round().long()
-        better = weight > best_any
+        better = preference > best_any
         labels_any = torch.where(better, label, labels_any)
-        best_any = torch.maximum(best_any, weight)
+        best_any = torch.maximum(best_any, preference)
         if photo.exact_labels:
-            better = weight > best_exact
+            better = preference > best_exact
             labels_exact = torch.where(better, label, labels_exact)
-            best_exact = torch.maximum(best_exact, weight)
-    colour = colour / total.clamp_min(1e-6)[:, None]
+            best_exact = torch.maximum(best_exact, preference)
+    colour = colour / total_pref.clamp_min(1e-12)[:, None]
     return colour, total.clamp(max=1.0), labels_exact, labels_any
 
 

@@ -55,7 +55,7 @@ def head():
 
     heads = sample_heads(1, torch.Generator().manual_seed(4242), "cpu")
     views = {}
-    for yaw in (20.0, -10.0, -60.0):
+    for yaw in (20.0, -10.0, -60.0, -20.0, 15.0):
         c = _cam(yaw)
         r = render_heads(heads, c[None], R)
         o, d = C.rays_from_labels(c[None], R, R)
@@ -104,6 +104,28 @@ def test_an_exact_photo_through_the_exact_surface_gives_the_exact_view(head, yaw
     # and the render takes it in proportion to the weight
     blended = blank_img[0].reshape(3, -1).T * (1 - weight[:, None]) + colour * weight[:, None]
     torch.testing.assert_close(img[0].reshape(3, -1).T[on_head.flatten()], blended[on_head.flatten()])
+
+
+def test_the_photo_nearest_the_render_counts_most(head):
+    """Two photos that saw the same points (yaw +20 exact, yaw -20 painted white): a render at yaw +15 takes
+    its colour from the near photo, so it matches the exact view there; without the preference the white
+    photo counts as much."""
+    near = _photo(head[20.0])
+    c, image, labels, points, mask = head[-20.0]
+    far = projected_photo(torch.ones_like(image), c, points, mask, labels, labels)
+    c, truth_img, truth_lab, points, mask = head[15.0]
+    both = None
+    scores = {}
+    for k in (0.0, 32.0):
+        config = ProjectionConfig(view_preference=k)
+        colour, weight, _, _ = project_photos(points[0].reshape(R, R, 3), c, [near, far], config)
+        _, w_near, _, _ = project_photos(points[0].reshape(R, R, 3), c, [near], config)
+        _, w_far, _, _ = project_photos(points[0].reshape(R, R, 3), c, [far], config)
+        both = (w_near > 0.5) & (w_far > 0.5) if both is None else both
+        truth_flat = truth_img[0].reshape(3, -1).T
+        scores[k] = float(psnr(colour[both].T[None, :, :, None], truth_flat[both].T[None, :, :, None]))
+    assert both.sum() > 500
+    assert scores[32.0] > 25.0 and scores[32.0] > scores[0.0] + 8.0, scores
 
 
 def test_hidden_points_take_nothing_from_the_photo(head):
