@@ -370,7 +370,15 @@ def portrait_projection(generator: Any, portrait: Any,
     """:func:`prepare_projection` of a portrait's photos against its inversion (history record 0) on
     ``generator`` (``portrait.generator(base)``); None when it has no photos (or ``generator`` is not an
     IDE-3D generator)."""
-    photos = portrait_photos(portrait)
+    photos = [p for p in portrait_photos(portrait) if _projectable(*p)]
     if not photos or not hasattr(generator, "far_bounds"):  # no photo, or a stand-in generator
         return None
     return prepare_projection(generator, portrait.history[0].state.ws, photos, config)
+
+
+def _projectable(image: Any, camera: Any, mask: Any) -> bool:
+    """A stored photo :func:`prepare_projection` can take: square (H, H, 3), a (25,) camera, a mask of its
+    size or none. Documents only hold such photos; anything else renders without it rather than failing."""
+    shape = np.shape(image)
+    return (len(shape) == 3 and shape[0] == shape[1] and shape[0] >= 8 and shape[2] == 3
+            and np.size(camera) == 25 and (mask is None or np.shape(mask) == shape[:2]))

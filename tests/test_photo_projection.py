@@ -248,3 +248,14 @@ def test_a_portrait_renders_its_photo_at_novel_views(tmp_path):
     # the backdrop is the model's: pixels the render calls background do not change
     bg = plain.ids == 0
     assert np.array_equal(plain.image[bg & (laid.ids == 0)], laid.image[bg & (laid.ids == 0)])
+
+
+def test_a_photo_that_cannot_be_projected_is_left_out():
+    from ide3d_core.photo_projection import _projectable
+
+    cam = _cam(0).numpy()
+    assert _projectable(np.zeros((16, 16, 3), np.uint8), cam, None)
+    assert _projectable(np.zeros((16, 16, 3), np.uint8), cam, np.zeros((16, 16), np.uint8))
+    assert not _projectable(np.zeros((16, 12, 3), np.uint8), cam, None)  # not square
+    assert not _projectable(np.zeros((16, 16, 3), np.uint8), cam, np.zeros((8, 8), np.uint8))
+    assert not _projectable(np.zeros((16, 16, 3), np.uint8), cam[:16], None)
