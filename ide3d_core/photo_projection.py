@@ -61,12 +61,15 @@ LABEL_LOGIT = 40.0
 
 @dataclass(frozen=True)
 class ProjectionConfig:
-    """How photos are laid over renders (module docstring). ``min_cos``: surfaces seen by a photo at
-    ``cos t <= min_cos`` get nothing from it; ``depth_tolerance``: model units a point may lie off the
-    photo's fitted surface (behind it: hidden; in front: a surface an edit moved) and still count as seen; ``erode_px``: the photo's head mask shrinks by this
-    many of its pixels (no background colour at silhouettes); ``view_preference``: among photos that saw a
-    point, each counts ``((1 + cos a) / 2) ** view_preference`` times its weight, ``a`` the angle between its
-    ray and the render's at the point (the nearest view wins; 0: all alike)."""
+    """How photos are laid over renders (module docstring).
+
+    ``min_cos``: surfaces seen by a photo at ``cos t <= min_cos`` get nothing from it. ``depth_tolerance``:
+    model units a point may lie off the photo's fitted surface (behind it: hidden; in front: a surface an
+    edit moved) and still count as seen. ``erode_px``: the photo's head mask shrinks by this many of its
+    pixels (no background colour at silhouettes). ``view_preference``: among photos that saw a point, each
+    counts ``((1 + cos a) / 2) ** view_preference`` times its weight, ``a`` the angle between its ray and the
+    render's at the point (the nearest view wins; 0: all alike). Defaults measured in docs/photo_projection.md.
+    """
 
     min_cos: float = 0.3
     depth_tolerance: float = 0.03
