@@ -35,7 +35,8 @@ def view_request(camera_obj, scene, ref: dict, quality: str = "full"):
     Blender camera object at the scene's current frame and render size, at ``quality`` ("full" or
     "preview", :class:`~ide3d_core.service.protocol.RenderRequest`)."""
     label, w, h = conversions.camera_label(camera_obj, scene)
-    return P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, quality=quality, **ref)
+    return P.RenderRequest(label=tuple(float(x) for x in label), width=w, height=h, quality=quality,
+                           photo=bool(scene.ide3d.show_photo), **ref)
 
 
 def write_labels(client, ids) -> str:

@@ -249,6 +249,28 @@ def test_a_portrait_renders_its_photo_at_novel_views(tmp_path):
     bg = plain.ids == 0
     assert np.array_equal(plain.image[bg & (laid.ids == 0)], laid.image[bg & (laid.ids == 0)])
 
+    # the service (Render From Active Camera) shows the same, and the model alone with photo=False
+    from PIL import Image
+
+    from ide3d_core.service import protocol as P
+    from ide3d_core.service.inprocess import InProcessService
+    from ide3d_core.service.session import revision_of
+
+    doc = tmp_path / "p.ide3d"
+    ref = dict(portrait_id="p", revision=revision_of(doc.read_bytes()), document_file=str(doc))
+    service = InProcessService(model=str(BUNDLED_MODEL_DIR), device="cpu")
+    shown = {}
+    for photo in (True, False):
+        req = P.RenderRequest(label=tuple(float(x) for x in novel.numpy()), width=256, height=256,
+                              quality="reference", photo=photo, **ref)
+        reply = P.decode(service.call(P.encode(P.RequestMessage(1, req, str(tmp_path / str(photo)))))[-1])
+        assert reply.ok, reply.error
+        shown[photo] = np.asarray(Image.open(reply.result.image_file))[..., :3]
+    assert np.array_equal(shown[True], laid.image) and np.array_equal(shown[False], plain.image)
+    bad = P.RenderRequest(label=tuple(float(x) for x in novel.numpy()), width=64, height=64, photo="yes", **ref)
+    reply = P.decode(service.call(P.encode(P.RequestMessage(2, bad, str(tmp_path / "bad"))))[-1])
+    assert not reply.ok and reply.error.kind == "bad_request" and "photo" in reply.error.message
+
 
 def test_a_photo_that_cannot_be_projected_is_left_out():
     from ide3d_core.photo_projection import _projectable

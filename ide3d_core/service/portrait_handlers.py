@@ -213,12 +213,14 @@ class PortraitHandlers:
     # -- using and editing portraits --------------------------------------------------------------------
     def _do_render(self, req: P.RenderRequest, out_dir, progress, cancel) -> P.ViewResult:
         report(progress, 0, 1, "rendering", cancel)
+        if not isinstance(req.photo, bool):
+            raise BadRequest(f"render: photo must be true or false, got {req.photo!r}")
         entry = self._entry(req)
         dev = self.device()
         view = render_view(entry.generator, entry.portrait.state, np.asarray(req.label, np.float64), req.width,
                            req.height, inputs=entry.render_inputs(dev), quality=req.quality,
                            grid=None if req.quality == "reference" else entry.occupancy_grid(dev),
-                           projection=entry.photo_projection())
+                           projection=entry.photo_projection() if req.photo else None)
         image_file, labels_file = (str(f) for f in write_view(view, out_dir / "view.png", alpha=True, seg=False))
         report(progress, 1, 1, "done", cancel)
         return P.ViewResult(image_file=image_file, labels_file=labels_file, width=req.width, height=req.height)

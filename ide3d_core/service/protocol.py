@@ -42,7 +42,7 @@ from .protocol_requests import (PORTRAIT_REF_FIELDS, REQUEST_TYPES, RESULT_TYPES
                                 PortraitRequest, PortraitResult, RenderRequest, RestyleRequest, SleepRequest,
                                 SleepResult, StyleRequest, ViewResult)
 
-PROTOCOL_VERSION = 4  # 3: export_mesh; 4: mesh texture (MeshRequest.texture, MeshResult.texture_file)
+PROTOCOL_VERSION = 5  # 3: export_mesh; 4: mesh texture (MeshRequest.texture, MeshResult.texture_file); 5: RenderRequest.photo
 
 __all__ = [
     "PROTOCOL_VERSION", "ProtocolError", "ERROR_KINDS", "ErrorInfo", "MAX_LINE_CHARS",

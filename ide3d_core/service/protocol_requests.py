@@ -128,7 +128,8 @@ class RenderRequest(PortraitRequest):
     principal points are allowed; the backend renders a square view that covers the frame and crops).
     ``quality``: "full" (the fast renderer; the reference image), "preview" (cheaper rays, while the
     user orbits or paints) or "reference" (the generator's own render), as in
-    :data:`ide3d_core.fast_render.QUALITIES`.
+    :data:`ide3d_core.fast_render.QUALITIES`. ``photo``: lay the portrait's photos over the render where they
+    saw the head (:mod:`ide3d_core.photo_projection`); False shows the model alone.
     """
 
     KIND: ClassVar[str] = "render"
@@ -136,6 +137,7 @@ class RenderRequest(PortraitRequest):
     width: int
     height: int
     quality: str = "full"
+    photo: bool = True
 
 
 @dataclass(frozen=True)
