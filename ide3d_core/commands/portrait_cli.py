@@ -6,7 +6,7 @@
                  [--detail-strength global|class|off] --out P.ide3d
     ide3d edit P.ide3d (--mask painted.png [--mode residual|direct] | --undo | --redo) --out Q.ide3d
     ide3d restyle P.ide3d --regions hair,cloth (--style-seed 7 | --style-portrait R.ide3d) --out Q.ide3d
-    ide3d render P.ide3d [--yaw 30 --pitch -5 | --canonical] [--orbit N] --out view.png
+    ide3d render P.ide3d [--yaw 30 --pitch -5 | --canonical] [--orbit N] [--no-photo-projection] --out view.png
 
 Models: ``--model`` takes a folder written by ``save_generator``, ``config:NAME`` for an untrained
 generator (tests, demos), or nothing for the bundled model (``ide3d_core/models/default``); edit,
@@ -23,7 +23,9 @@ skipped with a message).
 
 Masks are read through :func:`ide3d_core.labels.decode_mask` (label ids, or palette colours with
 anti-aliased fringes snapped). ``render`` writes, beside every image, ``<name>_labels.png`` (label ids)
-and ``<name>_seg.png`` (palette colours); without a pose it renders from the portrait's source camera.
+and ``<name>_seg.png`` (palette colours); without a pose it renders from the portrait's source camera. A
+portrait with photos renders with them laid over it where they saw the head
+(:mod:`ide3d_core.photo_projection`); ``--no-photo-projection`` shows the model alone.
 """
 from __future__ import annotations
 
