@@ -295,6 +295,21 @@ class IDE3D_OT_render_view(BackendOperator, bpy.types.Operator):
         return [(req, lambda scene, r: apply.view(scene, name, bg, r))]
 
 
+class IDE3D_OT_show_photos(bpy.types.Operator):
+    """Lay an imported portrait's photos over its camera views where they saw the head, or show the model
+    alone; the views already shown re-render"""
+    bl_idname = "ide3d.show_photos"
+    bl_label = "Show Photos"
+
+    def execute(self, context):
+        scene = context.scene
+        scene.ide3d.show_photo = not scene.ide3d.show_photo
+        views = apply.refresh_views(scene) if scene.ide3d.has_portrait else 0
+        scene.ide3d.status = (f"photos {'shown' if scene.ide3d.show_photo else 'hidden'}"
+                              + (f"; {views} view(s) re-rendering" if views else ""))
+        return {"FINISHED"}
+
+
 class IDE3D_OT_render_animation(BackendOperator, bpy.types.Operator):
     """Neural renders of every frame of the active camera's animation to the output folder"""
     bl_idname = "ide3d.render_animation"
@@ -371,7 +386,8 @@ class IDE3D_OT_export_gltf(ExportHelper, BackendOperator, bpy.types.Operator):
 
 CLASSES = (IDE3D_OT_check_backend, IDE3D_OT_new_portrait, IDE3D_OT_open_portrait, IDE3D_OT_save_portrait,
            IDE3D_OT_import_photo, IDE3D_OT_history, IDE3D_OT_paint_mask, IDE3D_OT_apply_mask_edit,
-           IDE3D_OT_apply_restyle, IDE3D_OT_apply_style, IDE3D_OT_render_view, IDE3D_OT_render_animation,
+           IDE3D_OT_apply_restyle, IDE3D_OT_apply_style, IDE3D_OT_render_view, IDE3D_OT_show_photos,
+           IDE3D_OT_render_animation,
            IDE3D_OT_import_mesh, IDE3D_OT_export_gltf)
 
 #: Registers CLASSES in order and unregisters them in reverse (Blender's own helper).

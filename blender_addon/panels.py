@@ -102,7 +102,7 @@ class IDE3D_PT_views(_Panel, bpy.types.Panel):
     def draw(self, context):
         state, layout = context.scene.ide3d, self.layout
         layout.prop(state, "set_background")
-        layout.prop(state, "show_photo")
+        layout.operator("ide3d.show_photos", icon="IMAGE_REFERENCE", depress=state.show_photo)
         layout.operator("ide3d.render_view", icon="CAMERA_DATA")
         layout.operator("ide3d.render_animation", icon="RENDER_ANIMATION")
 

@@ -19,20 +19,6 @@ IMAGE_NAMES = {"canonical": "IDE-3D Canonical", "mask": "IDE-3D Mask"}
 MESH_NAME = "IDE-3D Head"
 
 
-def _refresh_views(self, context) -> None:
-    """Re-render the camera views already shown (Show Photos changed); a failure is reported in the status
-    line, never raised into Blender's property update."""
-    from . import apply
-
-    scene = context.scene
-    if not scene.ide3d.has_portrait:
-        return
-    try:
-        apply.refresh_views(scene)
-    except Exception as exc:  # noqa: BLE001 (an update callback must not raise)
-        scene.ide3d.status = f"views not refreshed: {exc}"
-
-
 class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     has_portrait: BoolProperty(name="Has Portrait", default=False)
     seed: IntProperty(name="Seed", default=0, min=0, description="Random seed of a new portrait")
@@ -79,9 +65,10 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     history_current: IntProperty(name="History Cursor", default=0)
     set_background: BoolProperty(name="Camera Background", default=True,
                                  description="Show the neural render as the camera's background image")
-    show_photo: BoolProperty(name="Show Photos", default=True, update=_refresh_views,
+    show_photo: BoolProperty(name="Show Photos", default=True,
                              description="Lay an imported portrait's photos over its camera views where they "
-                                         "saw the head (off: the model alone)")
+                                         "saw the head (off: the model alone); switched by the Show Photos "
+                                         "button, which re-renders the views")
     # The valid ranges are the backend's (ide3d_core.operations.limits.MESH_RESOLUTION and TEXTURE_SIZE), which
     # reports a value outside them; the sliders only suggest the useful range.
     mesh_resolution: IntProperty(name="Resolution", default=128, min=1, soft_min=32, soft_max=512,

@@ -267,14 +267,14 @@ before = conversions.array_from_image(bpy.data.images["IDE-3D View Cam"])
 say(step="render", result=r, size=list(before.shape))
 # Show Photos off and on again: the views re-render (a seed portrait has no photo: the same pixels)
 from blender_addon import jobs
-flags = []
-for show in (False, True):
-    scene.ide3d.show_photo = show
+flags, results = [], []
+for _ in range(2):
+    results.append(run(bpy.ops.ide3d.show_photos))
     flags.append(jobs.view_request(cam, scene, documents.scene_portrait_ref(scene)).photo)
     deadline = time.time() + 60
     while runtime.owner().busy and time.time() < deadline:
         runtime.poll(); time.sleep(0.02)
-say(step="show_photo", flags=flags, status=scene.ide3d.status,
+say(step="show_photo", flags=flags, results=results, status=scene.ide3d.status,
     same_pixels=bool(np.array_equal(before, conversions.array_from_image(bpy.data.images["IDE-3D View Cam"]))))
 scene.ide3d.mesh_resolution = 32
 say(step="mesh", result=run(bpy.ops.ide3d.import_mesh), has=properties.MESH_NAME in bpy.data.objects)
@@ -356,7 +356,7 @@ def test_tiny_workflow_in_worker_edits_history_reopen_and_kill(tmp_path):
     assert s["live_undo"]["ws"] == s["style"]["ws"] and s["live_redo"]["ws"] == lv["ws"]
     assert s["render"]["result"] == ok and s["render"]["size"] == [24, 40, 4]
     assert s["show_photo"]["flags"] == [False, True] and s["show_photo"]["same_pixels"], s["show_photo"]
-    assert not s["show_photo"]["status"].startswith("views not refreshed"), s["show_photo"]
+    assert s["show_photo"]["results"] == [ok, ok] and s["show_photo"]["status"].startswith("photos shown")
     assert s["mesh"]["has"] or "no head surface" in s["mesh"]["result"][1], s["mesh"]
     assert s["save_doc"]["result"] == ok and s["save_doc"]["same"]
     assert s["reopen"] == dict(result=ok, same_state=True, same_pixels=True, new_worker=True, file=True)
