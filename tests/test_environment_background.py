@@ -233,3 +233,24 @@ def test_pivotal_tuning_fits_a_new_backdrop():
     with torch.no_grad():
         bg = [res.generator.background.render(c, res.generator.background_code(w), 64) for w in (res.ws, restyled)]
     assert torch.allclose(bg[0], bg[1], atol=2e-3)  # the float16 weight delta: not bit-exact
+
+
+def test_a_backdrop_solve_that_explains_little_can_be_refused():
+    """The solve before the cameras are refined (ide3d_core.inversion.backdrop.INITIAL_MIN_PSNR): the
+    model's own backdrop is explained almost exactly and solved; noise that no mixing of the patterns can
+    draw scores far below the threshold and, with ``min_psnr``, leaves the generator untouched."""
+    from ide3d_core.inversion.backdrop import INITIAL_MIN_PSNR, solve_backdrop
+
+    G = _tiny_with_background()
+    cam = torch.from_numpy(C.stack_labels([C.orbit_camera(0.2, 0.0)]))
+    with torch.no_grad():
+        ws = G.codes_from_seeds([0])
+        own = G.background.render(cam, G.background_code(ws), 32)  # [1, 3, 32, 32]
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)  # all background
+    out, pixels, db = solve_backdrop(G, own, labels, cam, ws, min_psnr=INITIAL_MIN_PSNR)
+    assert out is not G and pixels > 0 and db > 40.0, db
+    noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out, pixels, db = solve_backdrop(G, noise, labels, cam, ws, min_psnr=INITIAL_MIN_PSNR)
+    assert out is G and pixels == 0 and db < INITIAL_MIN_PSNR, db
+    out, pixels, _ = solve_backdrop(G, noise, labels, cam, ws)  # no threshold: solved as before
+    assert out is not G and pixels > 0

@@ -74,7 +74,7 @@ import torch
 from torch import nn
 
 from ide3d_core.cameras import canonical_camera, orbit_camera, turn_labels
-from ide3d_core.inversion.backdrop import solve_backdrop
+from ide3d_core.inversion.backdrop import INITIAL_MIN_PSNR, solve_backdrop
 from ide3d_core.inversion.detail_strength import solve_detail_strength
 from ide3d_core.inversion.label_offsets import solve_label_offsets
 from ide3d_core.inversion.losses import psnr
@@ -230,7 +230,11 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
 
     # a model with an environment background: the portrait's backdrop, solved from the views' background
     # pixels (ide3d_core.inversion.backdrop), before the codes move and again after
-    start, _ = solve_backdrop(base, objective.targets, objective.labels, objective.cameras, ws_init)
+    start, _, fit_db = solve_backdrop(base, objective.targets, objective.labels, objective.cameras, ws_init,
+                                      min_psnr=INITIAL_MIN_PSNR if policy.refine_pose else None)
+    if start is base and not math.isnan(fit_db):  # a solve that explained too little: after the cameras move
+        notes.append(f"the backdrop fits the photos' background poorly at the given cameras ({fit_db:.1f} dB): "
+                     "solved again once the cameras are refined")
     measure("init", start, ws_init, t0, 0)
     report(progress, 1, total, "initialised", cancel)
 
@@ -246,7 +250,7 @@ def invert_views(generator: nn.Module, views: Sequence[InversionView], encoder: 
         deg = np.degrees(turns.cpu().numpy())
         turned = ", ".join(f"{names[i]} {deg[k, 0]:+.1f} / {deg[k, 1]:+.1f}" for k, i in enumerate(used))
         notes.append(f"cameras refined (yaw / pitch turn in degrees): {turned}")
-    start, pixels = solve_backdrop(start, objective.targets, objective.labels, objective.cameras, ws)
+    start, pixels, _ = solve_backdrop(start, objective.targets, objective.labels, objective.cameras, ws)
     if getattr(base, "background", None) is not None:
         notes.append(f"backdrop solved from {pixels} background pixels" if pixels else
                      "too few background pixels: the backdrop is the codes' own")
