@@ -267,6 +267,13 @@ def test_a_portrait_renders_its_photo_at_novel_views(tmp_path):
         assert reply.ok, reply.error
         shown[photo] = np.asarray(Image.open(reply.result.image_file))[..., :3]
     assert np.array_equal(shown[True], laid.image) and np.array_equal(shown[False], plain.image)
+    # an edit keeps the session's projection (no new set-up per stroke), and a restyled class shows the model
+    entry = service.backend.session.latest("p")
+    built = entry.photo_projection()
+    restyle = P.RestyleRequest(classes=(ID["hair"],), style_seed=3, **ref)
+    edited = P.decode(service.call(P.encode(P.RequestMessage(3, restyle, str(tmp_path / "e"))))[-1])
+    assert edited.ok, edited.error
+    assert service.backend.session.latest("p").photo_projection() is built
     bad = P.RenderRequest(label=tuple(float(x) for x in novel.numpy()), width=64, height=64, photo="yes", **ref)
     reply = P.decode(service.call(P.encode(P.RequestMessage(2, bad, str(tmp_path / "bad"))))[-1])
     assert not reply.ok and reply.error.kind == "bad_request" and "photo" in reply.error.message

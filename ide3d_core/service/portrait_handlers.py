@@ -111,6 +111,9 @@ class PortraitHandlers:
         revision = revision_of(document)
         if generator is not None:
             entry = SessionPortrait(portrait=portrait, revision=revision, generator=generator)
+            prev = self.session.latest(portrait_id)
+            if prev is not None and prev.generator is generator and prev.portrait.history[0] is portrait.history[0]:
+                entry.projection = prev.projection  # an edit: the same photos on the same tuned generator
         else:
             entry = self._session_entry(portrait, revision)
         doc_file = write_document(document, out_dir / "portrait.ide3d")

@@ -105,6 +105,11 @@ class PortraitSession:
         self._items.move_to_end(portrait_id)
         return entry
 
+    def latest(self, portrait_id: str) -> SessionPortrait | None:
+        """The session entry of ``portrait_id`` at whatever revision it holds, or None (what an edit of it
+        can carry over: the generator's photo projection)."""
+        return self._items.get(portrait_id)
+
     def put(self, portrait_id: str, entry: SessionPortrait) -> None:
         self._items[portrait_id] = entry
         self._items.move_to_end(portrait_id)
