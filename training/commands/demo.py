@@ -13,7 +13,8 @@ Steps (each prints what it wrote; open ``OUT/index.txt`` for the list):
 4. ``photo``       a real portrait photo through ``ide3d prepare`` (landmarks, alignment, head pose,
    semantic mask).
 5. ``generator``   ``ide3d generate``, ``invert``, ``restyle``, ``render`` and ``mesh`` with the bundled
-   model (``ide3d_core/models/default``, see its MODEL_CARD.md). Without one (a stripped install),
+   model (``ide3d_core/models/default``, see its MODEL_CARD.md); the inverted portrait at a new view with
+   its photo laid over it and, beside it, the model alone (``--no-photo-projection``). Without one (a stripped install),
    these run on untrained weights (noise pictures, clearly labelled) so the wiring is exercised.
 """
 from __future__ import annotations
@@ -170,7 +171,11 @@ def step_generator(out: Path, args: argparse.Namespace) -> list[Path]:
     _cli("restyle", out / "05_portrait.ide3d", "--regions", "hair", "--style-seed", "7",
          "--out", out / "05_restyled.ide3d", "--quiet")
     _cli("render", out / "05_restyled.ide3d", "--yaw", "-30", "--out", out / "05_restyled_yaw-30.png", "--quiet")
-    extra = []
+    # the portrait at a new view with its photo laid over it (as it renders everywhere) and the model alone
+    _cli("render", out / "05_portrait.ide3d", "--yaw", "-30", "--out", out / "05_portrait_yaw-30.png", "--quiet")
+    _cli("render", out / "05_portrait.ide3d", "--yaw", "-30", "--no-photo-projection",
+         "--out", out / "05_portrait_yaw-30_model_alone.png", "--quiet")
+    extra = [out / "05_portrait_yaw-30.png", out / "05_portrait_yaw-30_model_alone.png"]
     if trained and (BUNDLED_MODEL.parent / "encoders" / "canonical" / "config.json").is_file():
         extra += _mask_edit(out)
     if trained:  # a head mesh of the generated seed (vertex colours and labels; docs/mesh.md)
