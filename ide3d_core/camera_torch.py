@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The batched torch side of the camera convention of :mod:`ide3d_core.cameras` (frames, the 25-float
 label, pixel centres: all defined there): rays through pixel centres for a batch of labels
-(:func:`rays_from_labels`), points projected into a batch of cameras (:func:`project_points`) and cameras moved along their orbit about the head (:func:`turn_labels`, the
-differentiable pose correction of inversion). Re-exported by :mod:`ide3d_core.cameras`.
+(:func:`rays_from_labels`), points projected into a batch of cameras (:func:`project_points`) and cameras
+moved along their orbit about the head (:func:`turn_labels`, the differentiable pose correction of
+inversion). Re-exported by :mod:`ide3d_core.cameras`.
 """
 from __future__ import annotations
 

@@ -67,11 +67,10 @@ def canonical_labels(generator: nn.Module, state: PortraitState, projection: Any
     """(H, W) uint8 label ids of the state's semantic render from the canonical camera (H = W =
     ``generator.img_resolution``): the map the user paints on. ``projection``: the portrait's
     :class:`~ide3d_core.photo_projection.PhotoProjection`, whose photo labels the painter's map shows."""
-    label = canonical_camera().label()
-    out = render_state(generator, state, label)
+    c = _label_tensor(canonical_camera().label(), _device(generator))
+    out = render_state(generator, state, c)
     semantic = out.semantic
     if projection is not None:
-        c = torch.as_tensor(np.asarray(label, np.float32)).reshape(1, 25)
         semantic = projection.apply(generator, out, c, state)[1]
     return semantic[0].argmax(0).to(torch.uint8).cpu().numpy()
 

@@ -240,11 +240,6 @@ def lay_photos(image: torch.Tensor, semantic: torch.Tensor, points: torch.Tensor
     return image, sem.reshape(1, NUM_CLASSES, h, w).to(semantic.dtype)
 
 
-def camera_depth(points: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-    """``points [1, N, 3]`` -> ``[1, N]`` their depth along ``camera [1, 25]``'s optical axis."""
-    return project_points(camera, points)[1]
-
-
 @dataclass(frozen=True, eq=False)
 class PhotoProjection:
     """A portrait's photos, ready to lay over any render of its states (:meth:`apply`).
@@ -299,7 +294,7 @@ def projected_photo(image: torch.Tensor, camera: torch.Tensor, points: torch.Ten
         raise ValueError(f"need a square photo [1, 3, H, H] with H*H points; got {tuple(image.shape)} and "
                          f"{tuple(points.shape)}")
     cam = camera.reshape(1, 25).float()
-    depth = camera_depth(points.float(), cam).reshape(1, 1, h, h)
+    depth = project_points(cam, points.float())[1].reshape(1, 1, h, h)  # along the photo's optical axis
     head = head.float()
     if mask is not None:
         head = head * (mask[:, None] != BACKGROUND_CLASS).float()
@@ -337,7 +332,7 @@ def prepare_projection(generator: Any, fitted_ws: torch.Tensor,
             if img.shape[-2] != h:
                 raise ValueError(f"photos to project must be square, got {img.shape[-1]}x{img.shape[-2]}")
             cam = torch.as_tensor(np.asarray(camera, np.float32)).reshape(1, 25)
-            out = generator.render(planes, cam.to(dev), ws)
+            out = generator.render(planes, cam.to(dev), ws, detail=False)  # semantics and depth only
             sem = out.semantic.float().cpu()
             if sem.shape[-1] != h:
                 sem = F.interpolate(sem, size=(h, h), mode="bilinear", align_corners=False)

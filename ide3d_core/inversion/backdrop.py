@@ -72,8 +72,8 @@ def solve_backdrop(generator: nn.Module, targets: torch.Tensor, labels: torch.Te
 
     ``min_psnr`` is for the solve before the cameras are refined (:data:`INITIAL_MIN_PSNR`): at a camera a
     few degrees off, a high-contrast backdrop cannot be placed by any mixing, and a solve that explains
-    little leaves streaks the pose refinement then cannot see past (docs/multiview.md, "Found: one view
-    with a wrong camera and a striped backdrop")."""
+    little leaves streaks the pose refinement then cannot see past (docs/multiview.md, "Found and mended: one
+    view with a wrong camera and a striped backdrop failed")."""
     backdrop = getattr(generator, "background", None)
     if backdrop is None:
         return generator, 0, float("nan")

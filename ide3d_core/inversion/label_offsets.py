@@ -11,8 +11,9 @@ right at the others (the same head, the same bias): measured in docs/multiview.m
 
 *Decision:* coordinate ascent on the mIoU of the views' masks (:func:`ide3d_core.metrics.mean_iou`: one
 confusion matrix over the views, classes present in the mask or the render), one class at a time over a
-grid of offsets (:data:`GRID`), two sweeps, a change kept only when it gains :data:`MIN_GAIN`. The offsets go after everything the image reads from the
-semantics (the detail's matte, the backdrop's), so they move label maps only, never a pixel of colour.
+grid of offsets (:data:`GRID`), two sweeps, a change kept only when it gains :data:`MIN_GAIN`. The offsets
+go after everything the image reads from the semantics (the detail's matte, the backdrop's), so they move
+label maps only, never a pixel of colour.
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ide3d_core.camera_torch import project_points
 from ide3d_core.cameras import CANONICAL_FOCAL, Camera, orbit_camera
 from ide3d_core.images import unit_to_uint8
 from ide3d_core.mesh.cleanup import drop_degenerate
@@ -85,14 +86,11 @@ def _sample(image: torch.Tensor, uv_px: torch.Tensor, mode: str = "bilinear") ->
 
 
 def _project(cam: Camera, pts: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Model-world points [K, 3] -> continuous pixel coordinates [K, 2] (torch twin of Camera.project)."""
-    w2c = torch.as_tensor(cam.world2cam(), dtype=pts.dtype, device=pts.device)
-    pc = pts @ w2c[:3, :3].T + w2c[:3, 3]
-    z = pc[:, 2].clamp(min=1e-6)
-    k = cam.intrinsics
-    u = (k[0, 0] * pc[:, 0] / z + k[0, 2]) * width
-    v = (k[1, 1] * pc[:, 1] / z + k[1, 2]) * height
-    return torch.stack([u, v], dim=-1)
+    """Model-world points [K, 3] -> continuous pixel coordinates [K, 2] (the cameras' torch projection,
+    :func:`~ide3d_core.camera_torch.project_points`, in pixels)."""
+    label = torch.as_tensor(cam.label(), dtype=pts.dtype, device=pts.device)[None]
+    uv, _ = project_points(label, pts[None])
+    return uv[0] * torch.tensor([width, height], dtype=pts.dtype, device=pts.device)
 
 
 def accumulate_views(points: torch.Tensor, normals: torch.Tensor, cams: list[Camera],

@@ -137,11 +137,11 @@ def render_view(generator, state, label: np.ndarray, width: Optional[int] = None
         if inputs is not None and quality == "reference" and _reduced(inputs[0]):
             inputs = None  # bf16-synthesised planes: the reference renders the generator's own
         planes, ws, swap = inputs if inputs is not None else render_inputs(generator, state, device)
-        out = render_quality(generator, planes, torch.from_numpy(np.asarray(square, np.float32))[None].to(device),
-                             ws, quality, grid=grid, texture_swap=swap)
+        c = torch.from_numpy(np.asarray(square, np.float32))[None].to(device)
+        out = render_quality(generator, planes, c, ws, quality, grid=grid, texture_swap=swap)
         img, sem = out.image[:1].float(), out.semantic[:1].float()
         if projection is not None:
-            img, sem = projection.apply(generator, out, torch.from_numpy(np.asarray(square, np.float32))[None], state)
+            img, sem = projection.apply(generator, out, c, state)
             img, sem = img[:1].float().to(device), sem[:1].float().to(device)
         if tuple(img.shape[-2:]) != (n, n):
             aa = n < img.shape[-1]
