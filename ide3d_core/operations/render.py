@@ -117,7 +117,7 @@ def render_view(generator, state, label: np.ndarray, width: Optional[int] = None
     "preview": cheaper rays while the user paints or orbits; "reference": the generator's own render);
     ``grid``: the cached :func:`ide3d_core.fast_render.occupancy_grid` of the inputs' planes.
     ``projection``: the portrait's :class:`~ide3d_core.photo_projection.PhotoProjection` (its photos laid
-    over the square render, within the state's scope), or None.
+    over the square render, within the state's scope; previews skip its photo stereo), or None.
     """
     from ide3d_core.fast_render import QUALITIES, render_quality
 
@@ -141,6 +141,8 @@ def render_view(generator, state, label: np.ndarray, width: Optional[int] = None
         out = render_quality(generator, planes, c, ws, quality, grid=grid, texture_swap=swap)
         img, sem = out.image[:1].float(), out.semantic[:1].float()
         if projection is not None:
+            if quality == "preview":  # orbiting: the photos through the fitted surface, no stereo
+                projection = projection.without_stereo()
             img, sem = projection.apply(generator, out, c, state)
             img, sem = img[:1].float().to(device), sem[:1].float().to(device)
         if tuple(img.shape[-2:]) != (n, n):
