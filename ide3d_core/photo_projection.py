@@ -33,7 +33,9 @@ How, for every output pixel of a square render from camera ``c``:
 4. labels, for photos with a mask: where some ``w_j > 0`` the class of the photo with the largest
    preference (nearest pixel) wins: its logit is raised by :data:`LABEL_LOGIT`.
 
-Only pixels the render calls head (background probability below 0.5) change: the backdrop stays the model's.
+Only pixels the render calls head (background probability below 0.5) change: the backdrop stays the model's,
+and at the head's outline the photo's colour is composited over that backdrop with the render's own matte
+(a render that half covers a pixel takes half the photo there).
 
 Scope (:func:`projection_scope`): the photos show the head as it was inverted. Labels are projected only
 while the portrait's shape codes are the inverted ones (a mask edit changes them: its labels are the
@@ -218,12 +220,14 @@ def project_photos(points: torch.Tensor, camera: torch.Tensor, photos: Sequence[
 
 def lay_photos(image: torch.Tensor, semantic: torch.Tensor, points: torch.Tensor, camera: torch.Tensor,
                photos: Sequence[ProjectedPhoto], config: ProjectionConfig,
-               scope: ProjectionScope) -> tuple[torch.Tensor, torch.Tensor]:
+               scope: ProjectionScope, backdrop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One square render with the photos laid over it (module docstring).
 
     Args:
         image: (1, 3, H, H) image range; semantic: (1, K, H, H) logits; points: (1, H*H, 3) its visible
-        surface points; camera: (1, 25).
+        surface points; camera: (1, 25). backdrop: (1, 3, H, H) the environment backdrop ``image`` was
+        composited over, or None: the photo's colour is then composited over it with the render's matte
+        (its background probability), so the head's outline stays as soft as the render's.
     Returns:
         (image, semantic) of the same shapes.
     """
@@ -231,7 +235,8 @@ def lay_photos(image: torch.Tensor, semantic: torch.Tensor, points: torch.Tensor
         return image, semantic
     _, _, h, w = image.shape
     sem = semantic[0].float().reshape(NUM_CLASSES, h * w)
-    head = sem.softmax(0)[BACKGROUND_CLASS] < 0.5
+    p_bg = sem.softmax(0)[BACKGROUND_CLASS]
+    head = p_bg < 0.5
     fitted = points[0].reshape(h, w, 3)
     surface = refine_points(fitted, camera[0], head.reshape(h, w), photos, config.stereo)
     normals = None
@@ -251,7 +256,10 @@ def lay_photos(image: torch.Tensor, semantic: torch.Tensor, points: torch.Tensor
             agree &= final != int(k)
         weight = torch.where(agree, weight, torch.zeros_like(weight))
         flat = image[0].float().reshape(3, h * w)
-        flat = flat * (1.0 - weight[None]) + colour.T * weight[None]
+        laid = colour.T
+        if backdrop is not None:  # keep the render's matte at the outline
+            laid = laid + p_bg[None] * (backdrop[0].float().reshape(3, h * w) - laid)
+        flat = flat * (1.0 - weight[None]) + laid * weight[None]
         image = flat.reshape(1, 3, h, w).to(image.dtype)
     return image, sem.reshape(1, NUM_CLASSES, h, w).to(semantic.dtype)
 
@@ -291,8 +299,10 @@ class PhotoProjection:
         points = surface_points(result.depth.float().cpu(), result.opacity.float().cpu(), c, far, h)
         out_img, out_sem = [], []
         for b in range(image.shape[0]):
+            backdrop = getattr(result, "backdrop", None)
+            backdrop = None if backdrop is None else backdrop[b:b + 1].float().cpu()
             im, se = lay_photos(image[b:b + 1].cpu(), semantic[b:b + 1].cpu(), points[b:b + 1], c[b:b + 1],
-                                self.photos, self.config, scope)
+                                self.photos, self.config, scope, backdrop)
             out_img.append(im)
             out_sem.append(se)
         dev = image.device

@@ -134,3 +134,28 @@ def test_previews_lay_the_photos_without_the_stereo(scene):
     assert quick.config.stereo.steps == 0 and proj.config.stereo.steps > 0
     assert dataclasses.replace(quick.config, stereo=proj.config.stereo) == proj.config
     assert quick.photos is proj.photos
+
+
+def test_the_outline_keeps_the_render_matte(scene):
+    """At a pixel the render covers partly (background probability p < 0.5), the photo's colour replaces the
+    head's share only: ``(1 - p) photo + p backdrop`` where the photo counts fully."""
+    photos, c, image, labels, points, head, o, d = scene
+    p = torch.full((R, R), 0.3)
+    sem = torch.full((1, 19, R, R), -30.0)
+    sem[:, 0] = 0.0
+    # the view's exact class on the head, with softmax(background) = p there
+    on = torch.where(head, torch.log((1 - p) / p), torch.full_like(p, -5.0))
+    sem.scatter_(1, labels.clamp_min(1)[:, None], on[None, None])
+    backdrop = torch.full_like(image, -0.5)
+    scope = ProjectionScope(labels=False, colour=True)
+    cfg = ProjectionConfig(stereo=StereoConfig(steps=0))
+    grey = torch.zeros_like(image)
+    kept, _ = lay_photos(grey, sem, points.reshape(1, -1, 3), c[None], photos, cfg, scope, backdrop)
+    plain, _ = lay_photos(grey, sem, points.reshape(1, -1, 3), c[None], photos, cfg, scope)
+    colour, weight, _, label = project_photos(points, c, photos, cfg)
+    # where the photo counts fully and its class is the render's (colour goes only there)
+    full = (head.reshape(-1) & (weight == 1.0) & (label == labels.reshape(-1))).reshape(R, R)
+    assert full.float().sum() > 100
+    col = colour.T.reshape(3, R, R)
+    torch.testing.assert_close(kept[0][:, full], (0.7 * col + 0.3 * -0.5)[:, full], atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain[0][:, full], col[:, full], atol=1e-5, rtol=0)

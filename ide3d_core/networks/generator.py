@@ -105,6 +105,9 @@ class RenderResult:
     opacity: torch.Tensor
     #: [B, F, h, w] composited colour features.
     features_raw: torch.Tensor
+    #: [B, 3, H, W] the environment backdrop ``image`` was composited over (its matte: the background
+    #: class's probability in ``semantic`` before the label offsets), or None without an environment background.
+    backdrop: torch.Tensor | None = None
 
 
 TextureSwap = tuple[torch.Tensor, tuple[int, ...]]
@@ -346,6 +349,7 @@ class Generator(nn.Module):
             if c is None:
                 raise ValueError("this model has surface detail: finish_render needs the cameras c")
             image = self.detail(image, semantic, to_image(depth), to_image(opacity), c, self.far_bounds(c))
+        backdrop = None
         if self.background is not None:
             if c is None:
                 raise ValueError("this model has an environment background: finish_render needs the cameras c")
@@ -354,7 +358,7 @@ class Generator(nn.Module):
         semantic = semantic + self.label_offsets.view(1, -1, 1, 1).to(semantic.dtype)
         return RenderResult(image=image, image_raw=features_raw[:, :3], semantic=semantic,
                             semantic_raw=semantic_raw, depth=to_image(depth),
-                            opacity=to_image(opacity), features_raw=features_raw)
+                            opacity=to_image(opacity), features_raw=features_raw, backdrop=backdrop)
 
     def forward(self, ws: torch.Tensor, c: torch.Tensor, neural_resolution: int | None = None,
                 generator: torch.Generator | None = None) -> RenderResult:
