@@ -24,6 +24,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
+def titled(row: np.ndarray, titles: list[str], tile: int = 256) -> np.ndarray:
+    """``row (H, W, 3)`` uint8 of ``tile``-wide images under a white bar with one title per image."""
+    header = Image.new("RGB", (row.shape[1], 22), "white")
+    draw = ImageDraw.Draw(header)
+    for k, t in enumerate(titles):
+        draw.text((k * tile + 6, 5), t, fill="black")
+    return np.concatenate([np.asarray(header), row], 0)
+
+
+def save_scaled(sheet: np.ndarray, out: Path, scale: float) -> None:
+    """Write ``sheet`` (H, W, 3) uint8 to ``out``, resized by ``scale`` (Lanczos)."""
+    image = Image.fromarray(sheet)
+    small = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    small.save(out)
+    print(f"wrote {out} ({small.width}x{small.height})")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--heads", default="0,3", help="held-out head indices")
@@ -65,18 +83,9 @@ def main(argv=None) -> int:
                 print(f"head {i} yaw {y:+.0f} {name:7s} photo: PSNR {float(psnr(im.clamp(-1, 1), img_t)):.2f} dB, "
                       f"mIoU {mean_iou(lb[0].numpy(), lab_t[0].numpy()):.3f}", flush=True)
         rows += [np.concatenate(rgb, 1), np.concatenate(labs, 1)]
-    sheet = np.concatenate(rows, 0)
-    header = Image.new("RGB", (sheet.shape[1], 22), "white")
-    draw = ImageDraw.Draw(header)
     titles = [f"photo (yaw {args.source_yaw:+.0f})"] + [t for y in yaws for t in
                                                        (f"exact, yaw {y:+.0f}", "model alone", "with the photo")]
-    for k, t in enumerate(titles):
-        draw.text((k * 256 + 6, 5), t, fill="black")
-    out = Image.fromarray(np.concatenate([np.asarray(header), sheet], 0))
-    small = out.resize((out.width // 2, out.height // 2), Image.LANCZOS)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    small.save(args.out)
-    print(f"wrote {args.out} ({small.width}x{small.height})")
+    save_scaled(titled(np.concatenate(rows, 0), titles), args.out, 0.5)
     return 0
 
 
