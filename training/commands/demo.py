@@ -14,7 +14,9 @@ Steps (each prints what it wrote; open ``OUT/index.txt`` for the list):
    semantic mask).
 5. ``generator``   ``ide3d generate``, ``invert``, ``restyle``, ``render`` and ``mesh`` with the bundled
    model (``ide3d_core/models/default``, see its MODEL_CARD.md); the inverted portrait at a new view with
-   its photo laid over it and, beside it, the model alone (``--no-photo-projection``). Without one (a stripped install),
+   its photo laid over it and, beside it, the model alone (``--no-photo-projection``); the same head from
+   three photos (yaw -30, 0, +30) inverted into one portrait and rendered at yaw +15 between them (its
+   photos laid over it through the photo stereo) beside the model alone. Without one (a stripped install),
    these run on untrained weights (noise pictures, clearly labelled) so the wiring is exercised.
 """
 from __future__ import annotations
@@ -176,6 +178,8 @@ def step_generator(out: Path, args: argparse.Namespace) -> list[Path]:
     _cli("render", out / "05_portrait.ide3d", "--yaw", "-30", "--no-photo-projection",
          "--out", out / "05_portrait_yaw-30_model_alone.png", "--quiet")
     extra = [out / "05_portrait_yaw-30.png", out / "05_portrait_yaw-30_model_alone.png"]
+    if trained:
+        extra += _three_photos(out, head)
     if trained and (BUNDLED_MODEL.parent / "encoders" / "canonical" / "config.json").is_file():
         extra += _mask_edit(out)
     if trained:  # a head mesh of the generated seed (vertex colours and labels; docs/mesh.md)
@@ -184,6 +188,36 @@ def step_generator(out: Path, args: argparse.Namespace) -> list[Path]:
         extra.append(out / "05_generated_head.glb")
     return sorted(gen.glob("*.png"))[:6] + [out / "05_portrait.ide3d", out / "05_restyled.ide3d",
                                             out / "05_restyled_yaw-30.png"] + extra
+
+
+def _three_photos(out: Path, head) -> list[Path]:
+    """The same head from three photos (yaw -30, 0, +30, exact masks and cameras) inverted into one portrait
+    (`ide3d invert A B C --mask ... --camera ...`, the default schedule), rendered at yaw +15 between them
+    (its photos laid over it through the photo stereo) and beside it the model alone."""
+    import json
+
+    import torch
+
+    from ide3d_core.images import to_uint8_hwc
+    from ide3d_core.labels import colorize
+    from training.procedural import render_heads
+
+    folder = out / "05_three_photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    photos, masks, cams = [], [], []
+    for yaw, label in zip((-30, 0, 30), _labels((-30.0, 0.0, 30.0))):
+        r = render_heads(head, torch.from_numpy(label)[None], 256, 2)
+        photos.append(_save(folder / f"photo_yaw{yaw:+d}.png", to_uint8_hwc(r.image)[0]))
+        masks.append(_save(folder / f"mask_yaw{yaw:+d}.png", colorize(r.labels[0].numpy())))
+        cams.append(folder / f"camera_yaw{yaw:+d}.json")
+        cams[-1].write_text(json.dumps({"label": [float(v) for v in label]}))
+    _cli("invert", *photos, "--mask", *masks, "--camera", *cams, "--out", out / "05_three_photos.ide3d", "--quiet")
+    _cli("render", out / "05_three_photos.ide3d", "--yaw", "15", "--out", out / "05_three_photos_yaw15.png",
+         "--quiet")
+    _cli("render", out / "05_three_photos.ide3d", "--yaw", "15", "--no-photo-projection",
+         "--out", out / "05_three_photos_yaw15_model_alone.png", "--quiet")
+    return [out / "05_three_photos.ide3d", out / "05_three_photos_yaw15.png",
+            out / "05_three_photos_yaw15_model_alone.png"]
 
 
 def _mask_edit(out: Path) -> list[Path]:
