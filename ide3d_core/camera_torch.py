@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The batched torch side of the camera convention of :mod:`ide3d_core.cameras` (frames, the 25-float
 label, pixel centres: all defined there): rays through pixel centres for a batch of labels
-(:func:`rays_from_labels`), points projected into a batch of cameras (:func:`project_points`) and cameras
-moved along their orbit about the head (:func:`turn_labels`, the differentiable pose correction of
-inversion). Re-exported by :mod:`ide3d_core.cameras`.
+(:func:`rays_from_labels`), the cameras' centres (:func:`camera_positions`), points projected into a
+batch of cameras (:func:`project_points`) and cameras moved along their orbit about the head
+(:func:`turn_labels`, the differentiable pose correction of inversion). Re-exported by :mod:`ide3d_core.cameras`.
 """
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ def rays_from_labels(labels: torch.Tensor, height: int, width: int) -> tuple[tor
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     origins = c2w[:, None, :3, 3].expand(b, height * width, 3)
     return origins, dirs
+
+
+def camera_positions(labels: torch.Tensor) -> torch.Tensor:
+    """``labels (B, 25)`` packed camera labels -> ``(B, 3)`` the cameras' centres (model world)."""
+    if labels.ndim != 2 or labels.shape[1] != LABEL_DIM:
+        raise ValueError(f"labels must be (B, {LABEL_DIM}), got {tuple(labels.shape)}")
+    return labels[:, :16].reshape(-1, 4, 4)[:, :3, 3]
 
 
 def project_points(labels: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

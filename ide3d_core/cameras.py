@@ -395,7 +395,7 @@ _BLENDER_NAMES = frozenset({"BlenderCamera", "blender_from_camera", "blender_poi
                             "camera_from_blender", "model_points_to_blender", "model_to_blender_matrix"})
 
 
-_TORCH_NAMES = frozenset({"project_points", "rays_from_labels", "turn_labels"})
+_TORCH_NAMES = frozenset({"camera_positions", "project_points", "rays_from_labels", "turn_labels"})
 
 
 def __getattr__(name: str):

@@ -63,9 +63,11 @@ class StereoConfig:
             raise ValueError(f"stereo stride must be in 1..8 pixels, got {self.stride}")
 
 
-def _stack(photo: Any) -> torch.Tensor:
-    """[1, 5, H, W]: a photo's image (3), fitted depth (1) and usable mask (1), sampled together."""
-    return torch.cat([photo.image.float(), photo.depth.float(), photo.usable.float()], 1)
+def _stacks(photos: Sequence[Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(camera [1, 25], [1, 5, H, W]: image (3), fitted depth (1) and usable mask (1), sampled together) of
+    each photo."""
+    return [(photo.camera.reshape(1, 25).float(),
+             torch.cat([photo.image.float(), photo.depth.float(), photo.usable.float()], 1)) for photo in photos]
 
 
 def photo_consistency(points: torch.Tensor, photos: Sequence[Any], visibility_tolerance: float
@@ -79,16 +81,21 @@ def photo_consistency(points: torch.Tensor, photos: Sequence[Any], visibility_to
         (variance (N,) of the colours of the photos that saw each point, summed over RGB (0 where fewer than
         two did), count (N,) of those photos).
     """
+    return _consistency(points, _stacks(photos), visibility_tolerance)
+
+
+def _consistency(points: torch.Tensor, stacks: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                 visibility_tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`photo_consistency` of photos already stacked (:func:`_stacks`)."""
     n = points.shape[0]
     total = torch.zeros(n, 3)
     total_sq = torch.zeros(n)
     count = torch.zeros(n)
-    for photo in photos:
-        uv, z = project_points(photo.camera.reshape(1, 25).float(), points[None].float())
+    for camera, stack in stacks:
+        uv, z = project_points(camera, points[None].float())
         uv, z = uv[0], z[0]
         grid = (uv * 2.0 - 1.0).view(1, 1, -1, 2)
-        s = F.grid_sample(_stack(photo), grid, mode="bilinear", align_corners=False,
-                          padding_mode="border")[0, :, 0].T  # [N, 5]
+        s = F.grid_sample(stack, grid, mode="bilinear", align_corners=False, padding_mode="border")[0, :, 0].T
         seen = ((uv > 0.0).all(-1) & (uv < 1.0).all(-1) & (z > 0.0) & (s[:, 4] > 0.999)
                 & (z < s[:, 3] + visibility_tolerance)).float()
         total += seen[:, None] * s[:, :3]
@@ -138,12 +145,13 @@ def _sweep(o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, head: torch.Tenso
     pixels to refine ``head`` (N,) -> offset along each ray (N,) (0 where not refined)."""
     h, w = size
     idx = head.nonzero()[:, 0]
+    o, d, t0 = o[idx], d[idx], t0[idx]  # the rays to refine
     deltas = torch.linspace(-config.span, config.span, config.steps)
+    stacks = _stacks(photos)  # once for every candidate depth
     cost = torch.zeros(config.steps, h * w)
     valid = torch.zeros(config.steps, h * w)
     for k, delta in enumerate(deltas):
-        pts = o[idx] + (t0[idx] + delta)[:, None] * d[idx]
-        var, count = photo_consistency(pts, photos, config.visibility_tolerance)
+        var, count = _consistency(o + (t0 + delta)[:, None] * d, stacks, config.visibility_tolerance)
         ok = (count >= 2).float()
         cost[k, idx] = var * ok
         valid[k, idx] = ok

@@ -189,17 +189,12 @@ def main() -> None:
         state = PortraitState(ws.cpu())
         pa_ms, pa_cpu, _ = timed(lambda: projection.apply(G, out, c, state), args.repeats)
         # three photos (yaw -20 / 0 / +20): without (old) and with (new) the photo stereo (photo_stereo.py)
-        from dataclasses import replace as _replace
-
-        from ide3d_core.photo_projection import ProjectionConfig
-        from ide3d_core.photo_stereo import StereoConfig
-
         pcs = torch.from_numpy(stack_labels([orbit_camera(a, 0.0) for a in (-0.35, 0.0, 0.35)]))
         three = [G.render(planes, pcs[k:k + 1], ws) for k in range(3)]
         photos3 = [(to_uint8_hwc(three[k].image[0].clamp(-1, 1)), pcs[k].numpy(),
                     three[k].semantic[0].argmax(0).to(torch.uint8).numpy()) for k in range(3)]
         projection3 = prepare_projection(G, ws, photos3)
-        no_stereo = _replace(projection3, config=ProjectionConfig(stereo=StereoConfig(steps=0)))
+        no_stereo = projection3.without_stereo()
         p3_old_ms, p3_old_cpu, _ = timed(lambda: no_stereo.apply(G, out, c, state), args.repeats)
         p3_ms, p3_cpu, _ = timed(lambda: projection3.apply(G, out, c, state), args.repeats)
         projection_rows = [

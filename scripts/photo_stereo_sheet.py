@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,6 @@ def main(argv=None) -> int:
     from ide3d_core.images import to_uint8_hwc
     from ide3d_core.inversion import InversionView, invert_views, psnr
     from ide3d_core.photo_projection import ProjectionConfig
-    from ide3d_core.photo_stereo import StereoConfig
 
     pool = max(3, args.head + 1)  # issue 17's evaluation draws three heads (a head depends on how many)
     eargs = E.parse_args(["--heads", str(pool), "--threads", str(args.threads)])
@@ -52,7 +50,7 @@ def main(argv=None) -> int:
         views.append(InversionView(img, lab[0].numpy().astype(np.uint8), cam, f"yaw {y:+.0f}"))
     res = invert_views(g, views, encoder=enc["standard"])
     stereo = res.photo_projection([(v.image, v.mask) for v in views])
-    fitted = replace(stereo, config=replace(stereo.config, stereo=StereoConfig(steps=0)))
+    fitted = stereo.without_stereo()
     assert stereo.config == ProjectionConfig()  # the default is what is shown
     rows, notes = [], []
     for y in (float(v) for v in args.yaws.split(",")):

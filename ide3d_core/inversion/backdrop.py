@@ -15,14 +15,14 @@ views, all their pixels enter one solve: each view shows other directions of the
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ide3d_core.cameras import rays_from_labels
-from ide3d_core.networks.background import solve_mixing
+from ide3d_core.inversion.losses import psnr
+from ide3d_core.networks.background import mix_patterns, solve_mixing
 from ide3d_core.networks.generator import BACKGROUND_CLASS
 
 #: the most pixels a solve uses (an even stride over the background pixels): the 3 (K + 1) unknowns are
@@ -84,12 +84,11 @@ def solve_backdrop(generator: nn.Module, targets: torch.Tensor, labels: torch.Te
         w = generator.background_code(ws[:1]).float()
         phi = backdrop.patterns_of(dirs.to(backdrop.mix.weight.dtype)).float()
         m = solve_mixing(phi, rgb, backdrop.mixing(w)[0].float(), strength)
-        fit = torch.cat([phi, phi.new_ones(phi.shape[0], 1)], 1) @ m.T
-        mse = float(((fit - rgb.float()) ** 2).mean())
-    psnr = 10.0 * math.log10(4.0 / max(mse, 1e-12))  # image range [-1, 1]
-    if min_psnr is not None and psnr < min_psnr:
-        return generator, 0, psnr
+        fit = mix_patterns(phi[None], m[None])  # [1, P, 3]
+        fit_db = float(psnr(fit[..., None], rgb.float()[None, ..., None])[0])
+    if min_psnr is not None and fit_db < min_psnr:
+        return generator, 0, fit_db
     out = copy.deepcopy(generator)
     with torch.no_grad():
         out.background.fix_mixing(m)
-    return out, int(dirs.shape[0]), psnr
+    return out, int(dirs.shape[0]), fit_db
