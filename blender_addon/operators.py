@@ -227,7 +227,7 @@ class IDE3D_OT_apply_mask_edit(BackendOperator, bpy.types.Operator):
         ref = documents.portrait_ref(context)
         ids = conversions.snap_mask_image(img)
         req = P.MaskEditRequest(labels_file=jobs.write_labels(client, ids), mode=context.scene.ide3d.mask_mode.lower(),
-                                **ref)
+                                refine=context.scene.ide3d.mask_refine, **ref)
         return [(req, apply.portrait)]
 
 

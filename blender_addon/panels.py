@@ -56,7 +56,9 @@ class IDE3D_PT_mask(_Panel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         layout.operator("ide3d.paint_mask", icon="BRUSH_DATA")
-        layout.prop(context.scene.ide3d, "mask_mode")
+        row = layout.row(align=True)
+        row.prop(context.scene.ide3d, "mask_mode")
+        row.prop(context.scene.ide3d, "mask_refine")
         row = layout.row(align=True)
         row.operator("ide3d.apply_mask_edit", icon="CHECKMARK")
         row.operator("ide3d.live_edit", icon="REC", depress=context.scene.ide3d.live_edit)

@@ -47,6 +47,10 @@ class IDE3D_PG_portrait(bpy.types.PropertyGroup):
     mask_mode: EnumProperty(name="Edit Mode", default="RESIDUAL", items=(
         ("RESIDUAL", "Residual", "Move the shape codes by what was painted (unedited regions stay)"),
         ("DIRECT", "Direct", "Shape codes from the painted mask alone")))
+    mask_refine: BoolProperty(name="Refine", default=True,
+                              description="After the editor, fit the head's shape to the painted mask (some "
+                                          "seconds, with progress; painted hats and removed hair follow the paint "
+                                          "closely). Live edits never refine")
     live_edit: BoolProperty(name="Live Edit", default=False,
                             description="Send the mask to the canonical editor while you paint (latest stroke wins; "
                                         "one history record per painting session)")

@@ -33,6 +33,8 @@ from torch import nn
 from ide3d_core.cameras import canonical_camera
 from ide3d_core.labels import NUM_CLASSES
 from ide3d_core.portrait import EditRecord, Portrait, PortraitState, Restyle
+from ide3d_core.progress import CancelToken, ProgressFn
+from ide3d_core.shape_residual import RefineConfig, refine_residual, state_planes
 
 MASK_MODES = ("residual", "direct")
 
@@ -59,7 +61,8 @@ def render_state(generator: nn.Module, state: PortraitState, camera_label: np.nd
     if state.restyle is not None:
         swap = (generator.planes(state.restyle.style_ws.to(dev)).texture, tuple(state.restyle.classes))
     c = _label_tensor(camera_label, dev) if not torch.is_tensor(camera_label) else camera_label.to(dev).reshape(-1, 25)
-    return generator.render(generator.planes(ws), c, ws, neural_resolution=neural_resolution, texture_swap=swap)
+    return generator.render(state_planes(generator, state), c, ws, neural_resolution=neural_resolution,
+                            texture_swap=swap)
 
 
 @torch.no_grad()
@@ -93,20 +96,26 @@ def check_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def mask_edit(portrait: Portrait, generator: nn.Module, editor: nn.Module, mask: np.ndarray,
-              mode: str = "residual", current: np.ndarray | None = None, projection: Any = None) -> Portrait:
+              mode: str = "residual", current: np.ndarray | None = None, projection: Any = None,
+              refine: RefineConfig | None = None, progress: ProgressFn | None = None,
+              cancel: CancelToken | None = None) -> Portrait:
     """Apply a painted canonical-view label map (see the module docstring). ``editor`` is the canonical
     editor (:class:`ide3d_core.encoders.HybridEncoder` with ``config.canonical``); keeps ``w_t`` exactly.
     ``current`` is the portrait's :func:`canonical_labels` if the caller already has them (a live
     session shows them to the painter), saving one render; direct mode renders nothing but the
     result (``pixels_changed`` is then recorded only when ``current`` is given). ``projection``: the
-    portrait's photo projection, as the map the painter saw was rendered (:func:`canonical_labels`)."""
+    portrait's photo projection, as the map the painter saw was rendered (:func:`canonical_labels`).
+
+    ``refine``: after the editor's codes, fit the state's shape residual to the painted map
+    (:func:`ide3d_core.shape_residual.refine_residual`, seconds; ``progress``/``cancel`` report and stop it).
+    None (the live painting path, real time) keeps the previous state's residual as it is."""
     if mode not in MASK_MODES:
         raise ValueError(f"mask edit mode must be one of {MASK_MODES}, got {mode!r}")
     if not getattr(editor.config, "canonical", False):
         raise ValueError("mask edits need the canonical editor (an encoder trained on front views)")
     state = portrait.state
     painted = check_mask(mask, int(generator.img_resolution))
-    if current is None and mode == "residual":  # direct mode does not need the current map
+    if current is None and (mode == "residual" or refine is not None):  # direct mode does not need it
         current = canonical_labels(generator, state, projection)
     dev = _device(editor)
     ns = int(generator.num_shape_ws)
@@ -115,12 +124,16 @@ def mask_edit(portrait: Portrait, generator: nn.Module, editor: nn.Module, mask:
     if mode == "residual":
         w_s_new = ws[:, :ns] + (w_s_new - editor.encode_shape(torch.as_tensor(current, device=dev)[None].long()))
     new_ws = torch.cat([w_s_new.to(ws.dtype), ws[:, ns:]], 1).cpu()
-    params: dict[str, Any] = {"mode": mode, "pixels_changed": None, "classes_painted": None}
+    params: dict[str, Any] = {"mode": mode, "pixels_changed": None, "classes_painted": None, "refine": None}
     if current is not None:
         changed = painted != np.asarray(current)
         params.update(pixels_changed=int(changed.sum()),
                       classes_painted=sorted(int(c) for c in np.unique(painted[changed])))
-    return portrait.with_record(EditRecord("mask", params, PortraitState(new_ws, state.restyle)))
+    residual = state.shape_residual
+    if refine is not None and refine.steps > 0:
+        residual = refine_residual(generator, new_ws, state, painted, current, refine, progress, cancel)
+        params["refine"] = refine.to_dict()
+    return portrait.with_record(EditRecord("mask", params, replace(state, ws=new_ws, shape_residual=residual)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,11 +162,11 @@ def restyle(portrait: Portrait, classes: Sequence[int], style_ws: torch.Tensor,
     if prev is not None and torch.equal(prev.style_ws, style_ws):
         ids = tuple(sorted(set(ids) | set(prev.classes)))
     params = {"classes": list(ids), "source": source or {"kind": "codes"}}
-    return portrait.with_record(EditRecord("restyle", params, PortraitState(portrait.ws, Restyle(style_ws, ids))))
+    return portrait.with_record(EditRecord("restyle", params, replace(portrait.state, restyle=Restyle(style_ws, ids))))
 
 
 def clear_restyle(portrait: Portrait) -> Portrait:
-    return portrait.with_record(EditRecord("clear_restyle", {}, PortraitState(portrait.ws, None)))
+    return portrait.with_record(EditRecord("clear_restyle", {}, replace(portrait.state, restyle=None)))
 
 
 def mix_codes(ws: torch.Tensor, other: torch.Tensor, num_shape_ws: int, shape_alpha: float,
@@ -183,7 +196,7 @@ def global_style(portrait: Portrait, other_ws: torch.Tensor, num_shape_ws: int, 
     new_ws = mix_codes(portrait.ws, other_ws.detach().float().cpu(), num_shape_ws, shape_alpha, texture_alpha)
     params = {"shape_alpha": float(shape_alpha), "texture_alpha": float(texture_alpha),
               "source": source or {"kind": "codes"}}
-    return portrait.with_record(EditRecord("style", params, PortraitState(new_ws, portrait.state.restyle)))
+    return portrait.with_record(EditRecord("style", params, replace(portrait.state, ws=new_ws)))
 
 
 def truncate(portrait: Portrait, w_avg: torch.Tensor, psi: float, cutoff: int | None = None) -> Portrait:
@@ -193,7 +206,7 @@ def truncate(portrait: Portrait, w_avg: torch.Tensor, psi: float, cutoff: int | 
     ws[:, :cut] = torch.lerp(w_avg.detach().float().cpu().reshape(1, 1, -1).expand_as(ws[:, :cut]),
                              ws[:, :cut], float(psi))
     return portrait.with_record(EditRecord("truncate", {"psi": float(psi), "cutoff": cutoff},
-                                           PortraitState(ws, portrait.state.restyle)))
+                                           replace(portrait.state, ws=ws)))
 
 
 # ------------------------------------------------------------------------------------------------

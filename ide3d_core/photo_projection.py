@@ -131,7 +131,8 @@ def projection_scope(fitted_ws: torch.Tensor, state: Any, num_shape_ws: int) -> 
     fit = fitted_ws.detach().cpu().float()
     if ws.shape != fit.shape:
         return ProjectionScope(False, False)
-    shape_same = torch.equal(ws[:, :num_shape_ws], fit[:, :num_shape_ws])
+    shape_same = (torch.equal(ws[:, :num_shape_ws], fit[:, :num_shape_ws])
+                  and getattr(state, "shape_residual", None) is None)
     texture_same = torch.equal(ws[:, num_shape_ws:], fit[:, num_shape_ws:])
     excluded = tuple(int(k) for k in state.restyle.classes) if state.restyle is not None else ()
     return ProjectionScope(labels=shape_same, colour=texture_same, excluded_classes=excluded)

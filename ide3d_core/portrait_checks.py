@@ -146,6 +146,25 @@ def check_codes(t: Any, shape: tuple[int, ...] | None, what: str) -> None:
     require(float(t.abs().max()) <= MAX_CODE_ABS, f"{what} hold values beyond +-{MAX_CODE_ABS:g}")
 
 
+#: the largest edge of a shape residual's grid (:mod:`ide3d_core.shape_residual`; 32 by default)
+MAX_RESIDUAL_SIDE = 512
+#: the largest magnitude of a shape residual's entries (plane-feature units)
+MAX_RESIDUAL_ABS = 6e4
+
+
+def check_residual(t: Any, what: str) -> None:
+    """``t``: a float16 [1, 3, C, r, r] tensor (a shape residual), 1 <= r <= MAX_RESIDUAL_SIDE, finite,
+    entries within +-MAX_RESIDUAL_ABS."""
+    import torch
+
+    require(isinstance(t, torch.Tensor) and t.dtype == torch.float16 and t.ndim == 5 and t.shape[:2] == (1, 3)
+            and t.shape[2] >= 1 and 1 <= t.shape[3] == t.shape[4] <= MAX_RESIDUAL_SIDE,
+            f"{what} must be a float16 [1, 3, C, r, r] tensor, got {getattr(t, 'dtype', '?')} "
+            f"{tuple(getattr(t, 'shape', ()))}")
+    require(bool(torch.isfinite(t).all()), f"{what} hold NaN or infinite values")
+    require(float(t.abs().max()) <= MAX_RESIDUAL_ABS, f"{what} hold values beyond +-{MAX_RESIDUAL_ABS:g}")
+
+
 def check_classes(value: Any, what: str, num_classes: int) -> tuple[int, ...]:
     """A non-empty list of distinct class ids in ``0..num_classes-1``."""
     require(isinstance(value, list) and 0 < len(value) <= num_classes and all(is_int(c) for c in value),

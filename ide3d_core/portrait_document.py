@@ -35,11 +35,13 @@ class Restyle:
 
 @dataclass(frozen=True, eq=False)
 class PortraitState:
-    """What a render needs besides the generator: codes ``ws`` [1, num_ws, w_dim] (float32) and an
-    optional region restyle."""
+    """What a render needs besides the generator: codes ``ws`` [1, num_ws, w_dim] (float32), an
+    optional region restyle and an optional shape residual ``[1, 3, Cs, r, r]`` (float32) on the semantic
+    tri-planes (:mod:`ide3d_core.shape_residual`: a refined mask edit; edits after it keep it)."""
 
     ws: torch.Tensor
     restyle: Restyle | None = None
+    shape_residual: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)

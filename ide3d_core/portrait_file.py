@@ -7,7 +7,9 @@ File layout (version 1): a zip container (never a pickle) with
 * ``portrait.json``: ``{"format": "ide3d-portrait", "version": 1, ...}`` -- header, camera, generator
   identity, history kinds/params, cursor;
 * ``tensors.safetensors``: ``history.{i}.ws`` [1, num_ws, w_dim] float32, ``history.{i}.style_ws``
-  (restyle source codes, when present), ``delta.{name}`` (tuned - base, only for changed tensors);
+  (restyle source codes, when present), ``history.{i}.shape_residual`` [1, 3, Cs, r, r] float16 (a refined
+  mask edit's residual on the semantic planes, when present; its record's header carries
+  ``"shape_residual": true``), ``delta.{name}`` (tuned - base, only for changed tensors);
 * ``source.png`` (RGB uint8) and ``source_mask.png`` (label ids, uint8) when present;
 * a multi-view inversion's source views (:class:`~ide3d_core.portrait_document.SourceView`, optional header
   key ``source_views``: camera, mask flag and JSON params per view) as ``views/{i}.png`` and
@@ -84,8 +86,12 @@ def encode_portrait(portrait: Portrait) -> bytes:
         restyle = rec.state.restyle
         if restyle is not None:
             tensors[f"history.{i}.style_ws"] = restyle.style_ws.detach().float().cpu().clone()
-        history.append({"kind": rec.kind, "params": rec.params,
-                        "restyle_classes": None if restyle is None else [int(c) for c in restyle.classes]})
+        entry = {"kind": rec.kind, "params": rec.params,
+                 "restyle_classes": None if restyle is None else [int(c) for c in restyle.classes]}
+        if rec.state.shape_residual is not None:  # absent otherwise: documents without one are as before
+            tensors[f"history.{i}.shape_residual"] = rec.state.shape_residual.detach().cpu().half().clone()
+            entry["shape_residual"] = True
+        history.append(entry)
     delta = None
     if portrait.delta is not None:
         delta = {"dtype": portrait.delta.dtype, "base_fingerprint": portrait.delta.base_fingerprint,
@@ -214,7 +220,8 @@ def decode_portrait(data: bytes, name: str = "portrait") -> Portrait:
         _require(isinstance(header["extra"], dict), f"{name}: extra must be an object")
         want = set()
         for i, h in enumerate(hist):
-            _require(isinstance(h, dict) and set(h) == {"kind", "params", "restyle_classes"}
+            _require(isinstance(h, dict) and set(h) - {"shape_residual"} == {"kind", "params", "restyle_classes"}
+                     and h.get("shape_residual", True) is True
                      and isinstance(h["kind"], str) and 0 < len(h["kind"]) <= 64 and isinstance(h["params"], dict),
                      f"{name}: history record {i} is malformed")
             if h["restyle_classes"] is not None:
@@ -224,6 +231,8 @@ def decode_portrait(data: bytes, name: str = "portrait") -> Portrait:
             want.add(f"history.{i}.ws")
             if h["restyle_classes"] is not None:
                 want.add(f"history.{i}.style_ws")
+            if "shape_residual" in h:
+                want.add(f"history.{i}.shape_residual")
         delta_h = header["delta"]
         if delta_h is not None:
             _require(isinstance(delta_h, dict) and set(delta_h) == {"dtype", "base_fingerprint", "names"}
@@ -253,7 +262,12 @@ def decode_portrait(data: bytes, name: str = "portrait") -> Portrait:
                 sw = tensors[f"history.{i}.style_ws"]
                 checks.check_codes(sw, code_shape, f"{name}: restyle codes of record {i}")
                 restyle = Restyle(sw, tuple(h["restyle_classes"]))
-            records.append(EditRecord(h["kind"], h["params"], PortraitState(ws, restyle)))
+            residual = None
+            if "shape_residual" in h:
+                residual = tensors[f"history.{i}.shape_residual"]
+                checks.check_residual(residual, f"{name}: shape residual of record {i}")
+                residual = residual.float()
+            records.append(EditRecord(h["kind"], h["params"], PortraitState(ws, restyle, residual)))
         delta = None
         if delta_h is not None:
             deltas = {n: tensors[f"delta.{n}"] for n in delta_h["names"]}

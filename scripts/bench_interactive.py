@@ -261,6 +261,10 @@ def main() -> None:
             e_pre_ms, e_pre_cpu, e_pre = timed(edit_new("preview"), args.repeats)
             ed_ms, ed_cpu, _ = timed(lambda: editing.mask_edit(portrait, G, editor, painted, current=current),
                                      args.repeats)
+            from ide3d_core.shape_residual import RefineConfig
+
+            rf_ms, rf_cpu, _ = timed(lambda: editing.mask_edit(portrait, G, editor, painted, current=current,
+                                                               refine=RefineConfig()), 1)
             pl_ms, pl_cpu, pl_ref = timed(lambda: G.planes(ws), args.repeats)
             pl_rows = []
             for dt in fast_networks.DTYPES:
@@ -275,6 +279,8 @@ def main() -> None:
                 ("  fast path: f32 planes, unfused grid + decoders (old) vs bf16 planes, fused (new)", e_prev_ms,
                  e_prev_cpu, e_new_ms, e_new_cpu, f"old {agreement(e_ref, e_prev)}", ""),
                 ("  part: canonical editor + codes", ed_ms, ed_cpu, ed_ms, ed_cpu, "", ""),
+                (f"mask edit on Apply: editor alone (old) vs editor + {RefineConfig.steps}-step shape residual "
+                 "(new; live painting skips it)", ed_ms, ed_cpu, rf_ms, rf_cpu, "one run", ""),
                 *pl_rows,
             ]
 

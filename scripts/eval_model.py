@@ -18,10 +18,12 @@ Prints one Markdown table. Independent truth throughout: the procedural heads' e
 * **Fit** (auto-decoded models): the bank heads shipped in ``fit_examples.safetensors`` rendered from
   their learned codes against their exact procedural renders at yaw -40/0/+40 (PSNR, silhouette IoU,
   mIoU): how well the training heads were learned.
-* **Mask edits** through the canonical editor (``MODEL/encoders/canonical``), on generated portraits:
+* **Mask edits** through the canonical editor (``MODEL/encoders/canonical``), on generated portraits, as
+  ``ide3d edit`` makes them (the editor, then the refined shape residual) and with the editor alone:
   removing the hair (hair -> background in the canonical map) and painting a hat; painted vs
-  re-rendered mIoU (canonical view), PSNR of the RGB on unedited pixels, and for the hair removal the
-  share of hair pixels left and the mean RGB change inside / outside the removed region. Beside them the
+  re-rendered mIoU (canonical view), PSNR of the RGB on unedited pixels, the hat class's own IoU, and for
+  the hair removal the share of hair pixels left (canonical view; side views at yaw +-40) and the mean RGB
+  change inside / outside the removed region. Beside them the
   hair removal's bound: a perfect editor returns the same head with its hair switched off, whose skull
   covers part of the painted-out region, so it scores ``hair_miou_exact_bald_head`` (procedural heads,
   exact labels), not 1.
@@ -108,19 +110,35 @@ def sample_sets(G, n: int, res: int, truncation: float):
 
 
 @torch.no_grad()
-def edit_eval(G, editor, seeds: list[int], truncation: float) -> dict[str, float]:
+def edit_eval(G, editor, seeds: list[int], truncation: float, refine_steps: int | None = None,
+              sheet: Path | None = None) -> dict[str, float]:
+    """The two edits (module docstring) of generated portraits ``seeds``: ``ide3d edit``'s default (the editor,
+    then the refined shape residual, :mod:`ide3d_core.shape_residual`; ``refine_steps`` overrides its steps)
+    and, beside it (``*_editor_alone``), the editor's codes alone. Hair left at the side (yaw +-40): the share
+    of the pre-edit hair pixels still hair. ``sheet``: a picture, a row per edit: before / editor alone /
+    refined at yaw -40, 0 and +40."""
+    import time
+
     from ide3d_core.editing import canonical_labels, mask_edit, render_state
     from ide3d_core.portrait import EditRecord, Portrait, PortraitState, generator_fingerprint
+    from ide3d_core.shape_residual import RefineConfig
 
+    refine = RefineConfig() if refine_steps is None else RefineConfig(steps=refine_steps)
     cam = orbit_camera(0.0).label()
-    rows = {"hair_miou": [], "hair_psnr": [], "hair_left": [], "hair_change_in": [], "hair_change_out": [],
-            "hat_miou": [], "hat_psnr": []}
+    sides = [orbit_camera(math.radians(y)).label() for y in (-40.0, 40.0)]
+    rows: dict[str, list[float]] = {}
+    tiles = []
+
+    def add(key: str, value: float) -> None:
+        rows.setdefault(key, []).append(value)
+
     for s in seeds:
         ws = G.codes_from_seeds([s], truncation_psi=truncation).cpu()
         portrait = Portrait(camera=cam, generator_config=G.config.to_dict(),
                             base_fingerprint=generator_fingerprint(G),
                             history=(EditRecord("seed", {"seed": s}, PortraitState(ws)),))
         before = render_state(G, portrait.state, cam).image[0]
+        before_sides = [render_state(G, portrait.state, c) for c in sides]
         cur = canonical_labels(G, portrait.state)
         hair = cur == ID["hair"]
         edits = {"hair": np.where(hair, ID["background"], cur).astype(np.uint8)}
@@ -136,21 +154,44 @@ def edit_eval(G, editor, seeds: list[int], truncation: float) -> dict[str, float
         for name, painted in edits.items():
             if (painted == cur).all():
                 continue
-            after_p = mask_edit(portrait, G, editor, painted, current=cur)
-            after = render_state(G, after_p.state, cam)
-            new_lab = after.semantic[0].argmax(0).cpu().numpy()
-            rows[f"{name}_miou"].append(mean_iou(torch.from_numpy(new_lab), torch.from_numpy(painted.astype(np.int64))))
-            same = torch.from_numpy(painted == cur)
-            if same.any():
-                diff = (after.image[0] - before).float()
-                mse = float(diff.square().mean(0)[same].mean())
-                rows[f"{name}_psnr"].append(10 * math.log10(4.0 / max(mse, 1e-10)))
-            if name == "hair" and hair.sum() > 0:
-                rows["hair_left"].append(float((new_lab == ID["hair"]).sum() / hair.sum()))
-                change = (after.image[0] - before).abs().mean(0)
-                rows["hair_change_in"].append(float(change[torch.from_numpy(hair)].mean()))
-                rows["hair_change_out"].append(float(change[~torch.from_numpy(hair)].mean()))
-    return {k: float(np.mean(v)) if v else float("nan") for k, v in rows.items()}
+            t0 = time.perf_counter()
+            refined = mask_edit(portrait, G, editor, painted, current=cur, refine=refine if refine.steps else None)
+            add("refine_seconds", time.perf_counter() - t0)
+            results = {"": refined, "_editor_alone": mask_edit(portrait, G, editor, painted, current=cur)}
+            row = [before_sides[0].image[0], before, before_sides[1].image[0]]
+            for suffix, after_p in results.items():
+                after = render_state(G, after_p.state, cam)
+                new_lab = after.semantic[0].argmax(0).cpu().numpy()
+                add(f"{name}_miou{suffix}",
+                    mean_iou(torch.from_numpy(new_lab), torch.from_numpy(painted.astype(np.int64))))
+                if name == "hat":
+                    got, want = new_lab == ID["hat"], painted == ID["hat"]
+                    add(f"hat_class_iou{suffix}", float((got & want).sum() / max(1, (got | want).sum())))
+                same = torch.from_numpy(painted == cur)
+                if same.any():
+                    diff = (after.image[0] - before).float()
+                    mse = float(diff.square().mean(0)[same].mean())
+                    add(f"{name}_psnr{suffix}", 10 * math.log10(4.0 / max(mse, 1e-10)))
+                side_after = [render_state(G, after_p.state, c) for c in sides]
+                if name == "hair" and hair.sum() > 0:
+                    add(f"hair_left{suffix}", float((new_lab == ID["hair"]).sum() / hair.sum()))
+                    change = (after.image[0] - before).abs().mean(0)
+                    add(f"hair_change_in{suffix}", float(change[torch.from_numpy(hair)].mean()))
+                    add(f"hair_change_out{suffix}", float(change[~torch.from_numpy(hair)].mean()))
+                    left = []
+                    for b, a in zip(before_sides, side_after):
+                        bh = b.semantic[0].argmax(0) == ID["hair"]
+                        left.append(float(((a.semantic[0].argmax(0) == ID["hair"]) & bh).sum() / max(1, int(bh.sum()))))
+                    add(f"hair_left_side{suffix}", float(np.mean(left)))
+                row += [side_after[0].image[0], after.image[0], side_after[1].image[0]]
+            tiles.append(row)
+    if sheet is not None and tiles:
+        from PIL import Image
+
+        strips = [np.concatenate([to_uint8_hwc(t.clamp(-1, 1)) for t in row], 1) for row in tiles]
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate(strips, 0)).save(sheet)
+    return {k: float(np.mean(v)) for k, v in rows.items()}
 
 
 @torch.no_grad()
@@ -240,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--sheet", type=Path, default=None)
     ap.add_argument("--fit-sheet", type=Path, default=None, help="picture of the fit examples: model beside exact")
+    ap.add_argument("--edit-refine-steps", type=int, default=None,
+                    help="steps of the edits' shape-residual refinement (default: ide3d edit's; 0: the editor alone)")
+    ap.add_argument("--edit-sheet", type=Path, default=None,
+                    help="picture of the edits: before / editor alone / refined, at yaw -40, 0, +40")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--truncation", type=float, default=None,
                     help="truncation of the samples and edited portraits (default: the model's, as ide3d generate)")
@@ -270,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.edit_seeds and editor_dir.exists():
         from ide3d_core.encoders import load_encoder
 
-        res.update(edit_eval(G, load_encoder(editor_dir).eval(), list(range(100, 100 + args.edit_seeds)), psi))
+        res.update(edit_eval(G, load_encoder(editor_dir).eval(), list(range(100, 100 + args.edit_seeds)), psi,
+                             args.edit_refine_steps, args.edit_sheet))
         res.update(hair_edit_bound(args.samples))
     if args.sheet:
         contact_sheet(sets, args.sheet)

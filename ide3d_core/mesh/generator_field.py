@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ide3d_core.mesh.field import RenderedViews
+from ide3d_core.shape_residual import with_residual
 from ide3d_core.triplane import sample_triplane
 
 
@@ -29,12 +30,15 @@ class GeneratorField:
         style_ws: optional [1, num_ws, w_dim] codes whose texture replaces the head's own for points
             whose semantic argmax is in ``style_classes`` (a portrait's region restyle).
         style_classes: class ids of the restyle.
+        shape_residual: optional ``[1, 3, Cs, r, r]`` residual on the semantic planes (a portrait state's,
+            :mod:`ide3d_core.shape_residual`).
         impl: the lattice density's path (:meth:`density_at_indices`): ``"auto"`` the fused C kernel
             where it runs, else PyTorch; ``"torch"``; ``"c"`` (the kernel or RuntimeError).
     """
 
     def __init__(self, generator, ws: torch.Tensor, style_ws: Optional[torch.Tensor] = None,
-                 style_classes: tuple[int, ...] = (), impl: str = "auto") -> None:
+                 style_classes: tuple[int, ...] = (), impl: str = "auto",
+                 shape_residual: Optional[torch.Tensor] = None) -> None:
         if impl not in ("auto", "torch", "c"):
             raise ValueError(f"impl must be auto, torch or c, got {impl!r}")
         if ws.ndim != 3 or ws.shape[0] != 1:
@@ -46,7 +50,7 @@ class GeneratorField:
         self._fused = None if impl != "torch" else False  # density_at_indices' fused kernel (False: not used)
         self._impl = impl
         with torch.no_grad():
-            self.planes = generator.planes(self.ws)
+            self.planes = with_residual(generator.planes(self.ws), shape_residual)
             self.texture_swap = None
             if style_ws is not None:
                 style_planes = generator.planes(style_ws.to(self.device, torch.float32))

@@ -282,6 +282,20 @@ class Generator(nn.Module):
             raise ValueError(f"c must be [B={b}, 25] and ws [B={b}, ...], got {tuple(c.shape)}, "
                              f"{tuple(ws.shape)}")
         h = cfg.neural_resolution if neural_resolution is None else int(neural_resolution)
+        features, probs, opacity, depth = self.render_neural(planes, c, h, generator, texture_swap, occupied)
+        return self.finish_render(features, probs, opacity, depth, ws, h, c=c,
+                                  backdrop_camera_grad=backdrop_camera_grad, detail=detail)
+
+    def render_neural(self, planes: TriPlanes, c: torch.Tensor, h: int,
+                      generator: torch.Generator | None = None, texture_swap: TextureSwap | None = None,
+                      occupied: Callable[[torch.Tensor], torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The volume-rendering pass of :meth:`render` alone, at ``h`` x ``h`` rays of cameras ``c [B, 25]``
+        (no super-resolution, no backdrop): ``(features [B, h*h, F], composited class probabilities
+        [B, h*h, 19] (before the background class fills the transparency), opacity [B, h*h, 1], depth
+        [B, h*h, 1])``, rays in row-major pixel order. The other arguments are :meth:`render`'s."""
+        cfg = self.config
+        b = planes.semantic.shape[0]
         origins, dirs, near, far = self.camera_rays(c, h)
         half = 0.5 * cfg.box_size
 
@@ -301,8 +315,7 @@ class Generator(nn.Module):
         rays = render_rays(field, origins, dirs, near, far, cfg.coarse_samples, cfg.fine_samples, generator)
         comp = rays.composite
         features, probs = comp.values
-        return self.finish_render(features, probs, comp.opacity, comp.depth, ws, h, c=c,
-                                  backdrop_camera_grad=backdrop_camera_grad, detail=detail)
+        return features, probs, comp.opacity, comp.depth
 
     def camera_rays(self, c: torch.Tensor, h: int
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

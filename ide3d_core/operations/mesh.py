@@ -77,14 +77,15 @@ def resolve_level(options: MeshOptions, model_spec: str) -> float:
 
 
 def portrait_field(generator, state):
-    """The :class:`~ide3d_core.mesh.generator_field.GeneratorField` of a portrait state (its codes and
-    region restyle) on ``generator`` (the portrait's own, pivotal-tuned delta applied)."""
+    """The :class:`~ide3d_core.mesh.generator_field.GeneratorField` of a portrait state (its codes, region
+    restyle and shape residual) on ``generator`` (the portrait's own, pivotal-tuned delta applied)."""
     from ide3d_core.mesh.generator_field import GeneratorField
 
     restyle = state.restyle
     return GeneratorField(generator.eval().requires_grad_(False), state.ws,
                           None if restyle is None else restyle.style_ws,
-                          () if restyle is None else tuple(int(c) for c in restyle.classes))
+                          () if restyle is None else tuple(int(c) for c in restyle.classes),
+                          shape_residual=state.shape_residual)
 
 
 def seed_field(generator, seed: int, truncation: float):

@@ -86,6 +86,7 @@ def render_inputs(generator, state, device, planes_dtype: str = "float32") -> tu
     import torch
 
     from ide3d_core.fast_render import network_dtype, supports
+    from ide3d_core.shape_residual import with_residual
 
     planes = generator.planes
     dtype = None
@@ -98,7 +99,7 @@ def render_inputs(generator, state, device, planes_dtype: str = "float32") -> tu
     swap = None
     if state.restyle is not None:
         swap = (planes(state.restyle.style_ws.to(device)).texture, tuple(int(c) for c in state.restyle.classes))
-    out = planes(ws)
+    out = with_residual(planes(ws), state.shape_residual)
     if dtype is not None and dtype != torch.float32:
         key = id(out.semantic)
         _REDUCED_PLANES[key] = weakref.ref(out.semantic, lambda _r, k=key: _REDUCED_PLANES.pop(k, None))

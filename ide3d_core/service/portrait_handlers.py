@@ -242,6 +242,7 @@ class PortraitHandlers:
         from dataclasses import replace
 
         from ide3d_core import editing
+        from ide3d_core.shape_residual import RefineConfig
 
         report(progress, 0, 2, "editing", cancel)
         entry = self._entry(req)
@@ -255,8 +256,10 @@ class PortraitHandlers:
         if current is None:
             current = editing.canonical_labels(g, base.state, entry.photo_projection())
         mask = _read_labels(req.labels_file, int(current.shape[0]))
+        refine = None if req.live or not req.refine else RefineConfig()
         try:
-            portrait = editing.mask_edit(base, g, editor, mask, mode=req.mode, current=current)
+            portrait = editing.mask_edit(base, g, editor, mask, mode=req.mode, current=current, refine=refine,
+                                         progress=progress, cancel=cancel)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         if req.live:

@@ -159,13 +159,16 @@ class MaskEditRequest(PortraitRequest):
     the new edit replaces it, starting from the state before it (one history record per painting
     session, however many strokes were sent); otherwise it is appended like any edit.
     ``quality``: of the canonical view in the result (as :class:`RenderRequest`'s; "preview" while
-    painting)."""
+    painting). ``refine``: after the editor, fit the portrait's shape residual to the painted map
+    (:mod:`ide3d_core.shape_residual`, some seconds, with progress and cancel); live edits never refine
+    (they must keep up with the brush)."""
 
     KIND: ClassVar[str] = "mask_edit"
     labels_file: str
     mode: str = "residual"
     live: bool = False
     quality: str = "full"
+    refine: bool = True
 
 
 @dataclass(frozen=True)
