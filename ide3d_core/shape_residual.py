@@ -28,8 +28,8 @@ Frames: cameras are packed 25-float labels (:mod:`ide3d_core.cameras`); maps are
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,7 +39,8 @@ from torch import nn
 from ide3d_core.camera_torch import project_points, rays_from_labels
 from ide3d_core.cameras import canonical_camera, orbit_camera
 from ide3d_core.labels import NUM_CLASSES
-from ide3d_core.networks.generator import TriPlanes
+if TYPE_CHECKING:  # not at run time: the add-on's tests stand a small module in for ide3d_core.networks
+    from ide3d_core.networks.generator import TriPlanes
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
 #: numerical floor of the composited class probabilities (as the generator's semantic log-probabilities)
@@ -113,7 +114,7 @@ def with_residual(planes: TriPlanes, residual: torch.Tensor | None) -> TriPlanes
     size = tuple(sem.shape[-2:])
     if tuple(r.shape[-2:]) != size:
         r = F.interpolate(r[0], size=size, mode="bilinear", align_corners=False)[None]
-    return TriPlanes(semantic=sem + r, texture=planes.texture)
+    return replace(planes, semantic=sem + r)
 
 
 def state_planes(generator: nn.Module, state: Any) -> TriPlanes:

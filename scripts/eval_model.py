@@ -109,14 +109,28 @@ def sample_sets(G, n: int, res: int, truncation: float):
     return out
 
 
+def painted_edits(current: np.ndarray) -> dict[str, np.ndarray]:
+    """The evaluation's two paintings of a canonical label map ``current`` (H, W) uint8: "hair" (every hair
+    pixel -> background) and "hat" (a dome over the top of the head -> hat)."""
+    edits = {"hair": np.where(current == ID["hair"], ID["background"], current).astype(np.uint8)}
+    hat = current.copy()
+    face = np.argwhere(current > 0)
+    top = face[:, 0].min()
+    h, w = current.shape
+    yy, xx = np.mgrid[:h, :w]
+    cx = face[:, 1].mean()
+    dome = ((xx - cx) / (0.28 * w)) ** 2 + ((yy - (top + 0.12 * h)) / (0.16 * h)) ** 2 <= 1
+    hat[dome & (yy < top + 0.14 * h)] = ID["hat"]
+    edits["hat"] = hat
+    return edits
+
+
 @torch.no_grad()
-def edit_eval(G, editor, seeds: list[int], truncation: float, refine_steps: int | None = None,
-              sheet: Path | None = None) -> dict[str, float]:
+def edit_eval(G, editor, seeds: list[int], truncation: float, refine_steps: int | None = None) -> dict[str, float]:
     """The two edits (module docstring) of generated portraits ``seeds``: ``ide3d edit``'s default (the editor,
     then the refined shape residual, :mod:`ide3d_core.shape_residual`; ``refine_steps`` overrides its steps)
     and, beside it (``*_editor_alone``), the editor's codes alone. Hair left at the side (yaw +-40): the share
-    of the pre-edit hair pixels still hair. ``sheet``: a picture, a row per edit: before / editor alone /
-    refined at yaw -40, 0 and +40."""
+    of the pre-edit hair pixels still hair. A picture of these edits: scripts/mask_edit_sheet.py."""
     import time
 
     from ide3d_core.editing import canonical_labels, mask_edit, render_state
@@ -127,7 +141,6 @@ def edit_eval(G, editor, seeds: list[int], truncation: float, refine_steps: int 
     cam = orbit_camera(0.0).label()
     sides = [orbit_camera(math.radians(y)).label() for y in (-40.0, 40.0)]
     rows: dict[str, list[float]] = {}
-    tiles = []
 
     def add(key: str, value: float) -> None:
         rows.setdefault(key, []).append(value)
@@ -141,24 +154,13 @@ def edit_eval(G, editor, seeds: list[int], truncation: float, refine_steps: int 
         before_sides = [render_state(G, portrait.state, c) for c in sides]
         cur = canonical_labels(G, portrait.state)
         hair = cur == ID["hair"]
-        edits = {"hair": np.where(hair, ID["background"], cur).astype(np.uint8)}
-        hat = cur.copy()
-        face = np.argwhere(cur > 0)
-        top = face[:, 0].min()
-        h, w = cur.shape
-        yy, xx = np.mgrid[:h, :w]
-        cx = face[:, 1].mean()
-        dome = ((xx - cx) / (0.28 * w)) ** 2 + ((yy - (top + 0.12 * h)) / (0.16 * h)) ** 2 <= 1
-        hat[dome & (yy < top + 0.14 * h)] = ID["hat"]
-        edits["hat"] = hat
-        for name, painted in edits.items():
+        for name, painted in painted_edits(cur).items():
             if (painted == cur).all():
                 continue
             t0 = time.perf_counter()
             refined = mask_edit(portrait, G, editor, painted, current=cur, refine=refine if refine.steps else None)
             add("refine_seconds", time.perf_counter() - t0)
             results = {"": refined, "_editor_alone": mask_edit(portrait, G, editor, painted, current=cur)}
-            row = [before_sides[0].image[0], before, before_sides[1].image[0]]
             for suffix, after_p in results.items():
                 after = render_state(G, after_p.state, cam)
                 new_lab = after.semantic[0].argmax(0).cpu().numpy()
@@ -172,25 +174,17 @@ def edit_eval(G, editor, seeds: list[int], truncation: float, refine_steps: int 
                     diff = (after.image[0] - before).float()
                     mse = float(diff.square().mean(0)[same].mean())
                     add(f"{name}_psnr{suffix}", 10 * math.log10(4.0 / max(mse, 1e-10)))
-                side_after = [render_state(G, after_p.state, c) for c in sides]
                 if name == "hair" and hair.sum() > 0:
                     add(f"hair_left{suffix}", float((new_lab == ID["hair"]).sum() / hair.sum()))
                     change = (after.image[0] - before).abs().mean(0)
                     add(f"hair_change_in{suffix}", float(change[torch.from_numpy(hair)].mean()))
                     add(f"hair_change_out{suffix}", float(change[~torch.from_numpy(hair)].mean()))
                     left = []
-                    for b, a in zip(before_sides, side_after):
+                    for b, c in zip(before_sides, sides):
+                        a = render_state(G, after_p.state, c)
                         bh = b.semantic[0].argmax(0) == ID["hair"]
                         left.append(float(((a.semantic[0].argmax(0) == ID["hair"]) & bh).sum() / max(1, int(bh.sum()))))
                     add(f"hair_left_side{suffix}", float(np.mean(left)))
-                row += [side_after[0].image[0], after.image[0], side_after[1].image[0]]
-            tiles.append(row)
-    if sheet is not None and tiles:
-        from PIL import Image
-
-        strips = [np.concatenate([to_uint8_hwc(t.clamp(-1, 1)) for t in row], 1) for row in tiles]
-        sheet.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(strips, 0)).save(sheet)
     return {k: float(np.mean(v)) for k, v in rows.items()}
 
 
@@ -283,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-sheet", type=Path, default=None, help="picture of the fit examples: model beside exact")
     ap.add_argument("--edit-refine-steps", type=int, default=None,
                     help="steps of the edits' shape-residual refinement (default: ide3d edit's; 0: the editor alone)")
-    ap.add_argument("--edit-sheet", type=Path, default=None,
-                    help="picture of the edits: before / editor alone / refined, at yaw -40, 0, +40")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--truncation", type=float, default=None,
                     help="truncation of the samples and edited portraits (default: the model's, as ide3d generate)")
@@ -316,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         from ide3d_core.encoders import load_encoder
 
         res.update(edit_eval(G, load_encoder(editor_dir).eval(), list(range(100, 100 + args.edit_seeds)), psi,
-                             args.edit_refine_steps, args.edit_sheet))
+                             args.edit_refine_steps))
         res.update(hair_edit_bound(args.samples))
     if args.sheet:
         contact_sheet(sets, args.sheet)
