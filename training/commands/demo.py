@@ -222,7 +222,8 @@ def _three_photos(out: Path, head) -> list[Path]:
 
 def _mask_edit(out: Path) -> list[Path]:
     """Paint on the portrait's canonical label map (with numpy: a hat over the top of the head), send it
-    through the canonical editor (`ide3d edit`), render the edited portrait at the front and at yaw 30."""
+    through the canonical editor and its refinement (`ide3d edit`'s default: a shape residual fitted to the
+    painted map, docs/editing.md), render the edited portrait at the front and at yaw 30."""
     from PIL import Image
 
     from ide3d_core.labels import ID, colorize
