@@ -344,6 +344,8 @@ def run_edit(args: argparse.Namespace) -> int:
     stamp = file_stamp(args.out)
     from ide3d_core import editing
 
+    if args.refine_steps is not None and args.refine_steps < 0:  # before any model is loaded
+        raise UserError(f"--refine-steps must be >= 0, got {args.refine_steps}")
     portrait = _load(args.portrait)
     if args.undo or args.redo:
         try:
@@ -365,11 +367,8 @@ def run_edit(args: argparse.Namespace) -> int:
     from ide3d_core.progress import TqdmProgress
     from ide3d_core.shape_residual import RefineConfig
 
-    try:
-        refine = (RefineConfig() if args.refine_steps is None
-                  else RefineConfig(steps=args.refine_steps) if args.refine_steps else None)
-    except ValueError as exc:
-        raise UserError(f"--refine-steps: {exc}") from None
+    refine = (RefineConfig() if args.refine_steps is None
+              else RefineConfig(steps=args.refine_steps) if args.refine_steps else None)
     with TqdmProgress("refine", disable=args.quiet or refine is None) as progress:
         portrait = editing.mask_edit(portrait, g, editor, mask, mode=args.mode,
                                      projection=portrait_projection(g, portrait) if args.mode == "residual" else None,
