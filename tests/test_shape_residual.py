@@ -68,11 +68,14 @@ def test_config_rejects_bad_values():
             RefineConfig(**bad)
 
 
-def test_refined_edit_moves_toward_the_paint(gen):
-    """On the tiny (untrained, all-background) generator: the refined edit's canonical render gives the painted
-    class more probability inside the painted block than the editor's codes alone, and no more outside it.
-    (How faithful a refined edit is, is a property of a trained model: the bundled-model test below.)"""
+def test_refined_edit_follows_the_paint_better_than_the_editor(gen):
+    """On the tiny (untrained, all-background) generator, with a learning rate large enough to grow a class
+    there: the refined edit's canonical render follows the painted block better than the editor's codes
+    alone (mIoU against the paint, which is also what picks the kept iterate), grows the painted class inside
+    the block and hardly outside it."""
     from test_editing import _editor
+
+    from ide3d_core.metrics import mean_iou
 
     p = _portrait(gen)
     current = E.canonical_labels(gen, p.state)
@@ -84,20 +87,30 @@ def test_refined_edit_moves_toward_the_paint(gen):
     editor = _editor(gen)
     plain = E.mask_edit(p, gen, editor, painted, current=current)
     steps = []
-    refined = E.mask_edit(p, gen, editor, painted, current=current, refine=RefineConfig(steps=30, side_resolution=16),
+    config = RefineConfig(steps=30, lr=2.0, side_resolution=16)
+    refined = E.mask_edit(p, gen, editor, painted, current=current, refine=config,
                           progress=lambda done, total, msg: steps.append((done, total)))
     assert steps[0] == (0, 30) and steps[-1] == (30, 30)
     assert plain.state.shape_residual is None and refined.state.shape_residual is not None
     assert torch.equal(refined.ws, plain.ws)  # the residual comes on top of the editor's codes
     assert refined.history[-1].params["refine"]["steps"] == 30
+    before, after = E.canonical_labels(gen, plain.state), E.canonical_labels(gen, refined.state)
+    paint = torch.from_numpy(painted).long()
+    assert mean_iou(torch.from_numpy(after).long(), paint) > mean_iou(torch.from_numpy(before).long(), paint) + 0.05
+    assert (after[block] == ID["hat"]).mean() > 0.1 and (after[~block] == ID["hat"]).mean() < 0.01
 
-    def hat_logp(state):
-        sem = E.render_state(gen, state, canonical_camera().label()).semantic[0].log_softmax(0)[ID["hat"]]
-        return float(sem[torch.from_numpy(block)].mean()), float(sem[torch.from_numpy(~block)].mean())
 
-    (inside0, outside0), (inside1, outside1) = hat_logp(plain.state), hat_logp(refined.state)
-    assert inside1 > inside0 + 0.25
-    assert outside1 < outside0 + 0.1
+def test_an_edit_the_editor_already_follows_gets_no_residual(gen):
+    """Painting the current map again: the editor's residual codes render it exactly, so no refinement step
+    can follow the paint better, and the edit keeps no residual (the refinement returns its start)."""
+    from test_editing import _editor
+
+    p = _portrait(gen)
+    h = gen.img_resolution
+    yy, xx = np.mgrid[:h, :h]
+    disc = np.where((yy - h / 2) ** 2 + (xx - h / 2) ** 2 < (h / 3) ** 2, 1, 0).astype(np.uint8)
+    same = E.mask_edit(p, gen, _editor(gen), disc, current=disc, refine=RefineConfig(steps=3, side_resolution=16))
+    assert same.state.shape_residual is None and torch.equal(same.ws, p.ws)
 
 
 def test_refine_can_be_cancelled(gen):
