@@ -132,8 +132,6 @@ def mask_edit(portrait: Portrait, generator: nn.Module, editor: nn.Module, mask:
     residual = state.shape_residual
     if refine is not None and refine.steps > 0:
         residual = refine_residual(generator, new_ws, state, painted, current, refine, progress, cancel)
-        if state.shape_residual is None and not residual.any():  # the editor alone followed the paint best
-            residual = None
         params["refine"] = refine.to_dict()
     return portrait.with_record(EditRecord("mask", params, replace(state, ws=new_ws, shape_residual=residual)))
 

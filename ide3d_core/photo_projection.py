@@ -132,7 +132,7 @@ def projection_scope(fitted_ws: torch.Tensor, state: Any, num_shape_ws: int) -> 
     if ws.shape != fit.shape:
         return ProjectionScope(False, False)
     shape_same = (torch.equal(ws[:, :num_shape_ws], fit[:, :num_shape_ws])
-                  and getattr(state, "shape_residual", None) is None)
+                  and state.shape_residual is None)
     texture_same = torch.equal(ws[:, num_shape_ws:], fit[:, num_shape_ws:])
     excluded = tuple(int(k) for k in state.restyle.classes) if state.restyle is not None else ()
     return ProjectionScope(labels=shape_same, colour=texture_same, excluded_classes=excluded)

@@ -45,12 +45,13 @@ from ide3d_core.camera_torch import project_points, rays_from_labels
 from ide3d_core.cameras import canonical_camera, orbit_camera
 from ide3d_core.labels import NUM_CLASSES
 from ide3d_core.metrics import mean_iou
-if TYPE_CHECKING:  # not at run time: the add-on's tests stand a small module in for ide3d_core.networks
-    from ide3d_core.networks.generator import TriPlanes
 from ide3d_core.progress import CancelToken, ProgressFn, report
 
-#: numerical floor of the composited class probabilities (as the generator's semantic log-probabilities)
-_LOG_EPS = 1e-6
+if TYPE_CHECKING:  # not at run time: the add-on's tests stand a small module in for ide3d_core.networks
+    from ide3d_core.networks.generator import TriPlanes
+
+#: the largest probability of the removed classes whose log(1 - p) the side views take (keeps it finite)
+_P_MAX = 1.0 - 1e-6
 
 
 @dataclass(frozen=True)
@@ -98,15 +99,6 @@ class RefineConfig:
         return {**asdict(self), "side_yaws": list(self.side_yaws)}
 
 
-def check_residual(residual: torch.Tensor, semantic_channels: int) -> torch.Tensor:
-    """A residual's shape: ``[1, 3, semantic_channels, r, r]`` with r >= 1, finite -> float32. ValueError otherwise."""
-    if residual.ndim != 5 or residual.shape[:3] != (1, 3, semantic_channels) or residual.shape[3] != residual.shape[4]:
-        raise ValueError(f"a shape residual must be [1, 3, {semantic_channels}, r, r], got {tuple(residual.shape)}")
-    if not torch.isfinite(residual).all():
-        raise ValueError("a shape residual must be finite")
-    return residual.float()
-
-
 def with_residual(planes: TriPlanes, residual: torch.Tensor | None) -> TriPlanes:
     """``planes`` with ``residual [1, 3, Cs, r, r]`` upsampled bilinearly to the plane resolution and added
     to the semantic planes (broadcast over the batch); the texture planes are the same tensor."""
@@ -127,18 +119,17 @@ def state_planes(generator: nn.Module, state: Any) -> TriPlanes:
     """The tri-planes a :class:`~ide3d_core.portrait.PortraitState` renders with: its codes' planes plus its
     shape residual (if any). Every renderer of a portrait state goes through here."""
     dev = next(generator.parameters()).device
-    return with_residual(generator.planes(state.ws.to(dev)), getattr(state, "shape_residual", None))
+    return with_residual(generator.planes(state.ws.to(dev)), state.shape_residual)
 
 
 def _neural_maps(generator: nn.Module, planes: TriPlanes, c: torch.Tensor, h: int
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log class probabilities [19, h, h] with the background filling the transparency, colour features
     [F, h, h], depth [h*h]) of one camera ``c [1, 25]``."""
+    from ide3d_core.networks.generator import semantic_log_probs  # here: see the TYPE_CHECKING import
+
     features, probs, opacity, depth = generator.render_neural(planes, c, h)
-    bg = torch.zeros_like(probs)
-    bg[..., 0] = 1.0
-    probs = probs + (1.0 - opacity) * bg
-    logp = torch.log(probs + _LOG_EPS)[0].T.reshape(-1, h, h)
+    logp = semantic_log_probs(probs, opacity)[0].T.reshape(-1, h, h)
     return logp, features[0].T.reshape(-1, h, h), depth[0, :, 0]
 
 
@@ -147,8 +138,8 @@ def _label(yaw_deg: float, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _side_targets(generator: nn.Module, before: TriPlanes, unchanged: torch.Tensor, removed: torch.Tensor,
-                  config: RefineConfig) -> list[tuple[torch.Tensor, ...]]:
+def _side_targets(generator: nn.Module, before: TriPlanes, canon: torch.Tensor, unchanged: torch.Tensor,
+                  removed: torch.Tensor, config: RefineConfig) -> list[tuple[torch.Tensor, ...]]:
     """Per side yaw: (camera [1, 25], colour features [F, h, h], labels [h, h], kept rays [h, h], cleared rays [h, h])
     of the pre-edit field (float masks). A ray is kept where its pre-edit surface point (the expected depth)
     projects onto an unchanged pixel of the canonical map ``unchanged [H, W]`` (bool); a ray is cleared
@@ -156,7 +147,6 @@ def _side_targets(generator: nn.Module, before: TriPlanes, unchanged: torch.Tens
     (``removed [19]`` bool: hair painted out everywhere goes at the back too)."""
     dev = unchanged.device
     h = config.side_resolution
-    canon = torch.as_tensor(canonical_camera().label(), device=dev).float()[None]
     grid_src = unchanged.float()[None, None]
     out = []
     for yaw in config.side_yaws:
@@ -185,28 +175,30 @@ def refine_residual(generator: nn.Module, ws: torch.Tensor, before: Any, painted
             new one starts, on the same grid; its renders are what the unchanged regions keep).
         painted, current: (H, W) uint8 label ids: the painted map and the pre-edit canonical map.
     Returns:
-        the residual ``[1, 3, Cs, r, r]`` float32 on the CPU, rounded to float16 values (as stored).
+        the residual ``[1, 3, Cs, r, r]`` float32 on the CPU, rounded to float16 values (as stored); the
+        starting one (``before``'s, None when it had none) when no step follows the paint better.
     """
     dev = next(generator.parameters()).device
     with torch.no_grad():
         base = generator.planes(ws.to(dev))
         before_planes = state_planes(generator, before)
-    channels = base.semantic.shape[2]
-    start = getattr(before, "shape_residual", None)
-    if start is not None:  # an earlier refined edit: go on from its residual, on its grid
-        residual = check_residual(start.detach().clone(), channels).to(dev)
+    start = before.shape_residual  # an earlier refined edit's (checked by state_planes): go on from it
+    if start is not None:
+        residual = start.detach().clone().float().to(dev)
     else:
-        residual = torch.zeros(1, 3, channels, config.resolution, config.resolution, device=dev)
-    if config.steps == 0:
-        return residual.cpu().half().float()
-    return _fit(generator, ws.to(dev), base, before_planes, residual.requires_grad_(True), painted, current,
-                config, progress, cancel)
+        residual = torch.zeros(1, 3, base.semantic.shape[2], config.resolution, config.resolution, device=dev)
+    fitted = None
+    if config.steps > 0:
+        fitted = _fit(generator, ws.to(dev), base, before_planes, residual.requires_grad_(True), painted, current,
+                      config, progress, cancel)
+    return start if fitted is None else fitted
 
 
 @torch.enable_grad()
 def _fit(generator: nn.Module, ws: torch.Tensor, base: TriPlanes, before_planes: TriPlanes, residual: torch.Tensor,
          painted: np.ndarray, current: np.ndarray, config: RefineConfig, progress: ProgressFn | None,
-         cancel: CancelToken | None) -> torch.Tensor:
+         cancel: CancelToken | None) -> torch.Tensor | None:
+    """The fit itself: the iterate that follows the paint best, or None when that is the starting one."""
     dev = residual.device
     unchanged = torch.as_tensor(np.asarray(painted) == np.asarray(current), device=dev)
     canon = torch.as_tensor(canonical_camera().label(), device=dev).float()[None]
@@ -218,16 +210,16 @@ def _fit(generator: nn.Module, ws: torch.Tensor, base: TriPlanes, before_planes:
     removed[before_ids.unique()] = True
     removed[painted_t.unique()] = False
     removed[0] = False  # the background is never "removed"
-    sides = _side_targets(generator, before_planes, unchanged, removed, config) if config.keep_side > 0 else []
+    sides = _side_targets(generator, before_planes, canon, unchanged, removed, config) if config.keep_side > 0 else []
     opt = torch.optim.Adam([residual], lr=config.lr * float(base.semantic.std()))
-    best, best_score = residual.detach().clone(), -1.0
+    best, best_score = None, -1.0  # None: the starting residual
     for step in range(config.steps):
         report(progress, step, config.steps, "refining the edit", cancel)
         planes = with_residual(base, residual)
         out = generator.render(planes, canon, ws)
         score = mean_iou(out.semantic[0].detach().argmax(0), painted_t)
         if score > best_score:  # this step's residual (before its update) follows the paint best so far
-            best, best_score = residual.detach().clone(), score
+            best, best_score = (residual.detach().clone() if step else None), score
         loss = F.cross_entropy(out.semantic, painted_t[None])
         if config.keep_colour > 0:
             loss = loss + config.keep_colour * ((out.image[0] - image0).square().mean(0) * unchanged).mean()
@@ -239,7 +231,7 @@ def _fit(generator: nn.Module, ws: torch.Tensor, base: TriPlanes, before_planes:
             loss = loss + config.keep_side * ((config.keep_colour * colour_term
                                                + config.keep_side_labels * label_term) * side_kept).mean()
             if config.clear_removed > 0 and removed.any():
-                p_removed = logp_s[removed].exp().sum(0).clamp(max=1.0 - _LOG_EPS)
+                p_removed = logp_s[removed].exp().sum(0).clamp(max=_P_MAX)
                 loss = loss - config.clear_removed * (torch.log1p(-p_removed) * side_cleared).mean()
         (residual.grad,) = torch.autograd.grad(loss, [residual])  # the generator's parameters get none
         opt.step()
@@ -248,4 +240,4 @@ def _fit(generator: nn.Module, ws: torch.Tensor, base: TriPlanes, before_planes:
     if mean_iou(out.semantic[0].argmax(0), painted_t) > best_score:
         best = residual.detach()
     report(progress, config.steps, config.steps, "refining the edit", cancel)
-    return best.cpu().half().float()  # as documents store it (the round trip is exact)
+    return None if best is None else best.cpu().half().float()  # as documents store it (exact round trip)

@@ -352,10 +352,7 @@ class Generator(nn.Module):
             return x.permute(0, 2, 1).reshape(b, x.shape[-1], h, h)
 
         features_raw = to_image(features)
-        background = torch.zeros_like(probs)
-        background[..., BACKGROUND_CLASS] = 1.0
-        probs = probs + (1.0 - opacity) * background
-        semantic_raw = to_image(torch.log(probs + SEMANTIC_LOG_EPS))
+        semantic_raw = to_image(semantic_log_probs(probs, opacity))
         w_sr = ws[:, cfg.num_shape_ws + cfg.num_head_ws:]
         image, semantic = (superresolution or self.superresolution)(features_raw, semantic_raw, w_sr)
         if self.detail is not None and detail:
@@ -376,6 +373,15 @@ class Generator(nn.Module):
     def forward(self, ws: torch.Tensor, c: torch.Tensor, neural_resolution: int | None = None,
                 generator: torch.Generator | None = None) -> RenderResult:
         return self.render(self.planes(ws), c, ws, neural_resolution=neural_resolution, generator=generator)
+
+
+def semantic_log_probs(probs: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
+    """Composited class probabilities ``probs [B, N, 19]`` and ``opacity [B, N, 1]`` of rays -> their
+    semantic log-probabilities ``[B, N, 19]``: the background class fills the transparency (module
+    docstring), then ``log(p + SEMANTIC_LOG_EPS)``."""
+    background = torch.zeros_like(probs)
+    background[..., BACKGROUND_CLASS] = 1.0
+    return torch.log(probs + (1.0 - opacity) * background + SEMANTIC_LOG_EPS)
 
 
 def range_shift(origins: torch.Tensor) -> torch.Tensor:
